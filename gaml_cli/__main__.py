@@ -1,0 +1,105 @@
+"""Entry point: run the app, map errors to one stderr line and an exit code.
+
+0 ok, 1 runtime failure, 2 bad usage or bad input, 130 interrupted. Set GAML_DEBUG=1 to
+see the traceback of an unexpected error.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+
+def _say(message: str) -> None:
+    sys.stderr.write(" ".join(message.split()) + "\n")
+    sys.stderr.flush()
+
+
+def _on_sigterm(signum, frame):  # turn SIGTERM into an exception so atomic writes clean up
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    from .core import console
+    from .core.artifacts import current_command
+    from .core.errors import GamlError
+
+    console.reset()
+    token = current_command.set(["gaml", *args])
+    debug = os.environ.get("GAML_DEBUG", "") not in ("", "0")
+    try:
+        if threading_main():
+            signal.signal(signal.SIGTERM, _on_sigterm)
+        from .app import click_app
+
+        rv = click_app().main(args=args, prog_name="gaml", standalone_mode=False)
+        return rv if isinstance(rv, int) else 0
+    except GamlError as exc:
+        if debug:
+            raise
+        _say(f"gaml: error: {exc.one_line()}")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _say("gaml: interrupted")
+        return 130
+    except BrokenPipeError:
+        # the reader of our stdout went away (e.g. `| head`): not an error of ours
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except OSError:
+            pass
+        return 0
+    except MemoryError:
+        _say("gaml: error: out of memory (try a smaller batch size)")
+        return 1
+    except Exception as exc:
+        code = _click_exit(exc, debug)
+        if code is not None:
+            return code
+        if debug:
+            raise
+        # an unexpected failure: still one line unless debugging
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        _say(f"gaml: error: {type(exc).__name__}: {first} (set GAML_DEBUG=1 for the traceback)")
+        return 1
+    finally:
+        current_command.reset(token)
+
+
+def _click_exit(exc: Exception, debug: bool) -> int | None:
+    """Exit code for click's own exceptions (usage errors, --help, abort); None otherwise."""
+    from .core import clicompat as cc
+
+    names = cc.exc_names(exc)
+    if "NoArgsIsHelpError" in names and getattr(exc, "ctx", None) is not None:
+        sys.stderr.write(exc.ctx.get_help() + "\n")
+        return 2
+    if cc.is_exit(exc):
+        return int(exc.exit_code or 0)
+    if cc.is_abort(exc):
+        _say("gaml: interrupted")
+        return 130
+    if not cc.is_click_exception(exc) or debug:
+        return None
+    ctx = getattr(exc, "ctx", None)
+    where = ctx.command_path if ctx is not None else "gaml"
+    hint = f" (see '{where} --help')" if "UsageError" in names else ""
+    _say(f"{where}: error: {exc.format_message()}{hint}")
+    return int(getattr(exc, "exit_code", 2))
+
+
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

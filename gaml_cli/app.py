@@ -1,0 +1,61 @@
+"""The root typer app: one add_typer per group; imports only the thin commands/* modules."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from . import __version__
+from .commands import completion, dataset, grid, info, inspect, models, run
+
+app = typer.Typer(
+    name="gaml",
+    help=(
+        "gaml: generative-AI research methods as composable commands. "
+        "Artifacts are safetensors/JSONL files that describe themselves; stdout carries "
+        "data, stderr carries logs and progress. Exit codes: 0 ok, 1 failure, 2 bad input."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"gaml {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or logs on stderr.")] = False,
+):
+    """gaml: generative-AI research methods as composable commands."""
+    from .core import console
+
+    console.set_options(quiet=quiet)
+
+
+app.add_typer(dataset.app, name="dataset")
+app.add_typer(models.app, name="models")
+app.command("run")(run.run)
+app.command("inspect")(inspect.inspect)
+app.command("grid")(grid.grid)
+app.command("info")(info.info)
+app.command("completion")(completion.completion)
+
+_click = None
+
+
+def click_app():
+    """The click command tree behind `app` (built once)."""
+    global _click
+    if _click is None:
+        _click = typer.main.get_command(app)
+    return _click

@@ -1,0 +1,45 @@
+"""Options shared by many commands, as Annotated aliases (one definition, one help text)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Optional
+
+import typer
+
+
+class Format(str, Enum):
+    human = "human"
+    json = "json"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+FormatOpt = Annotated[
+    Format,
+    typer.Option("--format", "-f", help="Summary format: 'human' (stderr) or 'json' (one object on stdout)."),
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or logs on stderr.")]
+SeedOpt = Annotated[int, typer.Option("--seed", min=0, help="Base random seed; sample i uses a seed derived from (seed, i).")]
+DeviceOpt = Annotated[Device, typer.Option("--device", help="auto picks cuda, then mps, then cpu.")]
+PrecisionOpt = Annotated[Precision, typer.Option("--precision", help="Compute dtype: fp32, bf16 or fp16 (GPU).")]
+OutOpt = Annotated[str, typer.Option("--out", "-o", help="Output path ('-' for stdout where the format streams).")]
+OptionalPath = Optional[str]
+
+
+def setup(fmt: Format | str = "human", quiet: bool = False) -> None:
+    """Apply the per-command console options."""
+    from ..core import console
+
+    console.set_options(quiet=quiet, fmt=fmt.value if isinstance(fmt, Enum) else fmt)

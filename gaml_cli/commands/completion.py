@@ -1,0 +1,28 @@
+"""gaml completion: print the static completion script for a shell."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated
+
+import typer
+
+
+class Shell(str, Enum):
+    bash = "bash"
+    zsh = "zsh"
+    fish = "fish"
+
+
+def completion(shell: Annotated[Shell, typer.Argument(help="bash, zsh or fish.")]):
+    """Print a completion script; it lists every command and option, so TAB never runs Python.
+
+    Example:
+
+    \b
+        gaml completion bash > ~/.local/share/bash-completion/completions/gaml
+        gaml completion fish > ~/.config/fish/completions/gaml.fish
+    """
+    from ..core.completion import GENERATORS
+
+    typer.echo(GENERATORS[shell.value](), nl=False)

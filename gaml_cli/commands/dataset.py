@@ -1,0 +1,161 @@
+"""gaml dataset: data sets that ship with a package or that gaml generates."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from ._common import FormatOpt, QuietOpt, setup
+
+app = typer.Typer(
+    help="Data sets that work offline: scikit-learn's digits and gaml's captioned shapes.",
+    no_args_is_help=True,
+)
+
+
+@app.command("digits")
+def digits(
+    out: Annotated[str, typer.Option("--out", "-o", help="Image artifact to write (.safetensors).")],
+    test_fraction: Annotated[float, typer.Option(min=0.0, max=0.9, help="Share of each class held out as test.")] = 0.2,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the stratified split.")] = 0,
+    grid: Annotated[Optional[str], typer.Option(help="Also write a PNG grid of the first 100 images.")] = None,
+    fmt: FormatOpt = "human",
+    quiet: QuietOpt = False,
+):
+    """Write scikit-learn's 8x8 digits (1,797 images, labels 0-9) as an image artifact.
+
+    Images are (N, 1, 8, 8) float32 in [-1, 1] with tensors `images`, `labels` and `split`
+    (0 train, 1 test; stratified by label, fixed by --seed).
+
+    Example:
+
+    \b
+        gaml dataset digits --out data/digits.safetensors --grid data/digits.png
+    """
+    setup(fmt, quiet)
+    from ..core import console
+    from ..core.artifacts import file_sha256, save_artifact
+    from ..core.images import IMAGE_KIND, save_grid
+    from ..datasets import digits as ds
+
+    _check_out(out, ".safetensors")
+    tensors = ds.load(test_fraction=test_fraction, seed=seed)
+    path = save_artifact(out, tensors, kind=IMAGE_KIND, config=ds.config(test_fraction, seed), seed=seed)
+    if grid:
+        save_grid(tensors["images"][:100], grid, nrow=10)
+    split = tensors["split"]
+    console.summary(
+        {
+            "out": str(path),
+            "kind": IMAGE_KIND,
+            "images": int(len(split)),
+            "train": int((split == 0).sum()),
+            "test": int((split == 1).sum()),
+            "shape": [1, 8, 8],
+            "classes": 10,
+            "grid": grid,
+            "sha256": file_sha256(path),
+        },
+        title="digits",
+    )
+
+
+@app.command("shapes")
+def shapes(
+    out: Annotated[str, typer.Option("--out", "-o", help="Image artifact to write (.safetensors).")],
+    captions: Annotated[Optional[str], typer.Option(help="Captions + attributes JSONL ('-' for stdout). Default: next to --out, same name, .jsonl.")] = None,
+    n: Annotated[int, typer.Option("--n", "-n", min=1, max=1_000_000, help="Number of images.")] = 10000,
+    seed: Annotated[int, typer.Option(min=0, help="Image i is drawn from the stream (seed, i).")] = 0,
+    size: Annotated[int, typer.Option(min=8, max=32, help="Image side in pixels (8..32).")] = 32,
+    test_fraction: Annotated[float, typer.Option(min=0.0, max=0.9, help="Expected share of test images.")] = 0.2,
+    spec: Annotated[Optional[str], typer.Option(help="JSONL ('-' = stdin): one image a line, fixing any of shape, color, background, radius, x, y; the rest is random. Overrides --n.")] = None,
+    grid: Annotated[Optional[str], typer.Option(help="Also write a PNG grid of the first 64 images.")] = None,
+    fmt: FormatOpt = "human",
+    quiet: QuietOpt = False,
+):
+    """Generate captioned shapes: "a red circle on a blue background" and so on.
+
+    4 shapes x 7 colours x 6 other background colours, random size and position,
+    anti-aliased. Images go to a safetensors artifact (`images` (N, 3, S, S) in [-1, 1],
+    `attrs` (N, 3) = shape, colour, background ids, `split`); captions and attributes go to
+    JSONL, one record a line. Deterministic: the same --seed gives the same bytes, and
+    image i does not depend on --n.
+
+    Example:
+
+    \b
+        gaml dataset shapes --n 2000 --seed 0 --out data/shapes.safetensors --grid data/shapes.png
+        echo '{"shape": "circle", "color": "red", "background": "blue"}' |
+          gaml dataset shapes --spec - --out red-circle.safetensors
+    """
+    setup(fmt, quiet)
+    from pathlib import Path
+
+    from ..core import console
+    from ..core.artifacts import file_sha256, save_artifact, write_jsonl
+    from ..core.images import IMAGE_KIND, save_grid
+    from ..datasets import shapes as ds
+
+    _check_out(out, ".safetensors")
+    cap_path = captions or str(Path(out).with_suffix(".jsonl"))
+    if cap_path != "-":
+        _check_out(cap_path, ".jsonl")
+        if Path(cap_path).resolve() == Path(out).resolve():
+            from ..core.errors import UsageError
+
+            raise UsageError("--captions and --out must be different files")
+    specs = None
+    if spec is not None:
+        from ..core.artifacts import read_jsonl
+        from ..core.errors import InputError
+
+        specs = list(read_jsonl(spec, validate=ds.validate_spec))
+        if not specs:
+            raise InputError(f"{spec}: no records")
+        n = len(specs)
+    with console.progress(n, "shapes") as bar:
+        tensors, records = ds.generate(n, seed, size=size, test_fraction=test_fraction, progress=bar,
+                                       specs=specs)
+    write_jsonl(cap_path, records)
+    cap_name = Path(cap_path).name if cap_path != "-" else None
+    cfg = ds.config(n, seed, size, test_fraction, cap_name)
+    parents = []
+    if spec is not None and spec != "-":
+        parents.append(spec)
+        cfg["spec"] = Path(spec).name
+    if cap_path != "-":
+        cfg["captions_sha256"] = file_sha256(cap_path)
+    path = save_artifact(out, tensors, kind=IMAGE_KIND, config=cfg, seed=seed, parents=parents)
+    if grid:
+        save_grid(tensors["images"][:64], grid, nrow=8)
+    split = tensors["split"]
+    console.summary(
+        {
+            "out": str(path),
+            "captions": cap_path,
+            "kind": IMAGE_KIND,
+            "images": n,
+            "train": int((split == 0).sum()),
+            "test": int((split == 1).sum()),
+            "shape": [3, size, size],
+            "grid": grid,
+            "sha256": file_sha256(path),
+        },
+        title="shapes",
+        stdout_busy=cap_path == "-",
+    )
+
+
+def _check_out(path: str, suffix: str) -> None:
+    from pathlib import Path
+
+    from ..core.errors import UsageError
+
+    if path == "-":
+        raise UsageError("this artifact is written to a file; give --out a path")
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"--out {path} is a folder; give a file name ending in {suffix}")
+    if p.suffix != suffix:
+        raise UsageError(f"--out {path}: expected a file name ending in {suffix}")

@@ -1,0 +1,50 @@
+"""gaml run: execute a recipe (a list of gaml steps with named outputs)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from ._common import FormatOpt, QuietOpt, setup
+
+
+def run(
+    recipe: Annotated[str, typer.Argument(help="Recipe YAML file.")],
+    overrides: Annotated[Optional[list[str]], typer.Argument(help="key=value overrides: seed=3, vars.out=runs/x, steps.NAME.args.KEY=V.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Print the resolved gaml commands (stdout, one per line) and stop.")] = False,
+    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip a step whose declared outputs all exist (resume a pipeline).")] = False,
+    only: Annotated[Optional[list[str]], typer.Option("--only", help="Run only this step (repeatable).")] = None,
+    fmt: FormatOpt = "human",
+    quiet: QuietOpt = False,
+):
+    """Run the gaml steps of RECIPE in order; later steps use earlier steps' outputs.
+
+    A recipe has `vars` (overridable with key=value) and `steps`, each with `name`,
+    `command`, `args` and named `outputs`; `${vars.X}`, `${STEP.OUTPUT}` and
+    `${outputs.X}` are substituted. The whole recipe is checked (unknown options, bad
+    values, dangling references) before the first step runs.
+
+    Example:
+
+    \b
+        gaml run recipes/quickstart.yaml
+        gaml run recipes/quickstart.yaml seed=1 vars.out=runs/seed1 --dry-run
+    """
+    setup(fmt, quiet)
+    from ..core import console
+    from ..core.recipes import execute, plan
+
+    rec = plan(recipe, overrides or [], only=only)
+    if dry_run:
+        if console.state.format == "json":
+            console.print_json([{"name": s.name, "argv": ["gaml", *s.argv], "outputs": s.outputs}
+                                for s in rec.steps])
+        else:
+            import shlex
+
+            for s in rec.steps:
+                typer.echo(" ".join(shlex.quote(a) for a in ["gaml", *s.argv]))
+        return
+    result = execute(rec, skip_existing=skip_existing)
+    console.summary(result, title=f"recipe {recipe}")

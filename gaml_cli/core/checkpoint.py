@@ -1,0 +1,169 @@
+"""Resumable training state as safetensors + JSON (no pickle).
+
+A checkpoint folder holds `step-00000100.safetensors` files (gaml kind "checkpoint") and a
+`latest.json` pointer, both written atomically (temp file + rename): a run killed at any
+moment resumes from the last complete checkpoint. Arbitrary nested state (module and
+optimizer state dicts, RNG states, counters) is split into a tensor table and a JSON
+skeleton that records where each tensor goes and which containers were tuples or had
+non-string keys, so `load` gives back exactly what `save` was given.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from .artifacts import atomic_write, load_artifact, read_header, save_artifact
+from .errors import InputError
+
+KIND = "checkpoint"
+_STEP_FILE = re.compile(r"^step-(\d{8})\.safetensors$")
+
+
+def _is_tensor(x: Any) -> bool:
+    mod = type(x).__module__
+    return mod.startswith("torch") and hasattr(x, "detach") or (mod == "numpy" and hasattr(x, "dtype") and hasattr(x, "shape"))
+
+
+def flatten(obj: Any, tensors: dict[str, Any] | None = None, prefix: str = "t") -> tuple[Any, dict[str, Any]]:
+    """Split nested containers into (JSON skeleton, {key: tensor})."""
+    if tensors is None:
+        tensors = {}
+    if _is_tensor(obj):
+        key = f"{prefix}"
+        tensors[key] = obj
+        return {"__tensor__": key}, tensors
+    if isinstance(obj, dict):
+        if all(isinstance(k, str) for k in obj) and "__tensor__" not in obj:
+            return {k: flatten(v, tensors, f"{prefix}.{k}")[0] for k, v in obj.items()}, tensors
+        items = [[k, flatten(v, tensors, f"{prefix}.{i}")[0]] for i, (k, v) in enumerate(obj.items())]
+        return {"__dict__": items}, tensors
+    if isinstance(obj, tuple):
+        return {"__tuple__": [flatten(v, tensors, f"{prefix}.{i}")[0] for i, v in enumerate(obj)]}, tensors
+    if isinstance(obj, list):
+        return [flatten(v, tensors, f"{prefix}.{i}")[0] for i, v in enumerate(obj)], tensors
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj, tensors
+    if hasattr(obj, "item") and hasattr(obj, "dtype"):  # numpy scalar
+        return obj.item(), tensors
+    raise TypeError(f"cannot checkpoint a value of type {type(obj).__name__} at {prefix}")
+
+
+def unflatten(skeleton: Any, tensors: dict[str, Any]) -> Any:
+    if isinstance(skeleton, dict):
+        if "__tensor__" in skeleton and len(skeleton) == 1:
+            return tensors[skeleton["__tensor__"]]
+        if "__tuple__" in skeleton and len(skeleton) == 1:
+            return tuple(unflatten(v, tensors) for v in skeleton["__tuple__"])
+        if "__dict__" in skeleton and len(skeleton) == 1:
+            return {(tuple(k) if isinstance(k, list) else k): unflatten(v, tensors)
+                    for k, v in skeleton["__dict__"]}
+        return {k: unflatten(v, tensors) for k, v in skeleton.items()}
+    if isinstance(skeleton, list):
+        return [unflatten(v, tensors) for v in skeleton]
+    return skeleton
+
+
+def capture_rng() -> dict[str, Any]:
+    """Python, numpy and torch (CPU + CUDA) RNG states."""
+    import random
+    import sys
+
+    import numpy as np
+
+    py = random.getstate()
+    state: dict[str, Any] = {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": np.random.get_state(legacy=False),
+    }
+    if "torch" in sys.modules:
+        torch = sys.modules["torch"]
+        state["torch"] = torch.get_rng_state()
+        if torch.cuda.is_available():
+            state["cuda"] = list(torch.cuda.get_rng_state_all())
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    import random
+    import sys
+
+    import numpy as np
+
+    if "python" in state:
+        v, internal, gauss = state["python"]
+        random.setstate((v, tuple(internal), gauss))
+    if "numpy" in state:
+        np.random.set_state(state["numpy"])
+    if "torch" in state and "torch" in sys.modules:
+        torch = sys.modules["torch"]
+        torch.set_rng_state(state["torch"].to("cpu") if hasattr(state["torch"], "to") else state["torch"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class CheckpointDir:
+    """Save and find checkpoints of one training run."""
+
+    def __init__(self, folder: str | Path, keep: int = 2):
+        self.folder = Path(folder)
+        self.keep = max(1, keep)
+
+    def path_for(self, step: int) -> Path:
+        return self.folder / f"step-{step:08d}.safetensors"
+
+    def save(self, step: int, state: dict[str, Any], config: dict[str, Any] | None = None,
+             seed: int | None = None) -> Path:
+        skeleton, tensors = flatten(state)
+        if not tensors:
+            import numpy as np
+
+            tensors = {"__empty__": np.zeros(1, dtype=np.uint8)}
+        kinds = {type(v).__module__.split(".")[0] for v in tensors.values()}
+        if len(kinds) > 1:  # mixed numpy/torch: store all as torch
+            import torch
+
+            tensors = {k: (torch.from_numpy(v) if type(v).__module__ == "numpy" else v) for k, v in tensors.items()}
+        path = self.path_for(step)
+        cfg = {"step": step, "skeleton": skeleton, "run_config": config or {},
+               "framework": "torch" if "torch" in kinds else "numpy"}
+        save_artifact(path, tensors, kind=KIND, config=cfg, seed=seed)
+        with atomic_write(self.folder / "latest.json", "w") as fh:
+            json.dump({"step": step, "file": path.name}, fh)
+        self._prune()
+        return path
+
+    def _prune(self) -> None:
+        files = sorted(p for p in self.folder.glob("step-*.safetensors") if _STEP_FILE.match(p.name))
+        for old in files[: -self.keep]:
+            old.unlink(missing_ok=True)
+
+    def latest(self) -> Path | None:
+        pointer = self.folder / "latest.json"
+        if pointer.is_file():
+            try:
+                name = json.loads(pointer.read_text())["file"]
+                p = self.folder / name
+                if p.is_file():
+                    return p
+            except (ValueError, KeyError, TypeError):
+                pass
+        files = sorted(p for p in self.folder.glob("step-*.safetensors") if _STEP_FILE.match(p.name))
+        return files[-1] if files else None
+
+    def load(self, path: Path | None = None, device: str = "cpu") -> tuple[int, dict[str, Any], dict[str, Any]]:
+        """(step, state, run_config) from `path` or the latest checkpoint."""
+        path = path or self.latest()
+        if path is None:
+            raise InputError(f"{self.folder}: no checkpoint to resume from")
+        info = read_header(path)
+        framework = info.config.get("framework", "numpy")
+        art = load_artifact(path, KIND, framework="pt" if framework == "torch" else "numpy", device=device)
+        cfg = art.config
+        try:
+            state = unflatten(cfg["skeleton"], art.tensors)
+            return int(cfg["step"]), state, cfg.get("run_config", {})
+        except (KeyError, TypeError, ValueError):
+            raise InputError(f"{path}: corrupt checkpoint (its skeleton does not match its tensors)") from None

@@ -1,0 +1,138 @@
+"""Device and dtype choice, seeding, and per-sample random streams.
+
+Per-sample seeding: sample i of a run with base seed S draws its noise from its own
+generator seeded with `sample_seed(S, i)`, so the i-th sample is the same whatever the
+batch size or the number of samples asked for (as EDM's generate.py does with one seed
+per image). torch is imported inside the functions only.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Iterable, Sequence
+
+from .errors import UsageError
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def pick_device(name: str = "auto"):
+    """'auto' -> cuda if available, else mps, else cpu. Asking for a missing one is an error."""
+    import torch
+
+    name = (name or "auto").lower()
+    base = name.split(":")[0]
+    if base not in DEVICES:
+        raise UsageError(f"--device must be one of {', '.join(DEVICES)} (got {name!r})")
+    if base == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if base == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda asked for, but this torch build sees no CUDA GPU "
+                         f"(torch {torch.__version__}); use --device cpu or auto")
+    if base == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise UsageError("--device mps asked for, but MPS is not available")
+    return torch.device(name)
+
+
+def pick_dtype(precision: str, device=None):
+    """fp32 | bf16 | fp16 -> torch dtype; refuses fp16 on CPU (no fast kernels, NaN-prone)."""
+    import torch
+
+    table = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if precision not in table:
+        raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
+    if precision == "fp16" and device is not None and torch.device(device).type == "cpu":
+        raise UsageError("--precision fp16 needs a GPU; use fp32 or bf16 on CPU")
+    return table[precision]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (when present) global generators."""
+    random.seed(seed)
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))
+    try:
+        import numpy as np
+
+        np.random.seed(seed % (2**32))
+    except ImportError:  # pragma: no cover
+        pass
+    import sys
+
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(seed)
+
+
+def sample_seed(base_seed: int, index: int) -> int:
+    """A well-mixed 63-bit seed for sample `index` of a run seeded with `base_seed`."""
+    import numpy as np
+
+    if base_seed < 0 or index < 0:
+        raise UsageError("seeds and sample indices must be non-negative")
+    state = np.random.SeedSequence([int(base_seed), int(index)]).generate_state(2, np.uint32)
+    return int((int(state[0]) << 31) ^ int(state[1])) & ((1 << 63) - 1)
+
+
+def sample_seeds(base_seed: int, indices: Iterable[int]) -> list[int]:
+    return [sample_seed(base_seed, i) for i in indices]
+
+
+def randn_per_sample(shape: Sequence[int], seeds: Sequence[int], device="cpu", dtype=None):
+    """Stack of standard normal tensors, row i drawn from a generator seeded with seeds[i].
+
+    Drawn on the CPU generator then moved, so values are identical on every device.
+    """
+    import torch
+
+    dtype = dtype or torch.float32
+    rows = []
+    for s in seeds:
+        g = torch.Generator(device="cpu").manual_seed(int(s))
+        rows.append(torch.randn(tuple(shape), generator=g, dtype=torch.float32))
+    out = torch.stack(rows) if rows else torch.empty((0, *shape))
+    return out.to(device=device, dtype=dtype)
+
+
+class PerSampleRNG:
+    """One torch.Generator per sample for samplers that draw noise at every step."""
+
+    def __init__(self, seeds: Sequence[int]):
+        import torch
+
+        self.generators = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
+
+    def randn(self, shape: Sequence[int], device="cpu", dtype=None):
+        import torch
+
+        rows = [torch.randn(tuple(shape), generator=g) for g in self.generators]
+        return torch.stack(rows).to(device=device, dtype=dtype or torch.float32)
+
+    def randint(self, high: int, device="cpu"):
+        import torch
+
+        rows = [torch.randint(high, (1,), generator=g) for g in self.generators]
+        return torch.cat(rows).to(device)
+
+
+def describe(device_name: str = "auto") -> dict:
+    """Facts for `gaml info`: versions, devices, dtypes."""
+    import torch
+
+    dev = pick_device(device_name)
+    info = {
+        "torch": torch.__version__,
+        "device": str(dev),
+        "cuda_available": torch.cuda.is_available(),
+        "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+        "bf16_supported": bool(dev.type == "cpu" or (dev.type == "cuda" and torch.cuda.is_bf16_supported())),
+        "threads": torch.get_num_threads(),
+    }
+    return info

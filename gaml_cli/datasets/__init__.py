@@ -1,0 +1,1 @@
+"""Data sets gaml ships or generates offline."""
