@@ -40,7 +40,10 @@ def ls(fmt: FormatOpt = "human", quiet: QuietOpt = False):
     for r in rows:
         src = f"{r['hub_id']}@{r['revision']}" if r["source"] == "hub" else r.get("asset") or r.get("path")
         table.add_row(r["alias"], r["kind"], src, "yes" if r["present"] else "no", r["description"])
-    Console(highlight=False, soft_wrap=True).print(table)
+    import sys
+
+    # piped: never truncate (stdout is data); a terminal: fit its width
+    Console(highlight=False, width=None if sys.stdout.isatty() else 240).print(table)
 
 
 @app.command("where")

@@ -47,4 +47,12 @@ def run(
                 typer.echo(" ".join(shlex.quote(a) for a in ["gaml", *s.argv]))
         return
     result = execute(rec, skip_existing=skip_existing)
-    console.summary(result, title=f"recipe {recipe}")
+    if console.state.format == "json":
+        console.print_json(result)
+    elif not console.state.quiet:
+        lines = [f"recipe {recipe}: {len(result['steps'])} step(s) in {result['seconds']:.1f}s"
+                 + (f", skipped {', '.join(result['skipped'])}" if result["skipped"] else "")]
+        for s in result["steps"]:
+            outs = ", ".join(f"{k}={v}" for k, v in s["outputs"].items())
+            lines.append(f"  {s['name']:<16} {s['seconds']:>7.1f}s  {outs}")
+        console.err().print("\n".join(lines), markup=False)

@@ -166,7 +166,7 @@ def download_entry(entry: ModelEntry) -> Path:
         raise ModelNotFoundError(
             f"cannot download model {entry.alias!r} ({entry.hub_id}@{entry.revision}): network "
             f"access is off (HF_HUB_OFFLINE/GAML_OFFLINE)",
-            f"copy a snapshot into {hub_cache_dir()} or pass a local folder",
+            f"set HF_HOME to a cache that has it (looked in {hub_cache_dir()}) or pass a local folder",
         )
     from huggingface_hub import snapshot_download
 
