@@ -4,9 +4,11 @@
 function __gaml_subcommands
     switch "$argv"
         case ''
-            printf '%s\n' completion dataset grid info inspect models run
+            printf '%s\n' completion dataset eval grid info inspect models run sample train
         case 'dataset'
             printf '%s\n' digits shapes
+        case 'eval'
+            printf '%s\n' fd train-classifier
         case 'models'
             printf '%s\n' download ls where
     end
@@ -35,11 +37,14 @@ end
 complete -c gaml -f
 complete -c gaml -n "__gaml_at ''" -a completion -d 'Print a completion script; it lists every command and...'
 complete -c gaml -n "__gaml_at ''" -a dataset -d 'Data sets that work offline: scikit-learns digits and...'
+complete -c gaml -n "__gaml_at ''" -a eval -d 'Evaluate generated images: Frechet distance and...'
 complete -c gaml -n "__gaml_at ''" -a grid -d 'Draw the first N images of an image artifact as a PNG grid.'
 complete -c gaml -n "__gaml_at ''" -a info -d 'Print gaml, Python and torch versions, the device...'
 complete -c gaml -n "__gaml_at ''" -a inspect -d 'Show an artifacts kind, config, provenance and tensors;...'
 complete -c gaml -n "__gaml_at ''" -a models -d 'Model aliases (sd15, sd21, sdxl, gamls own) and where...'
 complete -c gaml -n "__gaml_at ''" -a run -d 'Run the gaml steps of RECIPE in order; later steps use...'
+complete -c gaml -n "__gaml_at ''" -a sample -d 'Sample images from a teacher (Heun/Euler, EDM schedule,...'
+complete -c gaml -n "__gaml_at ''" -a train -d 'Train a conditional EDM diffusion teacher (diffusers...'
 complete -c gaml -n "__gaml_at ''" -l version -d 'Print the version and exit.'
 complete -c gaml -n "__gaml_at ''" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at ''" -l help -s h -d 'Show help and exit.'
@@ -68,6 +73,27 @@ complete -c gaml -n "__gaml_at 'dataset shapes'" -l grid -r -F -d 'Also write a 
 complete -c gaml -n "__gaml_at 'dataset shapes'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'dataset shapes'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'dataset shapes'" -l help -s h -d 'Show help and exit.'
+complete -c gaml -n "__gaml_at 'eval'" -a fd -d 'Frechet distance to real images in a gaml classifiers...'
+complete -c gaml -n "__gaml_at 'eval'" -a train-classifier -d 'Train the small CNN whose features gaml eval fd uses...'
+complete -c gaml -n "__gaml_at 'eval'" -l help -s h -d 'Show help and exit.'
+complete -c gaml -n "__gaml_at 'eval fd'" -F
+complete -c gaml -n "__gaml_at 'eval fd'" -l images -s i -r -F -d 'Generated images artifact (from gaml sample).'
+complete -c gaml -n "__gaml_at 'eval fd'" -l ref -s r -r -F -d 'Real images: an images artifact, or digits / shapes.'
+complete -c gaml -n "__gaml_at 'eval fd'" -l classifier -r -F -d 'Feature classifier artifact or alias (default: the shipped one for the data set).'
+complete -c gaml -n "__gaml_at 'eval fd'" -l seed -r -F -d 'Seed of the split of the reference into two halves.'
+complete -c gaml -n "__gaml_at 'eval fd'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'eval fd'" -l quiet -s q -d 'No progress bars or logs on stderr.'
+complete -c gaml -n "__gaml_at 'eval fd'" -l help -s h -d 'Show help and exit.'
+complete -c gaml -n "__gaml_at 'eval train-classifier'" -F
+complete -c gaml -n "__gaml_at 'eval train-classifier'" -l data -s d -r -F -d 'An images artifact with labels or attrs.'
+complete -c gaml -n "__gaml_at 'eval train-classifier'" -l out -s o -r -F -d 'Classifier artifact to write (.safetensors).'
+complete -c gaml -n "__gaml_at 'eval train-classifier'" -l epochs -r -F -d 'Passes over the training split.'
+complete -c gaml -n "__gaml_at 'eval train-classifier'" -l batch-size -r -F
+complete -c gaml -n "__gaml_at 'eval train-classifier'" -l lr -r -F -d 'Peak learning rate (one-cycle).'
+complete -c gaml -n "__gaml_at 'eval train-classifier'" -l seed -r -F
+complete -c gaml -n "__gaml_at 'eval train-classifier'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'eval train-classifier'" -l quiet -s q -d 'No progress bars or logs on stderr.'
+complete -c gaml -n "__gaml_at 'eval train-classifier'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'grid'" -F
 complete -c gaml -n "__gaml_at 'grid'" -l out -s o -r -F -d 'PNG file to write.'
 complete -c gaml -n "__gaml_at 'grid'" -l n -s n -r -F -d 'How many images.'
@@ -110,3 +136,41 @@ complete -c gaml -n "__gaml_at 'run'" -l only -r -F -d 'Run only this step (repe
 complete -c gaml -n "__gaml_at 'run'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'run'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'run'" -l help -s h -d 'Show help and exit.'
+complete -c gaml -n "__gaml_at 'sample'" -F
+complete -c gaml -n "__gaml_at 'sample'" -l model -s m -r -F -d 'A teacher or generator artifact, or a shipped alias (digits, shapes).'
+complete -c gaml -n "__gaml_at 'sample'" -l out -s o -r -F -d 'Image artifact to write (.safetensors).'
+complete -c gaml -n "__gaml_at 'sample'" -l n -s n -r -F -d 'Number of samples.'
+complete -c gaml -n "__gaml_at 'sample'" -l steps -r -F -d 'Sampler steps (teachers; default from the model).'
+complete -c gaml -n "__gaml_at 'sample'" -l sampler -r -F -d 'heun (2 steps - 1 evaluations) or euler (1 per step).'
+complete -c gaml -n "__gaml_at 'sample'" -l guidance -r -F -d 'Classifier-free guidance scale (1 = conditional model).'
+complete -c gaml -n "__gaml_at 'sample'" -l class -r -F -d 'Class label for every sample (class-conditional models).'
+complete -c gaml -n "__gaml_at 'sample'" -l prompt -r -F -d 'Caption for every sample (text-conditional models).'
+complete -c gaml -n "__gaml_at 'sample'" -l prompts -r -F -d 'Captions, one a line (text) or JSONL with prompt/caption; cycled over the samples.'
+complete -c gaml -n "__gaml_at 'sample'" -l grid -r -F -d 'Also write a PNG grid of the first 64 samples.'
+complete -c gaml -n "__gaml_at 'sample'" -l batch-size -r -F -d 'Samples per forward pass (does not change the samples).'
+complete -c gaml -n "__gaml_at 'sample'" -l seed -r -F -d 'Base seed; sample i uses seed (seed, i).'
+complete -c gaml -n "__gaml_at 'sample'" -l device -x -a 'auto cpu cuda mps' -d 'auto picks cuda, then mps, then cpu.'
+complete -c gaml -n "__gaml_at 'sample'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'sample'" -l quiet -s q -d 'No progress bars or logs on stderr.'
+complete -c gaml -n "__gaml_at 'sample'" -l help -s h -d 'Show help and exit.'
+complete -c gaml -n "__gaml_at 'train'" -F
+complete -c gaml -n "__gaml_at 'train'" -l data -s d -r -F -d 'An images artifact (gaml dataset digits|shapes).'
+complete -c gaml -n "__gaml_at 'train'" -l out -s o -r -F -d 'Teacher artifact to write (.safetensors).'
+complete -c gaml -n "__gaml_at 'train'" -l steps -r -F -d 'Optimizer steps.'
+complete -c gaml -n "__gaml_at 'train'" -l batch-size -r -F -d 'Images per step.'
+complete -c gaml -n "__gaml_at 'train'" -l lr -r -F -d 'Adam learning rate (after linear warm-up).'
+complete -c gaml -n "__gaml_at 'train'" -l warmup -r -F -d 'Warm-up steps of the learning rate.'
+complete -c gaml -n "__gaml_at 'train'" -l ema -r -F -d 'EMA decay of the saved weights.'
+complete -c gaml -n "__gaml_at 'train'" -l p-uncond -r -F -d 'Condition dropout (for classifier-free guidance).'
+complete -c gaml -n "__gaml_at 'train'" -l cond -r -F -d 'auto (captions > labels > none), class, text or none.'
+complete -c gaml -n "__gaml_at 'train'" -l split -r -F -d 'Which images to train on: train, test or all.'
+complete -c gaml -n "__gaml_at 'train'" -l guidance -r -F -d 'Default guidance scale stored for gaml sample.'
+complete -c gaml -n "__gaml_at 'train'" -l checkpoint-every -r -F -d 'Save a resumable checkpoint every N steps (0: only on Ctrl-C).'
+complete -c gaml -n "__gaml_at 'train'" -l checkpoint-dir -r -F -d 'Checkpoint folder (default: OUT without .safetensors + .ckpt).'
+complete -c gaml -n "__gaml_at 'train'" -l resume -d 'Continue from the last checkpoint.'
+complete -c gaml -n "__gaml_at 'train'" -l save-precision -r -F -d 'Stored weight dtype: fp32, fp16 or bf16.'
+complete -c gaml -n "__gaml_at 'train'" -l seed -r -F -d 'Seed of initialisation, batches and noise.'
+complete -c gaml -n "__gaml_at 'train'" -l device -x -a 'auto cpu cuda mps' -d 'auto picks cuda, then mps, then cpu.'
+complete -c gaml -n "__gaml_at 'train'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'train'" -l quiet -s q -d 'No progress bars or logs on stderr.'
+complete -c gaml -n "__gaml_at 'train'" -l help -s h -d 'Show help and exit.'

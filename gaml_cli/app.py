@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from . import __version__
-from .commands import completion, dataset, grid, info, inspect, models, run
+from .commands import completion, dataset, eval as eval_cmd, grid, info, inspect, models, run, sample, train
 
 app = typer.Typer(
     name="gaml",
@@ -44,6 +44,9 @@ def root(
 
 app.add_typer(dataset.app, name="dataset")
 app.add_typer(models.app, name="models")
+app.add_typer(eval_cmd.app, name="eval")
+app.command("train")(train.train)
+app.command("sample")(sample.sample)
 app.command("run")(run.run)
 app.command("inspect")(inspect.inspect)
 app.command("grid")(grid.grid)

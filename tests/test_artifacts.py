@@ -49,7 +49,7 @@ def test_wrong_kind_and_plain_safetensors(tmp_path):
     from safetensors.numpy import save_file
 
     p = A.save_artifact(tmp_path / "a.safetensors", {"x": np.zeros(2)}, kind="teacher")
-    with pytest.raises(InputError, match="is a 'teacher' artifact, but this needs 'images'"):
+    with pytest.raises(InputError, match="is an artifact of kind 'teacher', but this needs 'images'"):
         A.load_artifact(p, "images")
     plain = tmp_path / "plain.safetensors"
     save_file({"x": np.zeros(2)}, str(plain))

@@ -27,7 +27,7 @@ def test_non_safetensors_file(gaml, tmp_path):
 def test_safetensors_of_another_kind(gaml, tmp_path):
     other = save_artifact(tmp_path / "t.safetensors", {"w": np.zeros(3)}, kind="teacher")
     out = tmp_path / "g.png"
-    _assert_clean_failure(gaml("grid", other, "--out", out), out, "is a 'teacher' artifact, but this needs 'images'")
+    _assert_clean_failure(gaml("grid", other, "--out", out), out, "is an artifact of kind 'teacher', but this needs 'images'")
 
 
 def test_truncated_file(gaml, tmp_path, digits_artifact):

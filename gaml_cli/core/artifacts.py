@@ -213,8 +213,8 @@ def expect_kind(info: ArtifactInfo, kinds: str | Iterable[str]) -> ArtifactInfo:
         )
     if info.kind not in wanted:
         raise InputError(
-            f"{info.path}: is a '{info.kind}' artifact, but this needs "
-            f"'{' or '.join(wanted)}'"
+            f"{info.path}: is an artifact of kind '{info.kind}', but this needs "
+            + " or ".join(f"'{w}'" for w in wanted)
         )
     return info
 

@@ -142,11 +142,57 @@ def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+class _PlainBar:
+    """Progress for logs (stderr not a terminal): a line every `interval` seconds and at the end."""
+
+    def __init__(self, total: int | None, description: str, completed: int, interval: float):
+        import time
+
+        self.total, self.description, self.done = total, description, completed
+        self.interval = interval
+        self.t0 = self.last = time.monotonic()
+        self.fields: dict[str, Any] = {}
+
+    def update(self, advance: int = 1, **fields: Any) -> None:
+        import time
+
+        self.done += advance
+        self.fields.update(fields)
+        now = time.monotonic()
+        if now - self.last >= self.interval:
+            self.last = now
+            self.emit()
+
+    def set_description(self, text: str) -> None:
+        self.description = text
+
+    def emit(self) -> None:
+        import time
+
+        el = time.monotonic() - self.t0
+        pct = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
+        of = f"/{self.total}" if self.total else ""
+        info = " ".join(f"{k}={_fmt(v)}" for k, v in self.fields.items())
+        sys.stderr.write(f"{self.description} {self.done}{of}{pct} {el:.0f}s {info}".rstrip() + "\n")
+        sys.stderr.flush()
+
+
 @contextmanager
 def progress(total: int | None, description: str, completed: int = 0) -> Iterator[_Bar | _NullBar]:
-    """A progress bar on stderr (nothing with --quiet). `bar.update(n, loss=...)` shows fields."""
+    """A progress bar on stderr (nothing with --quiet). `bar.update(n, loss=...)` shows fields.
+
+    When stderr is not a terminal (logs, CI) it prints a plain line every
+    GAML_PROGRESS_SECONDS (default 30) seconds instead of a live bar.
+    """
     if state.quiet:
         yield _NullBar()
+        return
+    if not sys.stderr.isatty():
+        import os
+
+        bar = _PlainBar(total, description, completed, float(os.environ.get("GAML_PROGRESS_SECONDS", "30")))
+        yield bar
+        bar.emit()
         return
     from rich.progress import (
         BarColumn,

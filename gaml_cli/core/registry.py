@@ -99,7 +99,16 @@ BUILTIN: tuple[ModelEntry, ...] = (
 
 # gaml's own models (trained by gaml, shipped in gaml_cli/assets/ with a model card).
 # An entry is listed only when its file is really in the package.
-SHIPPED: tuple[ModelEntry, ...] = ()
+SHIPPED: tuple[ModelEntry, ...] = (
+    ModelEntry(alias="digits", kind="teacher", asset="digits-teacher.safetensors",
+               description="gaml's class-conditional EDM teacher on 8x8 digits (recipes/teacher-digits.yaml)"),
+    ModelEntry(alias="shapes", kind="teacher", asset="shapes-teacher.safetensors",
+               description="gaml's caption-conditional EDM teacher on 16x16 shapes (recipes/teacher-shapes.yaml)"),
+    ModelEntry(alias="digits-classifier", kind="classifier", asset="digits-classifier.safetensors",
+               description="feature net + label head for gaml eval fd on digits (recipes/classifiers.yaml)"),
+    ModelEntry(alias="shapes-classifier", kind="classifier", asset="shapes-classifier.safetensors",
+               description="feature net + shape/colour/background heads for gaml eval fd on shapes (recipes/classifiers.yaml)"),
+)
 
 
 def _user_entries() -> list[ModelEntry]:

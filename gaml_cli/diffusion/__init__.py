@@ -1,0 +1,1 @@
+"""Shared diffusion pieces: EDM preconditioning, loss and samplers; small UNets; SD adapters."""

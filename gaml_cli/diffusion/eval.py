@@ -1,0 +1,102 @@
+"""Scoring generated images against real ones with gaml's feature classifiers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..core.artifacts import Artifact, load_artifact, read_header
+from ..core.errors import InputError, UsageError
+from .features import FeatureNet, frechet_distance, predict
+
+NAMED_REFS = ("digits", "shapes")
+REF_SHAPES_N = 10_000
+REF_SHAPES_SEED = 1  # not the training seed (0): held-out reference images
+
+
+def load_classifier(name: str | None, ref: str, gen_cfg: dict[str, Any]) -> tuple[FeatureNet, Path]:
+    from ..core import hub
+
+    if name is None:
+        dataset = ref if ref in NAMED_REFS else None
+        if dataset is None and Path(ref).is_file():
+            dataset = read_header(ref).config.get("dataset")
+        dataset = dataset or gen_cfg.get("dataset")
+        if dataset not in NAMED_REFS:
+            raise UsageError("no shipped classifier for this data; pass --classifier "
+                             "(train one with gaml eval train-classifier)")
+        name = f"{dataset}-classifier"
+    path = hub.resolve(name, option="--classifier")
+    art = load_artifact(path, "classifier", framework="pt")
+    model = FeatureNet(art.config["model"])
+    try:
+        model.load_state_dict({k: v.float() for k, v in art.tensors.items()})
+    except RuntimeError:
+        raise InputError(f"{path}: weights do not fit the classifier config") from None
+    model.eval().requires_grad_(False)
+    model.classes = art.config.get("classes", {})
+    return model, path
+
+
+def reference_images(ref: str, clf: FeatureNet) -> tuple[np.ndarray, str]:
+    shape = tuple(clf.config["image_shape"])
+    if ref == "digits":
+        from ..datasets import digits
+
+        x = digits.load()["images"]
+        name = "digits (all 1,797)"
+    elif ref == "shapes":
+        from ..datasets import shapes
+
+        tensors, _ = shapes.generate(REF_SHAPES_N, REF_SHAPES_SEED, size=shape[-1])
+        x = tensors["images"]
+        name = f"shapes ({REF_SHAPES_N} at {shape[-1]}px, seed {REF_SHAPES_SEED})"
+    else:
+        x = load_artifact(ref, "images")["images"]
+        name = ref
+    if tuple(x.shape[1:]) != shape:
+        raise UsageError(f"reference images are {tuple(x.shape[1:])}, the classifier expects {shape}")
+    return x.astype(np.float32), name
+
+
+def score(clf: FeatureNet, gen: Artifact, ref_x: np.ndarray, seed: int = 0) -> dict[str, Any]:
+    x = gen["images"].astype(np.float32)
+    shape = tuple(clf.config["image_shape"])
+    if tuple(x.shape[1:]) != shape:
+        raise UsageError(f"{gen.info.path}: images are {tuple(x.shape[1:])}, the classifier expects {shape}")
+    m = min(len(x), len(ref_x) // 2)
+    if m < 2:
+        raise UsageError("need at least 2 generated and 4 reference images")
+    perm = np.random.default_rng(seed).permutation(len(ref_x))
+    ref_a, ref_b = ref_x[perm[:m]], ref_x[perm[m:2 * m]]
+    f_gen, pred = predict(clf, x)
+    f_a, _ = predict(clf, ref_a)
+    f_b, _ = predict(clf, ref_b)
+    fd = frechet_distance(f_gen[:m], f_b)
+    floor = frechet_distance(f_a, f_b)
+    out: dict[str, Any] = {"fd": fd, "floor": floor, "ratio": fd / floor if floor > 0 else None,
+                           "n": int(m), "samples": int(len(x))}
+    heads = list(clf.heads)
+    if "labels" in gen.tensors and "label" in heads:
+        out["accuracy"] = float((pred["label"] == gen["labels"]).mean())
+    elif "attrs" in gen.tensors:
+        cols = gen.config.get("attrs_columns", ["shape", "color", "background"])
+        a = gen["attrs"]
+        per, ok = {}, np.ones(len(x), dtype=bool)
+        known = np.ones(len(x), dtype=bool)
+        for j, c in enumerate(cols):
+            if c not in pred:
+                continue
+            mask = a[:, j] >= 0
+            known &= mask
+            if mask.any():
+                per[c] = float((pred[c][mask] == a[mask, j]).mean())
+            ok &= (pred[c] == a[:, j]) | ~mask
+        out["attribute_accuracy"] = per
+        out["accuracy"] = float(ok[known].mean()) if known.any() else None
+    else:
+        out["accuracy"] = None
+    return out
