@@ -56,6 +56,10 @@ def sample(
         raise UsageError("give at most one of --class, --prompt, --prompts")
     dev = runtime.pick_device(device.value if hasattr(device, "value") else device)
     path = _resolve_model(model)
+    from ..diffusion.sd import is_pipeline_folder
+
+    if is_pipeline_folder(path):
+        return _sample_sd(path, out, n, steps, sampler, guidance, class_, prompt, prompts, grid, batch_size, seed, dev)
     net, info = load_model(path, device=dev)
     cfg = info.config
     if net.cond_type != "class" and class_ is not None:
@@ -96,6 +100,40 @@ def sample(
         save_grid(tensors["images"][:64], grid, nrow=8)
     console.summary({"out": out, "images": n, **facts, "seconds": round(seconds, 2),
                      "images_per_s": round(n / seconds, 1)}, title="sample")
+
+
+def _sample_sd(path, out, n, steps, sampler, guidance, class_, prompt, prompts, grid, batch_size, seed, dev):
+    """Stable Diffusion (a diffusers pipeline folder) through gaml's denoiser adapter."""
+    import time
+
+    import numpy as np
+
+    from ..core import console
+    from ..core.artifacts import save_artifact
+    from ..core.errors import UsageError
+    from ..core.images import IMAGE_KIND, save_grid
+    from ..diffusion.sample import SampleSpec, generate_sd
+    from ..diffusion.sd import load_sd
+
+    if class_ is not None:
+        raise UsageError("--class needs a class-conditional model; Stable Diffusion takes --prompt/--prompts")
+    texts = [prompt] if prompt is not None else (_read_prompts(prompts) if prompts is not None else [""])
+    conds = [texts[i % len(texts)] for i in range(n)]
+    comp = load_sd(str(path), device=dev, option="--model")
+    spec = SampleSpec(n=n, seed=seed, steps=steps, sampler=sampler, guidance=guidance, batch_size=batch_size)
+    t0 = time.perf_counter()
+    with console.progress(n, "sample") as bar:
+        images, facts = generate_sd(comp, spec, conds, dev, progress=bar)
+    seconds = time.perf_counter() - t0
+    arr = images.numpy().astype(np.float32)
+    cfg = {"dataset": None, "shape": list(arr.shape[1:]), "value_range": [-1.0, 1.0], "prompts": conds,
+           "source": {"model": str(path), "kind": "sd-pipeline", **facts, "seed": seed}}
+    save_artifact(out, {"images": arr}, kind=IMAGE_KIND, config=cfg, seed=seed,
+                  parents=[{"path": str(path), "kind": "sd-pipeline"}])
+    if grid:
+        save_grid(arr[:64], grid, nrow=8)
+    console.summary({"out": out, "images": n, **facts, "seconds": round(seconds, 2),
+                     "images_per_s": round(n / seconds, 2)}, title="sample")
 
 
 def _resolve_model(name: str):

@@ -109,3 +109,29 @@ def generate(model, kind: str, config: dict[str, Any], spec: SampleSpec, conds: 
         if progress is not None:
             progress.update(len(z))
     return torch.cat(out), facts
+
+
+@torch.no_grad()
+def generate_sd(comp, spec: SampleSpec, prompts: list[str], device: torch.device, dtype=torch.float32,
+                progress=None) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Stable Diffusion through the adapter: EDM schedule over SD's own sigma range, Heun or
+    Euler in latent space, CFG against the empty prompt, VAE decode. Returns images in [-1, 1]."""
+    den = comp.denoiser
+    sampler = spec.sampler or "heun"
+    steps = spec.steps or 25
+    guidance = 7.5 if spec.guidance is None else spec.guidance
+    if sampler not in SAMPLERS:
+        raise UsageError(f"--sampler must be one of {', '.join(SAMPLERS)}")
+    sigmas = karras_sigmas(steps, den.sigma_min, den.sigma_max, spec.rho, device=device)
+    seeds = runtime.sample_seeds(spec.seed, range(spec.n))
+    out = []
+    for b in range(0, spec.n, spec.batch_size):
+        idx = slice(b, min(spec.n, b + spec.batch_size))
+        cond = comp.encode_prompts(prompts[idx]).to(dtype)
+        z = runtime.randn_per_sample(comp.latent_shape, seeds[idx], device=device, dtype=dtype)
+        D = den if guidance == 1.0 else cfg_denoiser(den, comp.null_condition(len(z)).to(dtype), guidance)
+        lat = SAMPLERS[sampler](D, z * sigmas[0], sigmas, cond)
+        out.append(comp.decode(lat).float().cpu())
+        if progress is not None:
+            progress.update(len(z))
+    return torch.cat(out), {"nfe": nfe(sampler, steps), "sampler": sampler, "steps": steps, "guidance": guidance}
