@@ -8,7 +8,7 @@ function __gaml_subcommands
         case 'dataset'
             printf '%s\n' digits shapes
         case 'eval'
-            printf '%s\n' fd train-classifier
+            printf '%s\n' clip fd train-classifier
         case 'models'
             printf '%s\n' download ls where
     end
@@ -73,9 +73,19 @@ complete -c gaml -n "__gaml_at 'dataset shapes'" -l grid -r -F -d 'Also write a 
 complete -c gaml -n "__gaml_at 'dataset shapes'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'dataset shapes'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'dataset shapes'" -l help -s h -d 'Show help and exit.'
+complete -c gaml -n "__gaml_at 'eval'" -a clip -d 'CLIP score: how well each image matches its prompt...'
 complete -c gaml -n "__gaml_at 'eval'" -a fd -d 'Frechet distance to real images in a gaml classifiers...'
 complete -c gaml -n "__gaml_at 'eval'" -a train-classifier -d 'Train the small CNN whose features gaml eval fd uses...'
 complete -c gaml -n "__gaml_at 'eval'" -l help -s h -d 'Show help and exit.'
+complete -c gaml -n "__gaml_at 'eval clip'" -F
+complete -c gaml -n "__gaml_at 'eval clip'" -l images -s i -r -F -d 'Generated images artifact whose config lists its prompts (gaml sample writes them).'
+complete -c gaml -n "__gaml_at 'eval clip'" -l model -s m -r -F -d 'CLIP model: alias (clip-l14), hub id or local folder in transformers format.'
+complete -c gaml -n "__gaml_at 'eval clip'" -l prompts -r -F -d 'Prompts instead of the artifacts: text (one a line) or JSONL with prompt.'
+complete -c gaml -n "__gaml_at 'eval clip'" -l batch-size -r -F
+complete -c gaml -n "__gaml_at 'eval clip'" -l device -r -F -d 'auto, cpu, cuda or mps.'
+complete -c gaml -n "__gaml_at 'eval clip'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'eval clip'" -l quiet -s q -d 'No progress bars or logs on stderr.'
+complete -c gaml -n "__gaml_at 'eval clip'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'eval fd'" -F
 complete -c gaml -n "__gaml_at 'eval fd'" -l images -s i -r -F -d 'Generated images artifact (from gaml sample).'
 complete -c gaml -n "__gaml_at 'eval fd'" -l ref -s r -r -F -d 'Real images: an images artifact, or digits / shapes.'

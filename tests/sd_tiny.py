@@ -39,8 +39,27 @@ def build_tiny_sd(folder: Path, prediction_type: str = "epsilon", seed: int = 0)
                                         eos_token_id=1, pad_token_id=1))
     tok = _tiny_clip_tokenizer(folder / "_tok")
     sched = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                          num_train_timesteps=1000, prediction_type=prediction_type)
+                          num_train_timesteps=1000, prediction_type=prediction_type, steps_offset=1)
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet, scheduler=sched,
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(folder / "pipe", safe_serialization=True)
     return folder / "pipe"
+
+
+def build_tiny_clip(folder: Path, seed: int = 0) -> Path:
+    """A tiny random CLIPModel + tokenizer saved in transformers format."""
+    import torch
+    from transformers import CLIPConfig, CLIPModel
+
+    torch.manual_seed(seed)
+    model = CLIPModel(CLIPConfig(
+        text_config=dict(vocab_size=54, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, max_position_embeddings=16, bos_token_id=0, eos_token_id=1,
+                         pad_token_id=1),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                           image_size=32, patch_size=8),
+        projection_dim=16))
+    out = folder / "clip"
+    model.save_pretrained(out, safe_serialization=True)
+    _tiny_clip_tokenizer(folder / "_cliptok").save_pretrained(out)
+    return out

@@ -50,6 +50,55 @@ def fd(
     console.summary(result, title="fd")
 
 
+@app.command("clip")
+def clip(
+    images: Annotated[str, typer.Option("--images", "-i", help="Generated 'images' artifact whose config lists its prompts (gaml sample writes them).")],
+    model: Annotated[str, typer.Option("--model", "-m", help="CLIP model: alias (clip-l14), hub id or local folder in transformers format.")] = "clip-l14",
+    prompts: Annotated[Optional[str], typer.Option(help="Prompts instead of the artifact's: text (one a line) or JSONL with 'prompt'.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    fmt: FormatOpt = "human",
+    quiet: QuietOpt = False,
+):
+    """CLIP score: how well each image matches its prompt (cosine of CLIP embeddings).
+
+    Reports clip_score (mean raw cosine, as SiD-LSG reports it) and clipscore_100 (mean of
+    100 * max(cos, 0), as torchmetrics does). Weights come from the HF cache or a local
+    folder; offline without them the error says what to provide.
+
+    Example:
+
+    \b
+        gaml sample --model sd15 --prompts coco.txt -n 1000 --out s.safetensors
+        gaml eval clip --images s.safetensors --model clip-l14 --format json
+    """
+    setup(fmt, quiet)
+    import numpy as np
+
+    from ..core import console, runtime
+    from ..core.artifacts import load_artifact
+    from ..core.errors import InputError, UsageError
+    from ..diffusion.clip import ClipScorer
+
+    art = load_artifact(images, "images")
+    x = art["images"]
+    if prompts is not None:
+        from .sample import _read_prompts
+
+        texts = _read_prompts(prompts)
+        texts = [texts[i % len(texts)] for i in range(len(x))]
+    else:
+        texts = art.config.get("prompts")
+        if not texts or len(texts) != len(x):
+            raise UsageError(f"{images} lists no prompts for its images; give --prompts")
+    dev = runtime.pick_device(device)
+    scorer = ClipScorer(model, device=dev)
+    cos = scorer.cosines(x, texts, batch_size=batch_size)
+    console.summary({"clip_score": float(cos.mean()), "clipscore_100": float((100 * np.maximum(cos, 0)).mean()),
+                     "std": float(cos.std()), "n": int(len(cos)), "model": str(scorer.path), "images": images},
+                    title="clip")
+
+
 @app.command("train-classifier")
 def train_classifier_cmd(
     data: Annotated[str, typer.Option("--data", "-d", help="An 'images' artifact with labels or attrs.")],

@@ -145,22 +145,34 @@ def _resolve_model(name: str):
 
 
 def _read_prompts(path: str) -> list[str]:
+    """Prompts from a text file (one a line), a JSONL file ('prompt' or 'caption' key), or
+    '-' (stdin, either format: JSONL when the first line starts with '{')."""
+    import io
+    import sys
     from pathlib import Path
 
     from ..core.artifacts import read_jsonl
     from ..core.errors import InputError
 
-    if path.endswith((".jsonl", ".ndjson")) or path == "-":
-        def check(rec):
-            if not isinstance(rec.get("prompt", rec.get("caption")), str):
-                raise ValueError("needs a 'prompt' (or 'caption') string")
+    def check(rec):
+        if not isinstance(rec.get("prompt", rec.get("caption")), str):
+            raise ValueError("needs a 'prompt' (or 'caption') string")
 
-        texts = [r.get("prompt", r.get("caption")) for r in read_jsonl(path, validate=check)]
+    if path == "-":
+        text, name = sys.stdin.read(), "<stdin>"
     else:
         p = Path(path)
         if not p.is_file():
             raise InputError(f"{path}: no such file")
-        texts = [l.strip() for l in p.read_text(encoding="utf-8").splitlines() if l.strip()]
+        try:
+            text, name = p.read_text(encoding="utf-8"), path
+        except UnicodeDecodeError:
+            raise InputError(f"{path}: not UTF-8 text") from None
+    first = next((l.strip() for l in text.splitlines() if l.strip()), "")
+    if path.endswith((".jsonl", ".ndjson")) or first.startswith("{"):
+        texts = [r.get("prompt", r.get("caption")) for r in read_jsonl(io.StringIO(text), validate=check, name=name)]
+    else:
+        texts = [l.strip() for l in text.splitlines() if l.strip()]
     if not texts:
-        raise InputError(f"{path}: no prompts")
+        raise InputError(f"{name}: no prompts")
     return texts

@@ -357,14 +357,21 @@ def _display(path: str | os.PathLike) -> str:
 
 
 def read_jsonl(
-    path: str | os.PathLike,
+    path: str | os.PathLike | io.TextIOBase,
     validate: Callable[[dict[str, Any]], None] | None = None,
+    name: str | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Stream JSON objects from a file or '-' (stdin), one per line; blank lines are skipped.
+    """Stream JSON objects from a file, '-' (stdin) or an open text stream, one per line;
+    blank lines are skipped.
 
     A line that is not a JSON object, or that `validate` rejects (by raising ValueError),
     raises InputError naming the file and the line number.
     """
+    if hasattr(path, "readline"):
+        fh, close = path, False
+        name = name or "<stream>"
+        yield from _iter_jsonl(fh, name, validate)
+        return
     name = _display(path)
     if str(path) == "-":
         fh: io.TextIOBase = sys.stdin
@@ -378,35 +385,39 @@ def read_jsonl(
         fh = open(p, "r", encoding="utf-8")
         close = True
     try:
-        lineno = 0
-        while True:
-            try:
-                line = fh.readline()
-            except UnicodeDecodeError:
-                raise InputError(f"{name} line {lineno + 1}: not UTF-8 text") from None
-            if not line:
-                break
-            lineno += 1
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except ValueError as exc:
-                raise InputError(f"{name} line {lineno}: malformed JSON ({exc.msg})") from None
-            if not isinstance(rec, dict):
-                raise InputError(
-                    f"{name} line {lineno}: expected a JSON object, got {type(rec).__name__}"
-                )
-            if validate is not None:
-                try:
-                    validate(rec)
-                except (ValueError, KeyError, TypeError) as exc:
-                    msg = exc.args[0] if exc.args else type(exc).__name__
-                    raise InputError(f"{name} line {lineno}: {msg}") from None
-            yield rec
+        yield from _iter_jsonl(fh, name, validate)
     finally:
         if close:
             fh.close()
+
+
+def _iter_jsonl(fh, name: str, validate) -> Iterator[dict[str, Any]]:
+    lineno = 0
+    while True:
+        try:
+            line = fh.readline()
+        except UnicodeDecodeError:
+            raise InputError(f"{name} line {lineno + 1}: not UTF-8 text") from None
+        if not line:
+            break
+        lineno += 1
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError as exc:
+            raise InputError(f"{name} line {lineno}: malformed JSON ({exc.msg})") from None
+        if not isinstance(rec, dict):
+            raise InputError(
+                f"{name} line {lineno}: expected a JSON object, got {type(rec).__name__}"
+            )
+        if validate is not None:
+            try:
+                validate(rec)
+            except (ValueError, KeyError, TypeError) as exc:
+                msg = exc.args[0] if exc.args else type(exc).__name__
+                raise InputError(f"{name} line {lineno}: {msg}") from None
+        yield rec
 
 
 class JsonlWriter:

@@ -28,6 +28,7 @@ REQUIRED_FILES: dict[str, tuple[str, ...]] = {
                     "text_encoder/config.json", "tokenizer/tokenizer_config.json"),
     "sdxl-pipeline": ("model_index.json", "unet/config.json", "vae/config.json",
                       "text_encoder/config.json", "text_encoder_2/config.json"),
+    "clip": ("config.json", "tokenizer_config.json"),
 }
 
 # What `gaml models download` fetches for each kind: configs, tokenizers and safetensors
@@ -39,6 +40,8 @@ DOWNLOAD_PATTERNS: dict[str, tuple[str, ...]] = {
     "sdxl-pipeline": ("model_index.json", "*/config.json", "scheduler/*.json", "tokenizer/*",
                       "tokenizer_2/*", "unet/*.safetensors", "vae/*.safetensors",
                       "text_encoder/*.safetensors", "text_encoder_2/*.safetensors"),
+    "clip": ("config.json", "*.safetensors", "tokenizer*", "vocab.json", "merges.txt",
+             "special_tokens_map.json", "preprocessor_config.json"),
 }
 
 
@@ -94,6 +97,13 @@ BUILTIN: tuple[ModelEntry, ...] = (
         hub_id="stabilityai/stable-diffusion-xl-base-1.0",
         revision="main",
         description="Stable Diffusion XL base 1.0 (1024 px)",
+    ),
+    ModelEntry(
+        alias="clip-l14",
+        kind="clip",
+        hub_id="openai/clip-vit-large-patch14",
+        revision="main",
+        description="OpenAI CLIP ViT-L/14 (transformers format) for gaml eval clip",
     ),
 )
 

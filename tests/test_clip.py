@@ -1,0 +1,60 @@
+"""gaml eval clip on a tiny random CLIP saved in transformers format (the real loading code, offline)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from gaml_cli.core.artifacts import save_artifact  # noqa: E402
+from sd_tiny import build_tiny_clip  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    return build_tiny_clip(tmp_path_factory.mktemp("clip"))
+
+
+def _images(tmp_path, n=5, prompts=True):
+    x = np.random.default_rng(0).uniform(-1, 1, (n, 3, 20, 24)).astype(np.float32)
+    cfg = {"prompts": [f"a cat number {i}" for i in range(n)]} if prompts else {}
+    return save_artifact(tmp_path / "imgs.safetensors", {"images": x}, kind="images", config=cfg), x
+
+
+def test_clip_score_matches_an_independent_computation(gaml, tiny_clip, tmp_path):
+    from torch.nn import functional as F
+    from transformers import CLIPModel, CLIPTokenizer
+
+    path, x = _images(tmp_path)
+    res = gaml("eval", "clip", "--images", path, "--model", tiny_clip, "--device", "cpu", "--batch-size", "2", "-f", "json")
+    assert res.code == 0, res.err
+    out = json.loads(res.out)
+    # independent route: the same preprocessing written out, CLIPModel's own feature functions
+    model = CLIPModel.from_pretrained(tiny_clip).eval()
+    tok = CLIPTokenizer.from_pretrained(tiny_clip)
+    img = torch.from_numpy((x + 1) / 2)
+    img = F.interpolate(img, size=(32, round(24 * 32 / 20)), mode="bicubic", antialias=True).clamp(0, 1)
+    left = (img.shape[-1] - 32) // 2
+    img = img[..., left:left + 32]
+    mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
+    std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
+    ids = tok([f"a cat number {i}" for i in range(5)], padding="max_length", max_length=16, return_tensors="pt")
+    with torch.no_grad():
+        o = model(input_ids=ids.input_ids, attention_mask=ids.attention_mask, pixel_values=(img - mean) / std)
+    cos = F.cosine_similarity(o.image_embeds, o.text_embeds).numpy()
+    assert out["clip_score"] == pytest.approx(float(cos.mean()), abs=1e-5)
+    assert out["clipscore_100"] == pytest.approx(float((100 * np.maximum(cos, 0)).mean()), abs=1e-3)
+    assert out["n"] == 5
+
+
+def test_clip_needs_prompts_and_weights(gaml, tiny_clip, tmp_path):
+    path, _ = _images(tmp_path, prompts=False)
+    res = gaml("eval", "clip", "--images", path, "--model", tiny_clip)
+    assert res.code == 2 and "lists no prompts" in res.err
+    res = gaml("eval", "clip", "--images", path, "--model", "clip-l14", "--prompts", "-", stdin="a cat\n")
+    assert res.code == 2 and len(res.err_lines) == 1
+    assert "'clip-l14' not found locally" in res.err and "openai/clip-vit-large-patch14" in res.err
