@@ -1,7 +1,7 @@
 """Teacher benchmark: FD and conditional accuracy of gaml's shipped teachers vs sampling budget.
 
 For each teacher, at 1, 3, 10, 35 and 79 function evaluations (Heun for odd counts > 1,
-Euler otherwise; plus Euler at 35 as the first-order peer at equal cost), sample n images
+Euler otherwise; Euler beside every Heun row as the first-order peer at equal cost), sample n images
 with the default conditions (balanced labels / random captions), then score them with the
 shipped feature classifier against the real data: fd, floor (real-vs-real at the same
 sample size), ratio = fd / floor, accuracy, and throughput. The shapes teacher is also
@@ -74,8 +74,8 @@ def bench_teacher(model_path: str, ref: str, n: int, budgets, guidances, device:
     for target in budgets:
         sampler, steps = steps_for_nfe(target)
         run(sampler, steps, default_w)
-    if 35 in budgets:
-        run("euler", 35, default_w)  # first-order peer at the same cost
+        if sampler == "heun":
+            run("euler", target, default_w)  # the first-order peer at the same cost
     for w in guidances:
         if w != default_w:
             run("heun", 18, w)

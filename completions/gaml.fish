@@ -178,6 +178,7 @@ complete -c gaml -n "__gaml_at 'train'" -l guidance -r -F -d 'Default guidance s
 complete -c gaml -n "__gaml_at 'train'" -l checkpoint-every -r -F -d 'Save a resumable checkpoint every N steps (0: only on Ctrl-C).'
 complete -c gaml -n "__gaml_at 'train'" -l checkpoint-dir -r -F -d 'Checkpoint folder (default: OUT without .safetensors + .ckpt).'
 complete -c gaml -n "__gaml_at 'train'" -l resume -d 'Continue from the last checkpoint.'
+complete -c gaml -n "__gaml_at 'train'" -l resume-from -r -F -d 'Continue from this checkpoint file (e.g. an earlier step).'
 complete -c gaml -n "__gaml_at 'train'" -l save-precision -r -F -d 'Stored weight dtype: fp32, fp16 or bf16.'
 complete -c gaml -n "__gaml_at 'train'" -l seed -r -F -d 'Seed of initialisation, batches and noise.'
 complete -c gaml -n "__gaml_at 'train'" -l device -x -a 'auto cpu cuda mps' -d 'auto picks cuda, then mps, then cpu.'

@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         from .app import click_app
 
         rv = click_app().main(args=args, prog_name="gaml", standalone_mode=False)
+        if rv == 130:  # typer's answer to Ctrl-C / SIGTERM
+            _say("gaml: interrupted")
         return rv if isinstance(rv, int) else 0
     except GamlError as exc:
         if debug:
@@ -78,6 +80,8 @@ def _click_exit(exc: Exception, debug: bool) -> int | None:
         sys.stderr.write(exc.ctx.get_help() + "\n")
         return 2
     if cc.is_exit(exc):
+        if exc.exit_code == 130:
+            _say("gaml: interrupted")
         return int(exc.exit_code or 0)
     if cc.is_abort(exc):
         _say("gaml: interrupted")

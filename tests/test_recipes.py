@@ -137,3 +137,48 @@ def test_env_and_only(gaml, tmp_path, monkeypatch):
     assert res.out.strip() == f"gaml dataset digits --out {tmp_path}/env/d.safetensors --seed 0 --quiet"
     res = gaml("run", p, "--only", "nope")
     assert res.code == 2 and "no such step" in res.err
+
+
+def test_interrupted_step_stops_the_recipe(gaml, tmp_path, monkeypatch):
+    """Ctrl-C/SIGTERM in a step: exit 130, 'interrupted', and no later step runs."""
+    from gaml_cli.datasets import digits
+
+    def interrupted(**kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(digits, "load", interrupted)
+    p = _write(tmp_path, BASIC.format(out=tmp_path / "o"))
+    res = gaml("run", p)
+    assert res.code == 130
+    assert res.err_lines[-1] == "gaml: interrupted"
+    assert "[2/2]" not in res.err and not (tmp_path / "o").exists()
+
+
+def test_sigterm_during_training_saves_a_checkpoint_and_exits_130(tmp_path):
+    """The batch-job case: SIGTERM (preemption) mid-training leaves a resumable checkpoint."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pytest.importorskip("diffusers")
+    from conftest import ROOT, run_process
+
+    assert run_process("dataset", "digits", "--out", tmp_path / "d.safetensors", "-q").returncode == 0
+    proc = subprocess.Popen([sys.executable, "-m", "gaml_cli", "train", "--data", str(tmp_path / "d.safetensors"),
+                             "--out", str(tmp_path / "t.safetensors"), "--steps", "100000", "--batch-size", "4",
+                             "--checkpoint-every", "0", "--device", "cpu"],
+                            cwd=ROOT, stderr=subprocess.PIPE, text=True,
+                            env={**__import__("os").environ, "GAML_PROGRESS_SECONDS": "0.2", "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 120
+    for line in proc.stderr:  # wait until training steps are being made
+        if line.startswith("train ") and "/100000" in line and not line.startswith("train 0/"):
+            break
+        assert time.time() < deadline
+    proc.send_signal(signal.SIGTERM)
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 130
+    assert "checkpoint saved" in err and "gaml: interrupted" in err
+    assert not (tmp_path / "t.safetensors").exists()
+    ck = list((tmp_path / "t.ckpt").glob("step-*.safetensors"))
+    assert len(ck) == 1

@@ -24,6 +24,7 @@ def train(
     checkpoint_every: Annotated[int, typer.Option(min=0, help="Save a resumable checkpoint every N steps (0: only on Ctrl-C).")] = 500,
     checkpoint_dir: Annotated[Optional[str], typer.Option(help="Checkpoint folder (default: OUT without .safetensors + '.ckpt').")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint.")] = False,
+    resume_from: Annotated[Optional[str], typer.Option(help="Continue from this checkpoint file (e.g. an earlier step).")] = None,
     save_precision: Annotated[str, typer.Option(help="Stored weight dtype: fp32, fp16 or bf16.")] = "fp32",
     seed: Annotated[int, typer.Option(min=0, help="Seed of initialisation, batches and noise.")] = 0,
     device: DeviceOpt = "auto",
@@ -58,11 +59,18 @@ def train(
     dev = runtime.pick_device(device.value if hasattr(device, "value") else device)
     d = load_image_data(data, split=split, cond=cond)
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else Path(out[: -len(".safetensors")] + ".ckpt")
+    if resume and resume_from:
+        raise UsageError("give --resume or --resume-from, not both")
     if resume and not ckpt_dir.is_dir():
         raise UsageError(f"--resume: no checkpoint folder {ckpt_dir}")
+    if resume_from:
+        from ..core.artifacts import expect_kind, read_header
+
+        expect_kind(read_header(resume_from), "checkpoint")
     tc = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, ema=ema, p_uncond=p_uncond,
                      checkpoint_every=checkpoint_every, seed=seed)
-    model, mcfg, report = train_teacher(d, tc, ckpt_dir, dev, resume=resume)
+    model, mcfg, report = train_teacher(d, tc, ckpt_dir, dev, resume=resume,
+                                        resume_from=Path(resume_from) if resume_from else None)
     from dataclasses import asdict
 
     config = {"model": mcfg, "data": d.info, "train": {**asdict(tc), **report},

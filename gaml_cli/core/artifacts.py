@@ -256,6 +256,12 @@ def provenance(
     return rec
 
 
+def _finite(data: Any) -> Any:
+    from .console import finite
+
+    return finite(data)
+
+
 def _shell_quote(s: str) -> str:
     import shlex
 
@@ -284,7 +290,7 @@ def save_artifact(
         "gaml.kind": kind,
         "gaml.version": __version__,
         "gaml.format": str(FORMAT_VERSION),
-        "gaml.config": json.dumps(dict(config or {}), sort_keys=True),
+        "gaml.config": json.dumps(_finite(dict(config or {})), sort_keys=True, allow_nan=False),
         "gaml.provenance": json.dumps(
             provenance(seed=seed, parents=parents, extra=prov_extra), sort_keys=True
         ),

@@ -65,9 +65,20 @@ def warn(message: str) -> None:
     err().print(f"[yellow]warning:[/yellow] {message}")
 
 
+def finite(data: Any) -> Any:
+    """NaN/inf -> None, recursively: JSON has no NaN, and jq and friends reject it."""
+    if isinstance(data, float):
+        return data if data == data and data not in (float("inf"), float("-inf")) else None
+    if isinstance(data, dict):
+        return {k: finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite(v) for v in data]
+    return data
+
+
 def print_json(data: Any) -> None:
     """One JSON document on stdout (data channel)."""
-    sys.stdout.write(json.dumps(data, indent=None, sort_keys=False, default=_json_default) + "\n")
+    sys.stdout.write(json.dumps(finite(data), indent=None, sort_keys=False, default=_json_default) + "\n")
     sys.stdout.flush()
 
 
@@ -94,7 +105,7 @@ def summary(data: dict, title: str | None = None, stdout_busy: bool = False) -> 
     """
     if state.format == "json":
         if stdout_busy:
-            sys.stderr.write(json.dumps(data, default=_json_default) + "\n")
+            sys.stderr.write(json.dumps(finite(data), default=_json_default) + "\n")
         else:
             print_json(data)
         return

@@ -86,12 +86,19 @@ def execute(rec: Recipe, skip_existing: bool = False) -> dict:
         started = time.perf_counter()
         try:
             console.state.quiet, console.state.format = saved[0], "human"
-            group.main(args=list(s.argv), prog_name="gaml", standalone_mode=False)
+            rv = group.main(args=list(s.argv), prog_name="gaml", standalone_mode=False)
+            # typer turns Ctrl-C / SIGTERM into a returned 130 rather than an exception
+            if rv == 130:
+                raise KeyboardInterrupt
+            if isinstance(rv, int) and rv != 0:
+                raise GamlError(f"recipe {rec.path} step {s.name!r} exited with {rv}")
         except GamlError as exc:
             exc.message = f"recipe {rec.path} step {s.name!r}: {exc.message}"
             raise
         except Exception as exc:
             if cc.is_exit(exc):
+                if exc.exit_code == 130:
+                    raise KeyboardInterrupt from None
                 if exc.exit_code:
                     raise GamlError(f"recipe {rec.path} step {s.name!r} exited with {exc.exit_code}") from None
             elif cc.is_click_exception(exc):

@@ -72,7 +72,8 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int, decay: 
 
 
 def train_teacher(data: ImageData, tc: TrainConfig, ckpt_dir: Path, device: torch.device,
-                  resume: bool = False) -> tuple[torch.nn.Module, dict[str, Any], dict[str, Any]]:
+                  resume: bool = False, resume_from: Path | None = None
+                  ) -> tuple[torch.nn.Module, dict[str, Any], dict[str, Any]]:
     """Returns (EMA model, model config, training report)."""
     # ---- setup
     torch.manual_seed(tc.seed)
@@ -94,8 +95,9 @@ def train_teacher(data: ImageData, tc: TrainConfig, ckpt_dir: Path, device: torc
     precond = EDMPrecond(tc.sigma_data)
     ckpt = CheckpointDir(ckpt_dir, keep=2)
     start, seconds = 0, 0.0
-    if resume:
-        step, state, run_cfg = ckpt.load(device="cpu")
+    last_loss_resumed = None
+    if resume or resume_from is not None:
+        step, state, run_cfg = ckpt.load(resume_from, device="cpu")
         if run_cfg.get("model") != mcfg:
             raise UsageError(f"{ckpt_dir}: checkpoint was made for another model/data configuration")
         model.load_state_dict(state["model"])
@@ -103,18 +105,20 @@ def train_teacher(data: ImageData, tc: TrainConfig, ckpt_dir: Path, device: torc
         opt.load_state_dict(state["opt"])
         gen.set_state(state["gen"])
         start, seconds = step, float(state.get("seconds", 0.0))
-        console.log(f"resumed from {ckpt.latest()} at step {start}")
+        last_loss_resumed = state.get("loss")
+        console.log(f"resumed from {resume_from or ckpt.latest()} at step {start}")
 
     def save_ckpt(step: int) -> None:
         ckpt.save(step, {"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
-                         "gen": gen.get_state(), "seconds": seconds + time.perf_counter() - t0},
+                         "gen": gen.get_state(), "seconds": seconds + time.perf_counter() - t0,
+                         "loss": None if last_loss != last_loss else last_loss},
                   config={"model": mcfg, "train": asdict(tc)}, seed=tc.seed)
 
     # ---- train
     console.log(f"training a {data.cond_type}-conditional EDM teacher: {param_count(model) / 1e6:.2f}M parameters, "
                 f"{n} images {tuple(images.shape[1:])}, {tc.steps} steps of {tc.batch_size} on {device}")
     t0 = time.perf_counter()
-    last_loss = float("nan")
+    last_loss = float("nan") if last_loss_resumed is None else float(last_loss_resumed)
     step = start
     try:
         with console.progress(tc.steps, "train", completed=start) as bar:
@@ -153,6 +157,6 @@ def train_teacher(data: ImageData, tc: TrainConfig, ckpt_dir: Path, device: torc
     seconds += time.perf_counter() - t0
     if start >= tc.steps:
         console.warn(f"the checkpoint is already at step {start} >= --steps {tc.steps}; saving it as it is")
-    report = {"steps": max(start, tc.steps), "final_loss": last_loss, "train_seconds": round(seconds, 1),
+    report = {"steps": max(start, tc.steps), "final_loss": None if last_loss != last_loss else last_loss, "train_seconds": round(seconds, 1),
               "parameters": param_count(ema), "images": n, "device": str(device)}
     return ema, mcfg, report
