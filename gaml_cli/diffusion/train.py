@@ -48,7 +48,8 @@ def model_config(data: ImageData, tc: TrainConfig) -> dict[str, Any]:
     if data.cond_type == "class":
         cond["num_classes"] = len(data.info["classes"])
     elif data.cond_type == "text":
-        cond.update({"vocab": vocabulary(data.captions), "dim": 64, "layers": 2, "heads": 4, "max_len": 16})
+        cond.update({"vocab": vocabulary(data.captions), "dim": 64, "layers": 2, "heads": 4, "max_len": 16,
+                     "pool": "mean"})
     return {
         "arch": "edm-unet2d",
         "image_shape": data.info["image_shape"],
