@@ -53,12 +53,13 @@ def test_train_sample_eval_chain_digits(gaml, data, tmp_path):
 def test_batch_size_does_not_change_samples(gaml, data, tmp_path):
     teacher = tmp_path / "t.safetensors"
     gaml("train", "--data", data / "digits.safetensors", "--out", teacher, *TINY)
+    # Euler: Heun's last correction divides by sigma ~0.002 and would amplify float noise ~300x
     for bs in ("3", "16"):
-        assert gaml("sample", "--model", teacher, "-n", "6", "--steps", "2", "--batch-size", bs, "--device", "cpu",
-                    "--out", tmp_path / f"s{bs}.safetensors", "-q").code == 0
+        assert gaml("sample", "--model", teacher, "-n", "6", "--steps", "3", "--sampler", "euler", "--batch-size", bs,
+                    "--device", "cpu", "--out", tmp_path / f"s{bs}.safetensors", "-q").code == 0
     a = load_artifact(tmp_path / "s3.safetensors", "images")["images"]
     b = load_artifact(tmp_path / "s16.safetensors", "images")["images"]
-    np.testing.assert_allclose(a, b, atol=2e-4)  # float reassociation across batch shapes; wrong seeding is O(1)
+    np.testing.assert_allclose(a, b, atol=1e-4)  # float reassociation across batch shapes; wrong seeding is O(1)
 
 
 def test_text_teacher_with_prompts_from_a_pipe(gaml, data, tmp_path):
