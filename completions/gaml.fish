@@ -174,6 +174,8 @@ complete -c gaml -n "__gaml_at 'train'" -l ema -r -F -d 'EMA decay of the saved 
 complete -c gaml -n "__gaml_at 'train'" -l p-uncond -r -F -d 'Condition dropout (for classifier-free guidance).'
 complete -c gaml -n "__gaml_at 'train'" -l cond -r -F -d 'auto (captions > labels > none), class, text or none.'
 complete -c gaml -n "__gaml_at 'train'" -l split -r -F -d 'Which images to train on: train, test or all.'
+complete -c gaml -n "__gaml_at 'train'" -l channels -r -F -d 'UNet channels per level, e.g. 48,96,96 (default: by image size).'
+complete -c gaml -n "__gaml_at 'train'" -l layers-per-block -r -F -d 'ResNet layers per UNet level (default: by image size).'
 complete -c gaml -n "__gaml_at 'train'" -l guidance -r -F -d 'Default guidance scale stored for gaml sample.'
 complete -c gaml -n "__gaml_at 'train'" -l checkpoint-every -r -F -d 'Save a resumable checkpoint every N steps (0: only on Ctrl-C).'
 complete -c gaml -n "__gaml_at 'train'" -l checkpoint-dir -r -F -d 'Checkpoint folder (default: OUT without .safetensors + .ckpt).'

@@ -135,3 +135,15 @@ def test_train_bad_input(gaml, data, tmp_path):
     res = gaml("train", "--data", data / "digits.safetensors", "--cond", "text", "--out", tmp_path / "t.safetensors")
     assert res.code == 2 and "has no captions" in res.err
     assert not (tmp_path / "t.safetensors").exists()
+
+
+def test_unet_size_options(gaml, data, tmp_path):
+    out = tmp_path / "t.safetensors"
+    assert gaml("train", "--data", data / "digits.safetensors", "--out", out, "--channels", "16,32",
+                "--layers-per-block", "1", *TINY).code == 0
+    unet = read_header(out).config["model"]["unet"]
+    assert unet["block_out_channels"] == [16, 32] and unet["layers_per_block"] == 1
+    assert unet["down_block_types"] == ["DownBlock2D", "AttnDownBlock2D"]
+    for bad, needle in (("12,32", "multiples of 8"), ("16,32,32,64,64", "divisible by 16"), ("a,b", "expected integers")):
+        res = gaml("train", "--data", data / "digits.safetensors", "--out", tmp_path / "x.safetensors", "--channels", bad)
+        assert res.code == 2 and needle in res.err, res.err

@@ -20,6 +20,8 @@ def train(
     p_uncond: Annotated[float, typer.Option(min=0.0, max=1.0, help="Condition dropout (for classifier-free guidance).")] = 0.1,
     cond: Annotated[str, typer.Option(help="auto (captions > labels > none), class, text or none.")] = "auto",
     split: Annotated[str, typer.Option(help="Which images to train on: train, test or all.")] = "train",
+    channels: Annotated[Optional[str], typer.Option(help="UNet channels per level, e.g. 48,96,96 (default: by image size).")] = None,
+    layers_per_block: Annotated[Optional[int], typer.Option(min=1, max=4, help="ResNet layers per UNet level (default: by image size).")] = None,
     guidance: Annotated[float, typer.Option(min=0.0, help="Default guidance scale stored for `gaml sample`.")] = 1.0,
     checkpoint_every: Annotated[int, typer.Option(min=0, help="Save a resumable checkpoint every N steps (0: only on Ctrl-C).")] = 500,
     checkpoint_dir: Annotated[Optional[str], typer.Option(help="Checkpoint folder (default: OUT without .safetensors + '.ckpt').")] = None,
@@ -67,8 +69,22 @@ def train(
         from ..core.artifacts import expect_kind, read_header
 
         expect_kind(read_header(resume_from), "checkpoint")
+    from ..diffusion.models import default_unet, unet_config
+
+    unet = default_unet(d.info["image_shape"])
+    if channels is not None or layers_per_block is not None:
+        try:
+            ch = [int(c) for c in channels.split(",")] if channels else unet["block_out_channels"]
+        except ValueError:
+            raise UsageError(f"--channels {channels!r}: expected integers like 48,96,96") from None
+        if any(c <= 0 or c % 8 for c in ch):
+            raise UsageError("--channels must be positive multiples of 8 (GroupNorm uses 8 groups)")
+        side = d.info["image_shape"][-1]
+        if side % (2 ** (len(ch) - 1)):
+            raise UsageError(f"--channels: {len(ch)} levels need the image side ({side}) divisible by {2 ** (len(ch) - 1)}")
+        unet = unet_config(ch, layers_per_block or unet["layers_per_block"])
     tc = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, ema=ema, p_uncond=p_uncond,
-                     checkpoint_every=checkpoint_every, seed=seed)
+                     checkpoint_every=checkpoint_every, seed=seed, unet=unet)
     model, mcfg, report = train_teacher(d, tc, ckpt_dir, dev, resume=resume,
                                         resume_from=Path(resume_from) if resume_from else None)
     from dataclasses import asdict

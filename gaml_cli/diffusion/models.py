@@ -80,6 +80,16 @@ class TextEncoder(nn.Module):
         return self.proj((h * keep).sum(1) / keep.sum(1).clamp(min=1))
 
 
+def unet_config(channels: Sequence[int], layers_per_block: int) -> dict[str, Any]:
+    """A UNet2DModel config with len(channels) levels and attention at the lowest one."""
+    n = len(channels)
+    if n < 2:
+        raise ValueError("a UNet needs at least 2 levels (--channels a,b)")
+    return {"block_out_channels": [int(c) for c in channels], "layers_per_block": int(layers_per_block),
+            "down_block_types": ["DownBlock2D"] * (n - 1) + ["AttnDownBlock2D"],
+            "up_block_types": ["AttnUpBlock2D"] + ["UpBlock2D"] * (n - 1)}
+
+
 def default_unet(image_shape: Sequence[int]) -> dict[str, Any]:
     """A UNet2DModel config sized for CPU training at gaml's small resolutions."""
     c, h, w = image_shape
