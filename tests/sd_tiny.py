@@ -39,7 +39,8 @@ def build_tiny_sd(folder: Path, prediction_type: str = "epsilon", seed: int = 0)
                                         eos_token_id=1, pad_token_id=1))
     tok = _tiny_clip_tokenizer(folder / "_tok")
     sched = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                          num_train_timesteps=1000, prediction_type=prediction_type, steps_offset=1)
+                          num_train_timesteps=1000, prediction_type=prediction_type, steps_offset=1,
+                          clip_sample=False)
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet, scheduler=sched,
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(folder / "pipe", safe_serialization=True)
