@@ -82,7 +82,7 @@ complete -c gaml -n "__gaml_at 'eval clip'" -l images -s i -r -F -d 'Generated i
 complete -c gaml -n "__gaml_at 'eval clip'" -l model -s m -r -F -d 'CLIP model: alias (clip-l14), hub id or local folder in transformers format.'
 complete -c gaml -n "__gaml_at 'eval clip'" -l prompts -r -F -d 'Prompts instead of the artifacts: text (one a line) or JSONL with prompt.'
 complete -c gaml -n "__gaml_at 'eval clip'" -l batch-size -r -F
-complete -c gaml -n "__gaml_at 'eval clip'" -l device -r -F -d 'auto, cpu, cuda or mps.'
+complete -c gaml -n "__gaml_at 'eval clip'" -l device -x -a 'auto cpu cuda mps' -d 'auto picks cuda, then mps, then cpu.'
 complete -c gaml -n "__gaml_at 'eval clip'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'eval clip'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'eval clip'" -l help -s h -d 'Show help and exit.'

@@ -47,6 +47,7 @@ _gaml_choices() {
     "dataset digits|-f") echo "human json";;
     "dataset shapes|--format") echo "human json";;
     "dataset shapes|-f") echo "human json";;
+    "eval clip|--device") echo "auto cpu cuda mps";;
     "eval clip|--format") echo "human json";;
     "eval clip|-f") echo "human json";;
     "eval fd|--format") echo "human json";;

@@ -95,3 +95,15 @@ def test_unexpected_error_is_one_line_exit_1_and_debug_shows_traceback(gaml, mon
     monkeypatch.setenv("GAML_DEBUG", "1")
     with pytest.raises(ZeroDivisionError):
         gaml("dataset", "digits", "--out", tmp_path / "d.safetensors")
+
+
+@pytest.mark.parametrize("args", [
+    ["dataset", "digits", "--out", "d.safetensors", "--grid", "d.jpg"],
+    ["dataset", "shapes", "-n", "4", "--out", "s.safetensors", "--grid", "s.gif"],
+    ["sample", "--model", "digits", "-n", "2", "--out", "x.safetensors", "--grid", "x.jpg"],
+])
+def test_bad_grid_path_fails_before_any_output(gaml, tmp_path, monkeypatch, args):
+    monkeypatch.chdir(tmp_path)
+    res = gaml(*args)
+    assert res.code == 2 and len(res.err_lines) == 1 and "--grid" in res.err and ".png" in res.err
+    assert list(tmp_path.iterdir()) == []

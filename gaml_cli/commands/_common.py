@@ -43,3 +43,21 @@ def setup(fmt: Format | str = "human", quiet: bool = False) -> None:
     from ..core import console
 
     console.set_options(quiet=quiet, fmt=fmt.value if isinstance(fmt, Enum) else fmt)
+
+
+def check_out(path: str | None, suffix: str, option: str = "--out") -> None:
+    """Refuse an output path that cannot be right before any work is done: '-', a folder,
+    or the wrong file type. (None: the option was not given.)"""
+    if path is None:
+        return
+    from pathlib import Path
+
+    from ..core.errors import UsageError
+
+    if path == "-":
+        raise UsageError(f"{option}: this is written to a file; give a path")
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"{option} {path} is a folder; give a file name ending in {suffix}")
+    if p.suffix != suffix:
+        raise UsageError(f"{option} {path}: expected a file name ending in {suffix}")

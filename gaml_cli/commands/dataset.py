@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import FormatOpt, QuietOpt, setup
+from ._common import FormatOpt, QuietOpt, check_out, setup
 
 app = typer.Typer(
     help="Data sets that work offline: scikit-learn's digits and gaml's captioned shapes.",
@@ -39,7 +39,8 @@ def digits(
     from ..core.images import IMAGE_KIND, save_grid
     from ..datasets import digits as ds
 
-    _check_out(out, ".safetensors")
+    check_out(out, ".safetensors")
+    check_out(grid, ".png", "--grid")
     tensors = ds.load(test_fraction=test_fraction, seed=seed)
     path = save_artifact(out, tensors, kind=IMAGE_KIND, config=ds.config(test_fraction, seed), seed=seed)
     if grid:
@@ -97,10 +98,11 @@ def shapes(
     from ..core.images import IMAGE_KIND, save_grid
     from ..datasets import shapes as ds
 
-    _check_out(out, ".safetensors")
+    check_out(out, ".safetensors")
+    check_out(grid, ".png", "--grid")
     cap_path = captions or str(Path(out).with_suffix(".jsonl"))
     if cap_path != "-":
-        _check_out(cap_path, ".jsonl")
+        check_out(cap_path, ".jsonl", "--captions")
         if Path(cap_path).resolve() == Path(out).resolve():
             from ..core.errors import UsageError
 
@@ -145,17 +147,3 @@ def shapes(
         title="shapes",
         stdout_busy=cap_path == "-",
     )
-
-
-def _check_out(path: str, suffix: str) -> None:
-    from pathlib import Path
-
-    from ..core.errors import UsageError
-
-    if path == "-":
-        raise UsageError("this artifact is written to a file; give --out a path")
-    p = Path(path)
-    if p.is_dir():
-        raise UsageError(f"--out {path} is a folder; give a file name ending in {suffix}")
-    if p.suffix != suffix:
-        raise UsageError(f"--out {path}: expected a file name ending in {suffix}")

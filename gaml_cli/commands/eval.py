@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import FormatOpt, QuietOpt, setup
+from ._common import DeviceOpt, FormatOpt, QuietOpt, check_out, setup
 
 app = typer.Typer(help="Evaluate generated images: Frechet distance and conditional accuracy.",
                   no_args_is_help=True)
@@ -35,11 +35,8 @@ def fd(
         gaml eval fd --images s.safetensors --ref digits --format json
     """
     setup(fmt, quiet)
-    import numpy as np
-
     from ..core import console
     from ..core.artifacts import load_artifact
-    from ..core.errors import InputError
     from ..diffusion.eval import load_classifier, reference_images, score
 
     gen = load_artifact(images, "images")
@@ -56,7 +53,7 @@ def clip(
     model: Annotated[str, typer.Option("--model", "-m", help="CLIP model: alias (clip-l14), hub id or local folder in transformers format.")] = "clip-l14",
     prompts: Annotated[Optional[str], typer.Option(help="Prompts instead of the artifact's: text (one a line) or JSONL with 'prompt'.")] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    device: DeviceOpt = "auto",
     fmt: FormatOpt = "human",
     quiet: QuietOpt = False,
 ):
@@ -77,21 +74,19 @@ def clip(
 
     from ..core import console, runtime
     from ..core.artifacts import load_artifact
-    from ..core.errors import InputError, UsageError
+    from ..core.errors import UsageError
+    from ..core.prompts import cycle, read_prompts
     from ..diffusion.clip import ClipScorer
 
     art = load_artifact(images, "images")
     x = art["images"]
     if prompts is not None:
-        from .sample import _read_prompts
-
-        texts = _read_prompts(prompts)
-        texts = [texts[i % len(texts)] for i in range(len(x))]
+        texts = cycle(read_prompts(prompts), len(x))
     else:
         texts = art.config.get("prompts")
         if not texts or len(texts) != len(x):
             raise UsageError(f"{images} lists no prompts for its images; give --prompts")
-    dev = runtime.pick_device(device)
+    dev = runtime.pick_device(device.value if hasattr(device, "value") else device)
     scorer = ClipScorer(model, device=dev)
     cos = scorer.cosines(x, texts, batch_size=batch_size)
     console.summary({"clip_score": float(cos.mean()), "clipscore_100": float((100 * np.maximum(cos, 0)).mean()),
@@ -122,11 +117,10 @@ def train_classifier_cmd(
     setup(fmt, quiet)
     from ..core import console
     from ..core.artifacts import load_artifact, save_artifact
-    from ..core.errors import InputError, UsageError
+    from ..core.errors import InputError
     from ..diffusion.features import targets_of, train_classifier
 
-    if not out.endswith(".safetensors"):
-        raise UsageError(f"--out {out}: expected a file name ending in .safetensors")
+    check_out(out, ".safetensors")
     art = load_artifact(data, "images")
     try:
         y, heads, names = targets_of(art)

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import FormatOpt, QuietOpt, setup
+from ._common import FormatOpt, QuietOpt, check_out, setup
 
 
 def grid(
@@ -35,8 +35,7 @@ def grid(
     from ..core.errors import InputError, UsageError
     from ..core.images import IMAGE_KIND, save_grid
 
-    if not out.endswith(".png"):
-        raise UsageError(f"--out {out}: expected a file name ending in .png")
+    check_out(out, ".png")
     if split not in ("train", "test", "all"):
         raise UsageError(f"--split must be train, test or all (got {split!r})")
     art = load_artifact(images, IMAGE_KIND)

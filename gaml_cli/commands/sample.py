@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import DeviceOpt, FormatOpt, QuietOpt, setup
+from ._common import DeviceOpt, FormatOpt, QuietOpt, check_out, setup
 
 
 def sample(
@@ -43,136 +43,82 @@ def sample(
 
     import numpy as np
 
-    from ..core import console, runtime
-    from ..core.artifacts import read_jsonl, save_artifact
-    from ..core.errors import InputError, UsageError
-    from ..core.images import IMAGE_KIND, save_grid
-    from ..diffusion.io import load_model
-    from ..diffusion.sample import SampleSpec, caption_attrs, default_conditions, generate
+    from ..core import console, hub, runtime
+    from ..core.errors import UsageError
+    from ..core.prompts import cycle, read_prompts
+    from ..diffusion.sample import SampleSpec
+    from ..diffusion.sd import is_pipeline_folder
 
-    if not out.endswith(".safetensors"):
-        raise UsageError(f"--out {out}: expected a file name ending in .safetensors")
+    check_out(out, ".safetensors")
+    check_out(grid, ".png", "--grid")
     if sum(x is not None for x in (class_, prompt, prompts)) > 1:
         raise UsageError("give at most one of --class, --prompt, --prompts")
     dev = runtime.pick_device(device.value if hasattr(device, "value") else device)
-    path = _resolve_model(model)
-    from ..diffusion.sd import is_pipeline_folder
+    path = hub.resolve(model, option="--model")
+    spec = SampleSpec(n=n, seed=seed, steps=steps, sampler=sampler, guidance=guidance, batch_size=batch_size)
+    texts = [prompt] if prompt is not None else (read_prompts(prompts) if prompts is not None else None)
 
-    if is_pipeline_folder(path):
-        return _sample_sd(path, out, n, steps, sampler, guidance, class_, prompt, prompts, grid, batch_size, seed, dev)
-    net, info = load_model(path, device=dev)
-    cfg = info.config
-    if net.cond_type != "class" and class_ is not None:
-        raise UsageError(f"--class needs a class-conditional model; {model} is {net.cond_type}-conditional")
-    if net.cond_type != "text" and (prompt is not None or prompts is not None):
-        raise UsageError(f"--prompt/--prompts need a text-conditional model; {model} is {net.cond_type}-conditional")
-    if class_ is not None:
-        if class_ >= net.num_classes:
-            raise UsageError(f"--class {class_}: the model has classes 0..{net.num_classes - 1}")
-        conds = [class_] * n
-    elif prompt is not None:
-        conds = [prompt] * n
-    elif prompts is not None:
-        texts = _read_prompts(prompts)
-        conds = [texts[i % len(texts)] for i in range(n)]
+    if is_pipeline_folder(path):  # Stable Diffusion through gaml's denoiser adapter
+        from ..diffusion.sample import generate_sd
+        from ..diffusion.sd import load_sd
+
+        if class_ is not None:
+            raise UsageError("--class needs a class-conditional model; Stable Diffusion takes --prompt/--prompts")
+        conds = cycle(texts or [""], n)
+        comp = load_sd(str(path), device=dev, option="--model")
+        t0 = time.perf_counter()
+        with console.progress(n, "sample") as bar:
+            images, facts = generate_sd(comp, spec, conds, dev, progress=bar)
+        tensors = {}
+        out_cfg = {"dataset": None, "prompts": conds}
+        kind, parents = "sd-pipeline", [{"path": str(path), "kind": "sd-pipeline"}]
     else:
-        conds = default_conditions(net, cfg, n, seed)
-    spec = SampleSpec(n=n, seed=seed, steps=steps, sampler=sampler, guidance=guidance, batch_size=batch_size)
-    t0 = time.perf_counter()
-    with console.progress(n, "sample") as bar:
-        images, facts = generate(net, info.kind, cfg, spec, conds, dev, progress=bar)
+        from ..diffusion.io import load_model
+        from ..diffusion.sample import caption_attrs, default_conditions, generate
+
+        net, info = load_model(path, device=dev)
+        cfg = info.config
+        if net.cond_type != "class" and class_ is not None:
+            raise UsageError(f"--class needs a class-conditional model; {model} is {net.cond_type}-conditional")
+        if net.cond_type != "text" and texts is not None:
+            raise UsageError(f"--prompt/--prompts need a text-conditional model; {model} is {net.cond_type}-conditional")
+        if class_ is not None:
+            if class_ >= net.num_classes:
+                raise UsageError(f"--class {class_}: the model has classes 0..{net.num_classes - 1}")
+            conds = [class_] * n
+        elif texts is not None:
+            conds = cycle(texts, n)
+        else:
+            conds = default_conditions(net, cfg, n, seed)
+        t0 = time.perf_counter()
+        with console.progress(n, "sample") as bar:
+            images, facts = generate(net, info.kind, cfg, spec, conds, dev, progress=bar)
+        data_info = cfg.get("data", {})
+        tensors, out_cfg = {}, {"dataset": data_info.get("dataset")}
+        if net.cond_type == "class":
+            tensors["labels"] = np.asarray(conds, dtype=np.int64)
+            out_cfg["classes"] = data_info.get("classes")
+        elif net.cond_type == "text":
+            attrs = data_info.get("attributes")
+            tensors["attrs"] = caption_attrs(conds, attrs)
+            out_cfg.update(attributes=attrs, attrs_columns=["shape", "color", "background"], prompts=conds)
+        kind, parents = info.kind, [path]
     seconds = time.perf_counter() - t0
-    tensors = {"images": images.clamp(-1, 1).numpy().astype(np.float32)}
-    data_info = cfg.get("data", {})
-    out_cfg = {"dataset": data_info.get("dataset"), "shape": list(images.shape[1:]), "value_range": [-1.0, 1.0],
-               "source": {"model": str(path), "kind": info.kind, **facts, "seed": seed}}
-    if net.cond_type == "class":
-        tensors["labels"] = np.asarray(conds, dtype=np.int64)
-        out_cfg["classes"] = data_info.get("classes")
-    elif net.cond_type == "text":
-        attrs = data_info.get("attributes")
-        tensors["attrs"] = caption_attrs(conds, attrs)
-        out_cfg["attributes"] = attrs
-        out_cfg["attrs_columns"] = ["shape", "color", "background"]
-        out_cfg["prompts"] = conds
-    save_artifact(out, tensors, kind=IMAGE_KIND, config=out_cfg, seed=seed, parents=[path])
-    if grid:
-        save_grid(tensors["images"][:64], grid, nrow=8)
-    console.summary({"out": out, "images": n, **facts, "seconds": round(seconds, 2),
-                     "images_per_s": round(n / seconds, 1)}, title="sample")
-
-
-def _sample_sd(path, out, n, steps, sampler, guidance, class_, prompt, prompts, grid, batch_size, seed, dev):
-    """Stable Diffusion (a diffusers pipeline folder) through gaml's denoiser adapter."""
-    import time
-
-    import numpy as np
-
-    from ..core import console
-    from ..core.artifacts import save_artifact
-    from ..core.errors import UsageError
-    from ..core.images import IMAGE_KIND, save_grid
-    from ..diffusion.sample import SampleSpec, generate_sd
-    from ..diffusion.sd import load_sd
-
-    if class_ is not None:
-        raise UsageError("--class needs a class-conditional model; Stable Diffusion takes --prompt/--prompts")
-    texts = [prompt] if prompt is not None else (_read_prompts(prompts) if prompts is not None else [""])
-    conds = [texts[i % len(texts)] for i in range(n)]
-    comp = load_sd(str(path), device=dev, option="--model")
-    spec = SampleSpec(n=n, seed=seed, steps=steps, sampler=sampler, guidance=guidance, batch_size=batch_size)
-    t0 = time.perf_counter()
-    with console.progress(n, "sample") as bar:
-        images, facts = generate_sd(comp, spec, conds, dev, progress=bar)
-    seconds = time.perf_counter() - t0
-    arr = images.numpy().astype(np.float32)
-    cfg = {"dataset": None, "shape": list(arr.shape[1:]), "value_range": [-1.0, 1.0], "prompts": conds,
-           "source": {"model": str(path), "kind": "sd-pipeline", **facts, "seed": seed}}
-    save_artifact(out, {"images": arr}, kind=IMAGE_KIND, config=cfg, seed=seed,
-                  parents=[{"path": str(path), "kind": "sd-pipeline"}])
-    if grid:
-        save_grid(arr[:64], grid, nrow=8)
+    _write_samples(out, grid, images, tensors, out_cfg, {"model": str(path), "kind": kind, **facts, "seed": seed},
+                   seed, parents)
     console.summary({"out": out, "images": n, **facts, "seconds": round(seconds, 2),
                      "images_per_s": round(n / seconds, 2)}, title="sample")
 
 
-def _resolve_model(name: str):
-    from pathlib import Path
+def _write_samples(out, grid, images, tensors, out_cfg, source, seed, parents) -> None:
+    """The samples as an 'images' artifact (plus their labels/attrs/prompts) and an optional grid."""
+    import numpy as np
 
-    from ..core import hub
+    from ..core.artifacts import save_artifact
+    from ..core.images import IMAGE_KIND, save_grid
 
-    return hub.resolve(name, option="--model")
-
-
-def _read_prompts(path: str) -> list[str]:
-    """Prompts from a text file (one a line), a JSONL file ('prompt' or 'caption' key), or
-    '-' (stdin, either format: JSONL when the first line starts with '{')."""
-    import io
-    import sys
-    from pathlib import Path
-
-    from ..core.artifacts import read_jsonl
-    from ..core.errors import InputError
-
-    def check(rec):
-        if not isinstance(rec.get("prompt", rec.get("caption")), str):
-            raise ValueError("needs a 'prompt' (or 'caption') string")
-
-    if path == "-":
-        text, name = sys.stdin.read(), "<stdin>"
-    else:
-        p = Path(path)
-        if not p.is_file():
-            raise InputError(f"{path}: no such file")
-        try:
-            text, name = p.read_text(encoding="utf-8"), path
-        except UnicodeDecodeError:
-            raise InputError(f"{path}: not UTF-8 text") from None
-    first = next((l.strip() for l in text.splitlines() if l.strip()), "")
-    if path.endswith((".jsonl", ".ndjson")) or first.startswith("{"):
-        texts = [r.get("prompt", r.get("caption")) for r in read_jsonl(io.StringIO(text), validate=check, name=name)]
-    else:
-        texts = [l.strip() for l in text.splitlines() if l.strip()]
-    if not texts:
-        raise InputError(f"{name}: no prompts")
-    return texts
+    arr = images.clamp(-1, 1).numpy().astype(np.float32)
+    cfg = {**out_cfg, "shape": list(arr.shape[1:]), "value_range": [-1.0, 1.0], "source": source}
+    save_artifact(out, {"images": arr, **tensors}, kind=IMAGE_KIND, config=cfg, seed=seed, parents=parents)
+    if grid:
+        save_grid(arr[:64], grid, nrow=8)

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import DeviceOpt, FormatOpt, QuietOpt, setup
+from ._common import DeviceOpt, FormatOpt, QuietOpt, check_out, setup
 
 
 def train(
@@ -54,8 +54,7 @@ def train(
     from ..diffusion.io import SAVE_DTYPES, save_model
     from ..diffusion.train import TrainConfig, train_teacher
 
-    if not out.endswith(".safetensors"):
-        raise UsageError(f"--out {out}: expected a file name ending in .safetensors")
+    check_out(out, ".safetensors")
     if save_precision not in SAVE_DTYPES:
         raise UsageError(f"--save-precision must be one of {', '.join(SAVE_DTYPES)}")
     dev = runtime.pick_device(device.value if hasattr(device, "value") else device)

@@ -15,7 +15,7 @@ YAML file named by the environment variable GAML_MODELS:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError

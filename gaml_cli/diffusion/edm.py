@@ -10,7 +10,6 @@ one-step generators, Stable Diffusion through an adapter) exposes that one inter
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Callable
 

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..core.artifacts import Artifact, load_artifact, read_header
 from ..core.errors import InputError, UsageError
@@ -31,10 +30,10 @@ def load_classifier(name: str | None, ref: str, gen_cfg: dict[str, Any]) -> tupl
         name = f"{dataset}-classifier"
     path = hub.resolve(name, option="--classifier")
     art = load_artifact(path, "classifier", framework="pt")
-    model = FeatureNet(art.config["model"])
     try:
+        model = FeatureNet(art.config["model"])
         model.load_state_dict({k: v.float() for k, v in art.tensors.items()})
-    except RuntimeError:
+    except (KeyError, TypeError, ValueError, RuntimeError):
         raise InputError(f"{path}: weights do not fit the classifier config") from None
     model.eval().requires_grad_(False)
     model.classes = art.config.get("classes", {})
