@@ -55,23 +55,34 @@ def sample(
         raise UsageError("give at most one of --class, --prompt, --prompts")
     dev = runtime.pick_device(device.value if hasattr(device, "value") else device)
     path = hub.resolve(model, option="--model")
+    if path.is_dir() and (path / "generator.safetensors").is_file():  # a `gaml distill` run folder
+        path = path / "generator.safetensors"
     spec = SampleSpec(n=n, seed=seed, steps=steps, sampler=sampler, guidance=guidance, batch_size=batch_size)
     texts = [prompt] if prompt is not None else (read_prompts(prompts) if prompts is not None else None)
 
-    if is_pipeline_folder(path):  # Stable Diffusion through gaml's denoiser adapter
-        from ..diffusion.sample import generate_sd
-        from ..diffusion.sd import load_sd
+    sd_generator = _sd_generator_config(path)
+    if is_pipeline_folder(path) or sd_generator is not None:  # Stable Diffusion through gaml's adapter
+        from ..diffusion.sample import generate_sd, generate_sd_onestep
+        from ..diffusion.sd import load_sd, load_sd_generator
 
         if class_ is not None:
             raise UsageError("--class needs a class-conditional model; Stable Diffusion takes --prompt/--prompts")
         conds = cycle(texts or [""], n)
-        comp = load_sd(str(path), device=dev, option="--model")
+        if sd_generator is not None:
+            comp = load_sd_generator(path, sd_generator, device=dev)
+        else:
+            comp = load_sd(str(path), device=dev, option="--model")
         t0 = time.perf_counter()
         with console.progress(n, "sample") as bar:
-            images, facts = generate_sd(comp, spec, conds, dev, progress=bar)
+            if sd_generator is not None:
+                images, facts = generate_sd_onestep(comp, float(sd_generator["generator"]["sigma_init"]), spec,
+                                                    conds, dev, progress=bar)
+            else:
+                images, facts = generate_sd(comp, spec, conds, dev, progress=bar)
         tensors = {}
         out_cfg = {"dataset": None, "prompts": conds}
-        kind, parents = "sd-pipeline", [{"path": str(path), "kind": "sd-pipeline"}]
+        kind = "generator" if sd_generator is not None else "sd-pipeline"
+        parents = [path] if sd_generator is not None else [{"path": str(path), "kind": "sd-pipeline"}]
     else:
         from ..diffusion.io import load_model
         from ..diffusion.sample import caption_attrs, default_conditions, generate
@@ -108,6 +119,19 @@ def sample(
                    seed, parents)
     console.summary({"out": out, "images": n, **facts, "seconds": round(seconds, 2),
                      "images_per_s": round(n / seconds, 2)}, title="sample")
+
+
+def _sd_generator_config(path):
+    """The config of a Stable Diffusion one-step generator artifact (gaml distill), else None."""
+    from pathlib import Path
+
+    p = Path(path)
+    if not (p.is_file() and p.suffix == ".safetensors"):
+        return None
+    from ..core.artifacts import read_header
+
+    info = read_header(p)
+    return info.config if info.kind == "generator" and "sd" in info.config else None
 
 
 def _write_samples(out, grid, images, tensors, out_cfg, source, seed, parents) -> None:

@@ -131,7 +131,9 @@ class ImageDenoiser(nn.Module):
             raise ValueError(f"unknown conditioning {self.cond_type!r}")
         self.unet = UNet2DModel(sample_size=h, in_channels=c, out_channels=c,
                                 norm_num_groups=u.pop("norm_num_groups", 8),
-                                attention_head_dim=u.pop("attention_head_dim", 32), **u, **extra)
+                                # 32-wide heads; a narrower last level gets one head (not zero)
+                                attention_head_dim=u.pop("attention_head_dim", min(32, u["block_out_channels"][-1])),
+                                **u, **extra)
 
     # -- conditions ---------------------------------------------------------------------
     def encode_condition(self, cond: Sequence[Any] | None, n: int, device="cpu") -> torch.Tensor | None:

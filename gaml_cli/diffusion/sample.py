@@ -135,3 +135,21 @@ def generate_sd(comp, spec: SampleSpec, prompts: list[str], device: torch.device
         if progress is not None:
             progress.update(len(z))
     return torch.cat(out), {"nfe": nfe(sampler, steps), "sampler": sampler, "steps": steps, "guidance": guidance}
+
+
+@torch.no_grad()
+def generate_sd_onestep(comp, sigma_init: float, spec: SampleSpec, prompts: list[str], device: torch.device,
+                        dtype=torch.float32, progress=None) -> tuple[torch.Tensor, dict[str, Any]]:
+    """A distilled SD generator: latents = D_theta(sigma_init z; sigma_init, c) in one UNet call
+    (no guidance: SiD-LSG bakes it into the generator), then the VAE decode."""
+    seeds = runtime.sample_seeds(spec.seed, range(spec.n))
+    out = []
+    for b in range(0, spec.n, spec.batch_size):
+        idx = slice(b, min(spec.n, b + spec.batch_size))
+        cond = comp.encode_prompts(prompts[idx]).to(dtype)
+        z = runtime.randn_per_sample(comp.latent_shape, seeds[idx], device=device, dtype=dtype)
+        s = torch.full((len(z),), sigma_init, device=device, dtype=dtype)
+        out.append(comp.decode(comp.denoiser(sigma_init * z, s, cond)).float().cpu())
+        if progress is not None:
+            progress.update(len(z))
+    return torch.cat(out), {"nfe": 1, "sampler": "one-step", "sigma_init": sigma_init}

@@ -162,3 +162,22 @@ def _quiet_libraries() -> None:
 
 def is_pipeline_folder(path) -> bool:
     return Path(path).is_dir() and (Path(path) / "model_index.json").is_file()
+
+
+def load_sd_generator(path, config: dict, device="cpu", dtype: torch.dtype = torch.float32) -> SDComponents:
+    """A `gaml distill` Stable Diffusion generator: the base pipeline's VAE and text encoder with
+    the distilled UNet from the run folder (config["sd"]["unet"], a diffusers folder)."""
+    from diffusers import UNet2DConditionModel
+
+    sd = config["sd"]
+    unet_dir = Path(path).parent / sd.get("unet", "unet")
+    if not (unet_dir / "config.json").is_file():
+        raise InputError(f"{path}: its UNet folder {unet_dir} is missing")
+    comp = load_sd(sd["pipeline"], device=device, dtype=dtype, option="--model")
+    try:
+        unet = UNet2DConditionModel.from_pretrained(unet_dir, use_safetensors=True, torch_dtype=dtype,
+                                                    local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{unet_dir}: cannot load the distilled UNet ({str(exc).splitlines()[0]})") from None
+    comp.denoiser.unet = unet.to(device).eval().requires_grad_(False)
+    return comp

@@ -1,0 +1,348 @@
+"""SiD-LSG training: an explicit loop (setup / train / save), one iteration =
+
+  1. fake-score update (G frozen): x_g = G(z, c) without gradient, x_t = x_g + sigma n,
+     psi <- psi - lr grad_psi  mean_b weight(sigma) ||f_psi^kappa1(x_t, c) - x_g||^2
+  2. generator update (fresh z, c, n, sigma): x_g = G(z, c) with gradient,
+     theta <- theta - lr grad_theta  mean_b L_theta(x_g, f_phi^kappa4(x_t), f_psi^kappa2(x_t))
+     (gradients reach theta through x_g and x_t inside both frozen score networks)
+  3. EMA of G (half-life in images, EDM-style ramp-up).
+
+G(z, c) = D_theta(sigma_init z; sigma_init, c): the teacher's own one-shot denoiser at sigma_init
+is the initial generator (SiD Sec. 4). Multi-GPU: run under `accelerate launch` or torchrun;
+each process draws batch/world samples with its own random stream and DDP averages gradients.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ...core import console
+from ...core.checkpoint import CheckpointDir
+from ...core.errors import UsageError
+from .loss import fake_score_loss, finite_rows, guided, sid_generator_loss
+from .model import add_lora, load_trainable, merged_state_dict, trainable_state
+
+
+@dataclass
+class DistillConfig:
+    steps: int = 600
+    batch_size: int = 64
+    micro_batch: int = 0  # 0: the whole per-process batch in one pass
+    lr: float = 5e-5  # generator
+    lr_fake: float = 5e-5
+    betas: tuple[float, float] = (0.0, 0.999)
+    alpha: float = 1.2
+    sigma_init: float = 2.5
+    kappa1: float = 1.0  # CFG of f_psi in its own loss
+    kappa2: float = 1.0  # CFG of f_psi in the generator loss (kappa3 = kappa2)
+    kappa4: float = 1.0  # CFG of the teacher in the generator loss
+    p_uncond: float = 0.0  # condition dropout when training f_psi (0.1 when kappa1 or kappa2 != 1)
+    t_min: int = 0
+    t_max: int = 800
+    p_mean: float = -1.2
+    p_std: float = 1.2
+    ema_halflife_kimg: float = 2.0
+    ema_rampup: float = 0.05
+    precision: str = "fp32"
+    grad_clip_value: float = 0.0  # SiD-LSG clips gradient values at 1 under fp16
+    gradient_checkpointing: bool = False
+    lora_rank: int = 0
+    checkpoint_every: int = 200
+    eval_every: int = 0
+    eval_n: int = 500
+    seed: int = 0
+
+
+# Fields that must match for --resume to continue the same run.
+RUN_IDENTITY = ("batch_size", "alpha", "sigma_init", "kappa1", "kappa2", "kappa4", "p_uncond", "t_min", "t_max",
+                "lora_rank", "seed")
+
+
+def _dist() -> tuple[int, int]:
+    """(rank, world) when launched by torchrun / accelerate launch, else (0, 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _eval_d(D, x, sigma, cond, null, kappa: float):
+    """f^kappa(x; sigma, c) with conditional and null rows in one batched call."""
+    if cond is None or kappa == 1.0:
+        return D(x, sigma, cond)
+    if kappa == 0.0:
+        return D(x, sigma, null)
+    both = D(torch.cat([x, x]), torch.cat([sigma, sigma]), torch.cat([cond, null]))
+    d_c, d_u = both.chunk(2)
+    return guided(d_c, d_u, kappa)
+
+
+def _bcast(s: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return s.reshape(-1, *([1] * (x.ndim - 1))).to(x.dtype)
+
+
+class Evaluator:
+    """FD / accuracy of the EMA generator on a fixed batch, in the shipped classifier's features."""
+
+    def __init__(self, teacher, n: int, seed: int):
+        from ...diffusion.eval import load_classifier, reference_images
+        from ...diffusion.sample import default_conditions
+
+        ds = teacher.dataset
+        if teacher.family != "edm" or ds not in ("digits", "shapes"):
+            raise UsageError("--eval-every scores against digits or shapes: it needs a gaml teacher trained on one")
+        self.clf, _ = load_classifier(None, ds, {"dataset": ds})
+        self.ref, _ = reference_images(ds, self.clf)
+        self.teacher, self.n, self.seed = teacher, n, seed
+        self.conds = default_conditions(teacher.net, teacher.config, n, seed)
+
+    @torch.no_grad()
+    def __call__(self, G: torch.nn.Module, sigma_init: float) -> dict[str, Any]:
+        import numpy as np
+
+        from ...core.artifacts import Artifact, ArtifactInfo
+        from ...diffusion.eval import score
+        from ...diffusion.sample import SampleSpec, caption_attrs, generate
+
+        G.eval()
+        cfg = {"model": self.teacher.config["model"], "generator": {"sigma_init": sigma_init}}
+        x, _ = generate(G, "generator", cfg, SampleSpec(n=self.n, seed=self.seed), self.conds, self.teacher.device)
+        tensors: dict[str, Any] = {"images": x.clamp(-1, 1).numpy()}
+        art_cfg: dict[str, Any] = {}
+        if self.teacher.cond_type == "class":
+            tensors["labels"] = np.asarray(self.conds)
+        elif self.teacher.cond_type == "text":
+            tensors["attrs"] = caption_attrs(self.conds, self.teacher.attributes)
+            art_cfg["attrs_columns"] = ["shape", "color", "background"]
+        info = ArtifactInfo(path=Path("<distill eval>"), kind="images", version=None, config=art_cfg,
+                            provenance={}, tensors={})
+        s = score(self.clf, Artifact(info=info, tensors=tensors), self.ref, seed=self.seed)
+        return {"fd": s["fd"], "floor": s["floor"], "accuracy": s.get("accuracy")}
+
+
+def distill(teacher, dc: DistillConfig, out_dir: Path, device: torch.device, resume: bool = False,
+            progress_label: str = "distill") -> tuple[torch.nn.Module, dict[str, Any], int]:
+    """Run SiD-LSG; returns (the generator to save: the EMA copy if kept; report; this process's rank)."""
+    rank, world = _dist()
+    main = rank == 0
+    if dc.batch_size % world:
+        raise UsageError(f"--batch-size {dc.batch_size} must be divisible by the {world} processes")
+    local_b = dc.batch_size // world
+    micro = dc.micro_batch or local_b
+    if local_b % micro:
+        raise UsageError(f"--micro-batch {micro} must divide the per-process batch {local_b}")
+    amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[dc.precision]
+    autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else nullcontext
+    scaler = torch.amp.GradScaler(device.type) if dc.precision == "fp16" else None
+
+    # ---- setup: three networks (teacher frozen; fake score and generator from the teacher)
+    torch.manual_seed(dc.seed)
+    f_phi = teacher.net
+    f_psi = teacher.trainable_copy()
+    G = teacher.trainable_copy()
+    if dc.lora_rank:
+        add_lora(teacher.core(f_psi), dc.lora_rank, dc.seed)
+        add_lora(teacher.core(G), dc.lora_rank, dc.seed + 1)
+    if dc.gradient_checkpointing:
+        for m in (f_psi, G, f_phi):
+            core = teacher.core(m)
+            if hasattr(core, "enable_gradient_checkpointing"):
+                core.enable_gradient_checkpointing()
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False) if dc.ema_halflife_kimg > 0 else None
+    g_names = [n for n, p in G.named_parameters() if p.requires_grad]
+    f_names = [n for n, p in f_psi.named_parameters() if p.requires_grad]
+    opt_g = torch.optim.Adam([p for p in G.parameters() if p.requires_grad], lr=dc.lr, betas=dc.betas,
+                             eps=1e-6 if dc.precision == "fp16" else 1e-8)
+    opt_f = torch.optim.Adam([p for p in f_psi.parameters() if p.requires_grad], lr=dc.lr_fake, betas=dc.betas,
+                             eps=1e-6 if dc.precision == "fp16" else 1e-8)
+    G_train, f_train = G, f_psi
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [device.index] if device.type == "cuda" else None
+        G_train, f_train = DDP(G, device_ids=ids), DDP(f_psi, device_ids=ids)
+    gen = torch.Generator().manual_seed(dc.seed * 1_000_003 + rank)
+    ckpt = CheckpointDir(out_dir / "checkpoints", keep=2)
+    identity = {k: getattr(dc, k) for k in RUN_IDENTITY} | {"teacher": teacher.describe()}
+    start, seconds, history = 0, 0.0, []
+    if resume:
+        step, state, run_cfg = ckpt.load(device="cpu")
+        if run_cfg.get("identity") != json.loads(json.dumps(identity)):
+            raise UsageError(f"{out_dir}: the checkpoint was made with another teacher or settings "
+                             f"({', '.join(RUN_IDENTITY)} must match); start a new --out")
+        load_trainable(G, state["G"])
+        load_trainable(f_psi, state["fake"])
+        if G_ema is not None and "G_ema" in state:
+            load_trainable(G_ema, state["G_ema"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_f.load_state_dict(state["opt_f"])
+        gen.set_state(state["gen"])
+        start, seconds, history = step, float(state.get("seconds", 0.0)), list(run_cfg.get("history", []))
+        if main:
+            console.log(f"resumed from {ckpt.latest()} at step {start}")
+    evaluator = Evaluator(teacher, dc.eval_n, dc.seed) if dc.eval_every and main else None
+
+    def save_ckpt(step: int) -> None:
+        if not main:
+            return
+        state = {"G": trainable_state(G, g_names), "fake": trainable_state(f_psi, f_names),
+                 "opt_g": opt_g.state_dict(), "opt_f": opt_f.state_dict(), "gen": gen.get_state(),
+                 "seconds": seconds + time.perf_counter() - t0}
+        if G_ema is not None:
+            state["G_ema"] = trainable_state(G_ema, g_names)
+        ckpt.save(step, state, config={"identity": identity, "distill": asdict(dc), "history": history},
+                  seed=dc.seed)
+
+    def conditions(n: int):
+        conds = teacher.draw_conditions(n, gen)
+        return teacher.encode(conds, n) if conds is not None else teacher.null(n)
+
+    def generate(c: torch.Tensor | None, n: int) -> torch.Tensor:
+        z = torch.randn((n, *teacher.x_shape), generator=gen).to(device)
+        s = torch.full((n,), dc.sigma_init, device=device)
+        with autocast():
+            return G_train(dc.sigma_init * z, s, c).float()
+
+    def step_opt(opt, module, loss) -> None:
+        if scaler is not None:
+            scaler.scale(loss).backward()
+        else:
+            loss.backward()
+
+    def finish(opt, module) -> None:
+        if scaler is not None:
+            scaler.unscale_(opt)
+        for p in module.parameters():
+            if p.grad is not None:
+                torch.nan_to_num(p.grad, nan=0.0, posinf=1e5, neginf=-1e5, out=p.grad)
+        if dc.grad_clip_value > 0:
+            torch.nn.utils.clip_grad_value_([p for p in module.parameters() if p.requires_grad], dc.grad_clip_value)
+        if scaler is not None:
+            scaler.step(opt)
+        else:
+            opt.step()
+
+    @torch.no_grad()
+    def ema_update(done_images: int) -> None:
+        if G_ema is None:
+            return
+        half = dc.ema_halflife_kimg * 1000
+        if dc.ema_rampup:
+            half = min(half, done_images * dc.ema_rampup)
+        beta = 0.5 ** (dc.batch_size / max(half, 1e-8))
+        p_ema = dict(G_ema.named_parameters())
+        for n, p in G.named_parameters():
+            if p.requires_grad:
+                p_ema[n].lerp_(p.detach(), 1 - beta)
+
+    n_params = sum(p.numel() for p in G.parameters() if p.requires_grad)
+    if main:
+        console.log(f"SiD-LSG: {teacher.describe()['family']} teacher {teacher.path}, {n_params / 1e6:.2f}M trainable "
+                    f"parameters per network, batch {dc.batch_size} ({world} process(es)), kappa "
+                    f"{dc.kappa1}/{dc.kappa2}/{dc.kappa4}, alpha {dc.alpha}, sigma_init {dc.sigma_init:.3f}, "
+                    f"{dc.precision} on {device}")
+    t0 = time.perf_counter()
+    loss_f = loss_g = float("nan")
+    step = start
+    log_path = out_dir / "log.jsonl"
+    try:
+        with console.progress(dc.steps, progress_label, completed=start) if main else nullcontext(None) as bar:
+            for step in range(start, dc.steps):
+                # 1. fake score network (generator frozen)
+                f_psi.train().requires_grad_(False)
+                for n, p in f_psi.named_parameters():
+                    p.requires_grad_(n in f_names)
+                opt_f.zero_grad(set_to_none=True)
+                total_f = 0.0
+                for _ in range(local_b // micro):
+                    c = conditions(micro)
+                    if dc.p_uncond > 0 and c is not None:
+                        drop = (torch.rand(micro, generator=gen) < dc.p_uncond).to(device)
+                        # as in the SiD-LSG reference, a dropped prompt is dropped for G's sample too
+                        c = torch.where(_bcast(drop, c).bool(), teacher.null(micro).to(c.dtype), c)
+                    with torch.no_grad():
+                        x_g = generate(c, micro)
+                    sigma = teacher.fake_sigma(micro, gen, dc)
+                    noise = torch.randn(x_g.shape, generator=gen).to(device)
+                    x_t = x_g + _bcast(sigma, x_g) * noise
+                    with autocast():
+                        y = _eval_d(f_train, x_t, sigma, c, teacher.null(micro), dc.kappa1).float()
+                    ok = finite_rows(y, x_g)
+                    loss = fake_score_loss(y[ok], x_g[ok], teacher.fake_weight(sigma[ok])).sum() / local_b
+                    step_opt(opt_f, f_psi, loss)
+                    total_f += float(loss.detach())
+                finish(opt_f, f_psi)
+                f_psi.eval().requires_grad_(False)
+
+                # 2. generator (score networks frozen; gradient flows through their inputs)
+                G.train()
+                opt_g.zero_grad(set_to_none=True)
+                total_g = 0.0
+                for _ in range(local_b // micro):
+                    c = conditions(micro)
+                    x_g = generate(c, micro)
+                    sigma = teacher.gen_sigma(micro, gen, dc)
+                    noise = torch.randn(x_g.shape, generator=gen).to(device)
+                    x_t = x_g + _bcast(sigma, x_g) * noise
+                    null = teacher.null(micro)
+                    with autocast():
+                        y_fake = _eval_d(f_psi, x_t, sigma, c, null, dc.kappa2).float()
+                        y_real = _eval_d(f_phi, x_t, sigma, c, null, dc.kappa4).float()
+                    ok = finite_rows(x_g, y_real, y_fake)
+                    loss = sid_generator_loss(x_g[ok], y_real[ok], y_fake[ok], dc.alpha).sum() / local_b
+                    step_opt(opt_g, G, loss)
+                    total_g += float(loss.detach())
+                finish(opt_g, G)
+                if scaler is not None:
+                    scaler.update()
+                ema_update((step + 1) * dc.batch_size)
+                loss_f, loss_g = total_f, total_g
+                fields: dict[str, Any] = {"loss_fake": loss_f, "loss_g": loss_g}
+                if evaluator is not None and ((step + 1) % dc.eval_every == 0 or step + 1 == dc.steps):
+                    fields.update(evaluator(G_ema or G, dc.sigma_init))
+                    (G_ema or G).train(False)
+                if main:
+                    rec = {"step": step + 1, "seconds": round(seconds + time.perf_counter() - t0, 2), **fields}
+                    if "fd" in fields:
+                        history.append(rec)
+                    if "fd" in fields or (step + 1) % 10 == 0 or step + 1 == dc.steps:
+                        with open(log_path, "a") as fh:
+                            fh.write(json.dumps(console.finite(rec)) + "\n")
+                    bar.update(1, **{k: v for k, v in fields.items() if k != "floor"})
+                if dc.checkpoint_every and (step + 1) % dc.checkpoint_every == 0 and step + 1 < dc.steps:
+                    save_ckpt(step + 1)
+            step = dc.steps
+        if step > start:
+            save_ckpt(step)  # lets `--resume --steps MORE` extend the run
+    except KeyboardInterrupt:
+        if step > start:
+            save_ckpt(step)
+            if main:
+                console.warn(f"interrupted at step {step}; checkpoint saved to {ckpt.folder} (rerun with --resume)")
+        raise
+    seconds += time.perf_counter() - t0
+    if start >= dc.steps and main:
+        console.warn(f"the checkpoint is already at step {start} >= --steps {dc.steps}; saving it as it is")
+    final = G_ema if G_ema is not None else G
+    report = {"steps": max(start, dc.steps), "loss_fake": console.finite(loss_f), "loss_g": console.finite(loss_g),
+              "train_seconds": round(seconds, 1), "trainable_parameters": n_params, "processes": world,
+              "history": history}
+    return final, report, rank
+
+
+def generator_weights(G: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The generator's weights as the teacher architecture has them (LoRA merged)."""
+    return merged_state_dict(G)
