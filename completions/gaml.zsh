@@ -4,7 +4,7 @@
 
 _gaml_subcommands() {
   case "$1" in
-    "") echo "completion dataset eval grid info inspect models run sample train";;
+    "") echo "completion dataset distill eval grid info inspect models run sample train";;
     "dataset") echo "digits shapes";;
     "eval") echo "clip fd train-classifier";;
     "models") echo "download ls where";;
@@ -18,6 +18,7 @@ _gaml_options() {
     "dataset") echo "--help -h";;
     "dataset digits") echo "--out -o --test-fraction --seed --grid --format -f --quiet -q --help -h";;
     "dataset shapes") echo "--out -o --captions --n -n --seed --size --test-fraction --spec --grid --format -f --quiet -q --help -h";;
+    "distill") echo "--teacher -t --out -o --steps --batch-size --micro-batch --lr --lr-fake --betas --alpha --init-sigma --lsg --kappa1 --kappa2 --kappa4 --p-uncond --t-min --t-max --ema-halflife --prompts --precision --gradient-checkpointing --lora-rank --checkpoint-every --eval-every --eval-n --resume --seed --device --format -f --quiet -q --help -h";;
     "eval") echo "--help -h";;
     "eval clip") echo "--images -i --model -m --prompts --batch-size --device --format -f --quiet -q --help -h";;
     "eval fd") echo "--images -i --ref -r --classifier --seed --format -f --quiet -q --help -h";;
@@ -47,6 +48,10 @@ _gaml_choices() {
     "dataset digits|-f") echo "human json";;
     "dataset shapes|--format") echo "human json";;
     "dataset shapes|-f") echo "human json";;
+    "distill|--precision") echo "fp32 bf16 fp16";;
+    "distill|--device") echo "auto cpu cuda mps";;
+    "distill|--format") echo "human json";;
+    "distill|-f") echo "human json";;
     "eval clip|--device") echo "auto cpu cuda mps";;
     "eval clip|--format") echo "human json";;
     "eval clip|-f") echo "human json";;
@@ -80,7 +85,7 @@ _gaml_choices() {
 
 _gaml_takes_value() {
   case "$1|$2" in
-    "dataset digits|--out"|"dataset digits|-o"|"dataset digits|--test-fraction"|"dataset digits|--seed"|"dataset digits|--grid"|"dataset digits|--format"|"dataset digits|-f"|"dataset shapes|--out"|"dataset shapes|-o"|"dataset shapes|--captions"|"dataset shapes|--n"|"dataset shapes|-n"|"dataset shapes|--seed"|"dataset shapes|--size"|"dataset shapes|--test-fraction"|"dataset shapes|--spec"|"dataset shapes|--grid"|"dataset shapes|--format"|"dataset shapes|-f"|"eval clip|--images"|"eval clip|-i"|"eval clip|--model"|"eval clip|-m"|"eval clip|--prompts"|"eval clip|--batch-size"|"eval clip|--device"|"eval clip|--format"|"eval clip|-f"|"eval fd|--images"|"eval fd|-i"|"eval fd|--ref"|"eval fd|-r"|"eval fd|--classifier"|"eval fd|--seed"|"eval fd|--format"|"eval fd|-f"|"eval train-classifier|--data"|"eval train-classifier|-d"|"eval train-classifier|--out"|"eval train-classifier|-o"|"eval train-classifier|--epochs"|"eval train-classifier|--batch-size"|"eval train-classifier|--lr"|"eval train-classifier|--seed"|"eval train-classifier|--format"|"eval train-classifier|-f"|"grid|--out"|"grid|-o"|"grid|--n"|"grid|-n"|"grid|--nrow"|"grid|--split"|"grid|--label"|"grid|--scale"|"grid|--format"|"grid|-f"|"info|--device"|"info|--format"|"info|-f"|"inspect|--format"|"inspect|-f"|"models download|--format"|"models download|-f"|"models ls|--format"|"models ls|-f"|"models where|--format"|"models where|-f"|"run|--only"|"run|--format"|"run|-f"|"sample|--model"|"sample|-m"|"sample|--out"|"sample|-o"|"sample|--n"|"sample|-n"|"sample|--steps"|"sample|--sampler"|"sample|--guidance"|"sample|--class"|"sample|--prompt"|"sample|--prompts"|"sample|--grid"|"sample|--batch-size"|"sample|--seed"|"sample|--device"|"sample|--format"|"sample|-f"|"train|--data"|"train|-d"|"train|--out"|"train|-o"|"train|--steps"|"train|--batch-size"|"train|--lr"|"train|--warmup"|"train|--ema"|"train|--p-uncond"|"train|--cond"|"train|--split"|"train|--channels"|"train|--layers-per-block"|"train|--guidance"|"train|--checkpoint-every"|"train|--checkpoint-dir"|"train|--resume-from"|"train|--save-precision"|"train|--seed"|"train|--device"|"train|--format"|"train|-f") return 0;;
+    "dataset digits|--out"|"dataset digits|-o"|"dataset digits|--test-fraction"|"dataset digits|--seed"|"dataset digits|--grid"|"dataset digits|--format"|"dataset digits|-f"|"dataset shapes|--out"|"dataset shapes|-o"|"dataset shapes|--captions"|"dataset shapes|--n"|"dataset shapes|-n"|"dataset shapes|--seed"|"dataset shapes|--size"|"dataset shapes|--test-fraction"|"dataset shapes|--spec"|"dataset shapes|--grid"|"dataset shapes|--format"|"dataset shapes|-f"|"distill|--teacher"|"distill|-t"|"distill|--out"|"distill|-o"|"distill|--steps"|"distill|--batch-size"|"distill|--micro-batch"|"distill|--lr"|"distill|--lr-fake"|"distill|--betas"|"distill|--alpha"|"distill|--init-sigma"|"distill|--lsg"|"distill|--kappa1"|"distill|--kappa2"|"distill|--kappa4"|"distill|--p-uncond"|"distill|--t-min"|"distill|--t-max"|"distill|--ema-halflife"|"distill|--prompts"|"distill|--precision"|"distill|--lora-rank"|"distill|--checkpoint-every"|"distill|--eval-every"|"distill|--eval-n"|"distill|--seed"|"distill|--device"|"distill|--format"|"distill|-f"|"eval clip|--images"|"eval clip|-i"|"eval clip|--model"|"eval clip|-m"|"eval clip|--prompts"|"eval clip|--batch-size"|"eval clip|--device"|"eval clip|--format"|"eval clip|-f"|"eval fd|--images"|"eval fd|-i"|"eval fd|--ref"|"eval fd|-r"|"eval fd|--classifier"|"eval fd|--seed"|"eval fd|--format"|"eval fd|-f"|"eval train-classifier|--data"|"eval train-classifier|-d"|"eval train-classifier|--out"|"eval train-classifier|-o"|"eval train-classifier|--epochs"|"eval train-classifier|--batch-size"|"eval train-classifier|--lr"|"eval train-classifier|--seed"|"eval train-classifier|--format"|"eval train-classifier|-f"|"grid|--out"|"grid|-o"|"grid|--n"|"grid|-n"|"grid|--nrow"|"grid|--split"|"grid|--label"|"grid|--scale"|"grid|--format"|"grid|-f"|"info|--device"|"info|--format"|"info|-f"|"inspect|--format"|"inspect|-f"|"models download|--format"|"models download|-f"|"models ls|--format"|"models ls|-f"|"models where|--format"|"models where|-f"|"run|--only"|"run|--format"|"run|-f"|"sample|--model"|"sample|-m"|"sample|--out"|"sample|-o"|"sample|--n"|"sample|-n"|"sample|--steps"|"sample|--sampler"|"sample|--guidance"|"sample|--class"|"sample|--prompt"|"sample|--prompts"|"sample|--grid"|"sample|--batch-size"|"sample|--seed"|"sample|--device"|"sample|--format"|"sample|-f"|"train|--data"|"train|-d"|"train|--out"|"train|-o"|"train|--steps"|"train|--batch-size"|"train|--lr"|"train|--warmup"|"train|--ema"|"train|--p-uncond"|"train|--cond"|"train|--split"|"train|--channels"|"train|--layers-per-block"|"train|--guidance"|"train|--checkpoint-every"|"train|--checkpoint-dir"|"train|--resume-from"|"train|--save-precision"|"train|--seed"|"train|--device"|"train|--format"|"train|-f") return 0;;
   esac
   return 1
 }

@@ -180,3 +180,66 @@ def test_offline_sd15_names_alias_and_how_to_provide(gaml, tmp_path):
     assert res.code == 2
     line = res.err_lines[0]
     assert len(res.err_lines) == 1 and "'sd15'" in line and "--teacher" in line
+
+
+def test_distilled_sd_unet_in_plain_diffusers_matches_gaml(gaml, tmp_path):
+    """The README's plain-diffusers one-step recipe gives gaml's generator output."""
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from sd_tiny import build_tiny_sd
+
+    from gaml_cli.diffusion.sd import load_sd_generator
+
+    pipe_dir = build_tiny_sd(tmp_path / "sd")
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\n")
+    run = tmp_path / "run"
+    assert gaml("distill", "--teacher", pipe_dir, "--out", run, "--steps", "1", "--batch-size", "2", "--lr", "1e-3",
+                "--prompts", prompts, "--device", "cpu", "-q").code == 0
+    info = read_header(run / "generator.safetensors")
+    comp = load_sd_generator(run / "generator.safetensors", info.config)
+    sigma = info.config["generator"]["sigma_init"]
+    z = torch.randn(1, *comp.latent_shape, generator=torch.Generator().manual_seed(0))
+    cond = comp.encode_prompts(["a cat"])
+    with torch.no_grad():
+        ours = comp.denoiser(sigma * z, torch.tensor([sigma]), cond)
+        pipe = StableDiffusionPipeline.from_pretrained(pipe_dir, unet=UNet2DConditionModel.from_pretrained(run / "unet"),
+                                                       safety_checker=None, requires_safety_checker=False)
+        abar = pipe.scheduler.alphas_cumprod[625]
+        emb = pipe.encode_prompt("a cat", "cpu", 1, False)[0]
+        x_t = (1 - abar).sqrt() * z
+        eps = pipe.unet(x_t, 625, encoder_hidden_states=emb).sample
+        x0 = (x_t - (1 - abar).sqrt() * eps) / abar.sqrt()
+    assert torch.allclose(ours, x0, atol=1e-4)
+
+
+def test_sigterm_mid_run_then_resume_keeps_the_step_count(tmp_path):
+    """A real process stopped with SIGTERM saves a checkpoint and exits 130; --resume goes on
+    from that step and counts to --steps."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "gaml_cli", "distill", "--teacher", "digits", "--out", str(run),
+            "--batch-size", "4", "--checkpoint-every", "0", "--device", "cpu", "-q"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([*args, "--steps", "100000"], env=env, stderr=subprocess.PIPE, text=True)
+    log = run / "log.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.is_file() and log.read_text().count("\n") >= 2):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    ckpts = sorted((run / "checkpoints").glob("step-*.safetensors"))
+    assert ckpts, err
+    k = int(ckpts[-1].stem.split("-")[1])
+    assert k >= 20 and not (run / "generator.safetensors").exists()
+    res = subprocess.run([*args, "--steps", str(k + 3), "--resume", "-f", "json"], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["steps"] == k + 3
+    steps_logged = [json.loads(line)["step"] for line in log.read_text().splitlines()]
+    assert steps_logged[-1] == k + 3 and steps_logged == sorted(steps_logged)

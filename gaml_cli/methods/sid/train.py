@@ -34,11 +34,11 @@ from .model import add_lora, load_trainable, merged_state_dict, trainable_state
 
 @dataclass
 class DistillConfig:
-    steps: int = 600
+    steps: int = 800
     batch_size: int = 64
     micro_batch: int = 0  # 0: the whole per-process batch in one pass
-    lr: float = 5e-5  # generator
-    lr_fake: float = 5e-5
+    lr: float = 1e-4  # generator
+    lr_fake: float = 1e-4
     betas: tuple[float, float] = (0.0, 0.999)
     alpha: float = 1.2
     sigma_init: float = 2.5
@@ -50,15 +50,15 @@ class DistillConfig:
     t_max: int = 800
     p_mean: float = -1.2
     p_std: float = 1.2
-    ema_halflife_kimg: float = 2.0
-    ema_rampup: float = 0.05
+    ema_halflife_kimg: float = 8.0
+    ema_rampup: float = 0.25
     precision: str = "fp32"
     grad_clip_value: float = 0.0  # SiD-LSG clips gradient values at 1 under fp16
     gradient_checkpointing: bool = False
     lora_rank: int = 0
     checkpoint_every: int = 200
     eval_every: int = 0
-    eval_n: int = 500
+    eval_n: int = 1000
     seed: int = 0
 
 
@@ -92,6 +92,39 @@ def _eval_d(D, x, sigma, cond, null, kappa: float):
 
 def _bcast(s: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return s.reshape(-1, *([1] * (x.ndim - 1))).to(x.dtype)
+
+
+class _StopAtIterationEnd:
+    """Ctrl-C / SIGTERM ask the loop to stop after the current iteration, so the checkpoint holds
+    a whole iteration (the fake score and the generator updated together) and --resume is exact.
+    A second signal stops at once (without a checkpoint of the half-done iteration)."""
+
+    def __init__(self):
+        self.requested = False
+        self.mid_iteration = False
+        self._old = {}
+
+    def _handler(self, signum, frame):
+        if self.requested:
+            self.mid_iteration = True
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        for sig, h in self._old.items():
+            signal.signal(sig, h)
+        return False
 
 
 class Evaluator:
@@ -256,10 +289,11 @@ def distill(teacher, dc: DistillConfig, out_dir: Path, device: torch.device, res
                     f"{dc.precision} on {device}")
     t0 = time.perf_counter()
     loss_f = loss_g = float("nan")
-    step = start
+    step = done = start
     log_path = out_dir / "log.jsonl"
+    stop = _StopAtIterationEnd()
     try:
-        with console.progress(dc.steps, progress_label, completed=start) if main else nullcontext(None) as bar:
+        with stop, console.progress(dc.steps, progress_label, completed=start) if main else nullcontext(None) as bar:
             for step in range(start, dc.steps):
                 # 1. fake score network (generator frozen)
                 f_psi.train().requires_grad_(False)
@@ -322,22 +356,27 @@ def distill(teacher, dc: DistillConfig, out_dir: Path, device: torch.device, res
                         with open(log_path, "a") as fh:
                             fh.write(json.dumps(console.finite(rec)) + "\n")
                     bar.update(1, **{k: v for k, v in fields.items() if k != "floor"})
-                if dc.checkpoint_every and (step + 1) % dc.checkpoint_every == 0 and step + 1 < dc.steps:
-                    save_ckpt(step + 1)
-            step = dc.steps
-        if step > start:
-            save_ckpt(step)  # lets `--resume --steps MORE` extend the run
+                done = step + 1
+                if dc.checkpoint_every and done % dc.checkpoint_every == 0 and done < dc.steps:
+                    save_ckpt(done)
+                if stop.requested:
+                    raise KeyboardInterrupt
+        if done > start:
+            save_ckpt(done)  # lets `--resume --steps MORE` extend the run
     except KeyboardInterrupt:
-        if step > start:
-            save_ckpt(step)
+        if main and stop.mid_iteration:
+            console.warn(f"stopped mid-iteration by a second signal; the last checkpoint is {ckpt.latest()}")
+        elif done > start:
+            save_ckpt(done)
             if main:
-                console.warn(f"interrupted at step {step}; checkpoint saved to {ckpt.folder} (rerun with --resume)")
+                console.warn(f"interrupted after iteration {done}; checkpoint saved to {ckpt.folder} "
+                             "(rerun with --resume)")
         raise
     seconds += time.perf_counter() - t0
     if start >= dc.steps and main:
         console.warn(f"the checkpoint is already at step {start} >= --steps {dc.steps}; saving it as it is")
     final = G_ema if G_ema is not None else G
-    report = {"steps": max(start, dc.steps), "loss_fake": console.finite(loss_f), "loss_g": console.finite(loss_g),
+    report = {"steps": max(start, done), "loss_fake": console.finite(loss_f), "loss_g": console.finite(loss_g),
               "train_seconds": round(seconds, 1), "trainable_parameters": n_params, "processes": world,
               "history": history}
     return final, report, rank

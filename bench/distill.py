@@ -1,0 +1,226 @@
+"""Benchmark of `gaml distill` (SiD-LSG): one JSON row per line on stdout.
+
+In one run, for each teacher given (default: the shipped digits teacher):
+  - the teacher itself at 35 function evaluations (Heun, 18 steps): FD, accuracy, images/s;
+  - the peer users would reach for first, the same teacher with fewer steps (1, 3, 10 NFE);
+  - `gaml distill` at its defaults (or --steps K), its FD curve against wall-clock (--eval-every),
+    then the one-step generator: FD, accuracy, images/s and the speed-up over 35 NFE;
+  - the paper's reference numbers (CIFAR-10, SD1.5), as rows marked "reference" (not measured here).
+With CUDA (--sd-step): one SiD-LSG iteration on a full-size SD1.5 UNet with random weights
+(4x64x64 latents, 77x768 prompts) in bf16: iterations/s and peak memory per batch size, with
+and without LoRA and gradient checkpointing.
+
+    python bench/distill.py                                   # digits, defaults (about 10 min on 2 cores)
+    python bench/distill.py --teacher shapes-teacher.safetensors --ref shapes --lsg 1.5
+    python bench/distill.py --sd-step --batch-sizes 1,2,4,8   # on a GPU machine
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REFERENCE = [
+    {"what": "SiD one-step, CIFAR-10 uncond (paper)", "fid": 1.923, "peer": "EDM teacher 35 NFE", "peer_fid": 1.97},
+    {"what": "SiD one-step, CIFAR-10 cond (paper)", "fid": 1.710, "peer": "EDM teacher 35 NFE", "peer_fid": 1.79},
+    {"what": "SiD-LSG SD1.5 one-step, LSG 1.5, COCO-30k (paper)", "fid": 8.71, "clip": 0.302,
+     "peer": "SD1.5 50 steps cfg 3", "peer_fid": 8.59},
+    {"what": "DMD2 SD1.5 one-step, COCO-30k (as cited by SiD-LSG)", "fid": 8.35},
+]
+
+
+def gaml(*args: str) -> dict:
+    cmd = [sys.executable, "-m", "gaml_cli", *map(str, args), "-f", "json", "-q"]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{res.stderr}")
+    return json.loads(res.stdout)
+
+
+def row(**kw) -> None:
+    print(json.dumps(kw), flush=True)
+
+
+def score(model: str, ref: str, n: int, tmp: Path, name: str, **sample_args) -> dict:
+    out = tmp / f"{name}.safetensors"
+    extra = [a for k, v in sample_args.items() for a in (f"--{k.replace('_', '-')}", str(v))]
+    s = gaml("sample", "--model", model, "-n", n, "--out", out, "--batch-size", 500, *extra)
+    e = gaml("eval", "fd", "--images", out, "--ref", ref)
+    return {"fd": round(e["fd"], 4), "floor": round(e["floor"], 4), "ratio": round(e["ratio"], 3),
+            "accuracy": e.get("accuracy"), "attribute_accuracy": e.get("attribute_accuracy"),
+            "nfe": s["nfe"], "images_per_s": s["images_per_s"], "n": e["n"]}
+
+
+def bench_teacher(args, tmp: Path) -> None:
+    teacher, ref = args.teacher, args.ref
+    guidance = [] if args.lsg is None else ["--guidance", args.lsg]
+    g = dict(zip(guidance[::2], guidance[1::2]))
+    kw = {"guidance": g["--guidance"]} if g else {}
+    t35 = score(teacher, ref, args.n, tmp, "t35", steps=18, **kw)
+    row(bench="distill", data=ref, model="teacher", sampler="heun 18 steps", **t35)
+    for sampler, steps in (("euler", 1), ("heun", 2), ("euler", 10)):
+        r = score(teacher, ref, args.n, tmp, f"t{sampler}{steps}", steps=steps, sampler=sampler, **kw)
+        row(bench="distill", data=ref, model="teacher, fewer steps (peer)", sampler=f"{sampler} {steps} steps", **r)
+    run = tmp / "run"
+    dargs = ["--teacher", teacher, "--out", run, "--eval-every", args.eval_every, "--eval-n", args.n]
+    if args.steps:
+        dargs += ["--steps", args.steps]
+    if args.lsg is not None:
+        dargs += ["--lsg", args.lsg]
+    t0 = time.perf_counter()
+    d = gaml("distill", *dargs)
+    wall = time.perf_counter() - t0
+    for rec in (json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()):
+        if "fd" in rec:
+            row(bench="distill", data=ref, curve="fd vs wall-clock", step=rec["step"], seconds=rec["seconds"],
+                fd=round(rec["fd"], 4), accuracy=rec.get("accuracy"))
+    one = score(str(run), ref, args.n, tmp, "g1", **({"prompts": args.prompts} if args.prompts else {}))
+    row(bench="distill", data=ref, model=f"SiD{'-LSG' if args.lsg else ''} one-step ({d['steps']} iterations)",
+        sampler="one step", distill_seconds=round(wall, 1), train_seconds=d["train_seconds"], **one,
+        speedup_vs_35nfe=round(one["images_per_s"] / t35["images_per_s"], 1),
+        fd_vs_teacher=round(one["fd"] / t35["fd"], 3))
+
+
+def sd15_unet():
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+        block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768, attention_head_dim=8,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"))
+
+
+class RandomSD:
+    """A teacher with SD1.5's real shapes and schedule but random weights and random prompt
+    embeddings (no VAE / CLIP needed to time the three-network step)."""
+
+    family = "sd"
+    cond_type = "text"
+    dataset = None
+    default_t_range = (20, 980)
+
+    def __init__(self, device, dtype):
+        import torch
+
+        from gaml_cli.diffusion.sd import VPEpsDenoiser
+
+        betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
+        abar = torch.cumprod(1 - betas, 0)
+        self.net = VPEpsDenoiser(sd15_unet().to(device, dtype), abar).to(device).eval().requires_grad_(False)
+        self.device, self.x_shape, self.path = device, (4, 64, 64), "random SD1.5 UNet"
+        self.sigma_min, self.sigma_max = self.net.sigma_min, self.net.sigma_max
+        self.default_sigma_init = float(self.net.sigmas[625])
+        self._null = torch.zeros(1, 77, 768, device=device)
+
+    def core(self, m):
+        return m.unet
+
+    def trainable_copy(self):
+        import copy
+
+        from gaml_cli.diffusion.sd import VPEpsDenoiser
+
+        return VPEpsDenoiser(copy.deepcopy(self.net.unet).float().train().requires_grad_(True),
+                             1 / (1 + self.net.sigmas.double() ** 2)).to(self.device)
+
+    def draw_conditions(self, n, gen):
+        return list(range(n))
+
+    def encode(self, conds, n):
+        import torch
+
+        return torch.randn(n, 77, 768, device=self.device)
+
+    def null(self, n):
+        return self._null.expand(n, -1, -1)
+
+    def fake_sigma(self, n, gen, dc):
+        import torch
+
+        return self.net.sigmas.cpu()[torch.randint(dc.t_min, dc.t_max, (n,), generator=gen)].to(self.device)
+
+    gen_sigma = fake_sigma
+
+    def fake_weight(self, sigma):
+        from gaml_cli.methods.sid.loss import eps_weight
+
+        return eps_weight(sigma)
+
+    def describe(self):
+        return {"family": "sd", "path": self.path}
+
+
+def bench_sd_step(args) -> None:
+    import torch
+
+    from gaml_cli.core import console
+    from gaml_cli.methods.sid.train import DistillConfig, distill
+
+    if not torch.cuda.is_available():
+        row(bench="distill-sd15-step", skipped="no CUDA device")
+        return
+    console.set_options(quiet=True)
+    dev = torch.device("cuda")
+    for lora in (0, 64):
+        for ckpt in (False, True):
+            for b in (int(x) for x in args.batch_sizes.split(",")):
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+                try:
+                    t = RandomSD(dev, torch.bfloat16)
+                    dc = DistillConfig(steps=args.sd_iters, batch_size=b, lr=1e-6, lr_fake=1e-6, alpha=1.0,
+                                       sigma_init=t.default_sigma_init, kappa1=1.5, kappa2=1.5, kappa4=1.5,
+                                       p_uncond=0.1, t_min=20, t_max=980, ema_halflife_kimg=0 if lora else 50,
+                                       precision="bf16", gradient_checkpointing=ckpt, lora_rank=lora,
+                                       checkpoint_every=0)
+                    with tempfile.TemporaryDirectory() as d:
+                        # first iteration warms up kernels; time the rest
+                        t0 = time.perf_counter()
+                        _, rep, _ = distill(t, dc, Path(d), dev)
+                        torch.cuda.synchronize()
+                    secs = time.perf_counter() - t0
+                    row(bench="distill-sd15-step", batch=b, lora_rank=lora, gradient_checkpointing=ckpt,
+                        precision="bf16", iterations=args.sd_iters, seconds=round(secs, 2),
+                        iterations_per_s=round(args.sd_iters / rep["train_seconds"], 3),
+                        images_per_s=round(args.sd_iters * b / rep["train_seconds"], 2),
+                        peak_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2),
+                        device=torch.cuda.get_device_name())
+                except torch.cuda.OutOfMemoryError:
+                    row(bench="distill-sd15-step", batch=b, lora_rank=lora, gradient_checkpointing=ckpt,
+                        precision="bf16", oom=True)
+                    break
+                finally:
+                    t = None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--teacher", default="digits")
+    ap.add_argument("--ref", default="digits")
+    ap.add_argument("--lsg", type=float, default=None)
+    ap.add_argument("--prompts", default=None)
+    ap.add_argument("--steps", type=int, default=None, help="distill iterations (default: gaml distill's)")
+    ap.add_argument("--eval-every", type=int, default=100)
+    ap.add_argument("-n", type=int, default=1000, help="samples per FD (and the eval batch)")
+    ap.add_argument("--sd-step", action="store_true", help="time SiD-LSG on a full-size SD1.5 UNet (CUDA)")
+    ap.add_argument("--sd-only", action="store_true")
+    ap.add_argument("--batch-sizes", default="1,2,4,8,16")
+    ap.add_argument("--sd-iters", type=int, default=5)
+    args = ap.parse_args()
+    for r in REFERENCE:
+        row(bench="distill", reference=True, **r)
+    with tempfile.TemporaryDirectory() as d:
+        if not args.sd_only:
+            bench_teacher(args, Path(d))
+    if args.sd_step or args.sd_only:
+        bench_sd_step(args)
+
+
+if __name__ == "__main__":
+    main()
