@@ -86,12 +86,15 @@ def bench_teacher(args, tmp: Path) -> None:
         fd_vs_teacher=round(one["fd"] / t35["fd"], 3))
 
 
-def sd15_unet():
+def sd15_unet(smoke: bool = False):
+    """SD1.5's UNet architecture (860M parameters), random weights; smoke=True: 32..64 channels,
+    to check the code path on a CPU."""
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(
         sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
-        block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768, attention_head_dim=8,
+        block_out_channels=(32, 64, 64, 64) if smoke else (320, 640, 1280, 1280), cross_attention_dim=768,
+        attention_head_dim=8,
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"))
 
@@ -105,15 +108,16 @@ class RandomSD:
     dataset = None
     default_t_range = (20, 980)
 
-    def __init__(self, device, dtype):
+    def __init__(self, device, dtype, smoke: bool = False):
         import torch
 
         from gaml_cli.diffusion.sd import VPEpsDenoiser
 
         betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
         abar = torch.cumprod(1 - betas, 0)
-        self.net = VPEpsDenoiser(sd15_unet().to(device, dtype), abar).to(device).eval().requires_grad_(False)
-        self.device, self.x_shape, self.path = device, (4, 64, 64), "random SD1.5 UNet"
+        self.net = VPEpsDenoiser(sd15_unet(smoke).to(device, dtype), abar).to(device).eval().requires_grad_(False)
+        side = 16 if smoke else 64
+        self.device, self.x_shape, self.path = device, (4, side, side), "random SD1.5 UNet"
         self.sigma_min, self.sigma_max = self.net.sigma_min, self.net.sigma_max
         self.default_sigma_init = float(self.net.sigmas[625])
         self._null = torch.zeros(1, 77, 768, device=device)
@@ -162,38 +166,47 @@ def bench_sd_step(args) -> None:
     from gaml_cli.core import console
     from gaml_cli.methods.sid.train import DistillConfig, distill
 
-    if not torch.cuda.is_available():
-        row(bench="distill-sd15-step", skipped="no CUDA device")
+    smoke = not torch.cuda.is_available()
+    if smoke and not args.sd_smoke:
+        row(bench="distill-sd15-step", skipped="no CUDA device (--sd-smoke runs a narrow UNet on the CPU)")
         return
     console.set_options(quiet=True)
-    dev = torch.device("cuda")
-    for lora in (0, 64):
+    from gaml_cli.diffusion.sd import _quiet_libraries
+
+    _quiet_libraries()
+    dev = torch.device("cpu" if smoke else "cuda")
+    cuda = dev.type == "cuda"
+    prec = "bf16" if cuda else "fp32"
+    device_name = torch.cuda.get_device_name() if cuda else "cpu (smoke: 32-64 channel UNet, not SD1.5 size)"
+    for lora in ((0, 4) if smoke else (0, 64)):
         for ckpt in (False, True):
             for b in (int(x) for x in args.batch_sizes.split(",")):
-                torch.cuda.empty_cache()
-                torch.cuda.reset_peak_memory_stats()
+                if cuda:
+                    torch.cuda.empty_cache()
+                    torch.cuda.reset_peak_memory_stats()
                 try:
-                    t = RandomSD(dev, torch.bfloat16)
+                    t = RandomSD(dev, torch.float32 if smoke else torch.bfloat16, smoke=smoke)
                     dc = DistillConfig(steps=args.sd_iters, batch_size=b, lr=1e-6, lr_fake=1e-6, alpha=1.0,
                                        sigma_init=t.default_sigma_init, kappa1=1.5, kappa2=1.5, kappa4=1.5,
                                        p_uncond=0.1, t_min=20, t_max=980, ema_halflife_kimg=0 if lora else 50,
-                                       precision="bf16", gradient_checkpointing=ckpt, lora_rank=lora,
+                                       precision=prec, gradient_checkpointing=ckpt, lora_rank=lora,
                                        checkpoint_every=0)
                     with tempfile.TemporaryDirectory() as d:
                         # first iteration warms up kernels; time the rest
                         t0 = time.perf_counter()
                         _, rep, _ = distill(t, dc, Path(d), dev)
-                        torch.cuda.synchronize()
+                        if cuda:
+                            torch.cuda.synchronize()
                     secs = time.perf_counter() - t0
                     row(bench="distill-sd15-step", batch=b, lora_rank=lora, gradient_checkpointing=ckpt,
-                        precision="bf16", iterations=args.sd_iters, seconds=round(secs, 2),
+                        precision=prec, iterations=args.sd_iters, seconds=round(secs, 2),
                         iterations_per_s=round(args.sd_iters / rep["train_seconds"], 3),
                         images_per_s=round(args.sd_iters * b / rep["train_seconds"], 2),
-                        peak_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2),
-                        device=torch.cuda.get_device_name())
+                        peak_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
+                        device=device_name)
                 except torch.cuda.OutOfMemoryError:
                     row(bench="distill-sd15-step", batch=b, lora_rank=lora, gradient_checkpointing=ckpt,
-                        precision="bf16", oom=True)
+                        precision=prec, oom=True)
                     break
                 finally:
                     t = None
@@ -210,6 +223,7 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=1000, help="samples per FD (and the eval batch)")
     ap.add_argument("--sd-step", action="store_true", help="time SiD-LSG on a full-size SD1.5 UNet (CUDA)")
     ap.add_argument("--sd-only", action="store_true")
+    ap.add_argument("--sd-smoke", action="store_true", help="without CUDA: run the SD step on a narrow UNet on CPU")
     ap.add_argument("--batch-sizes", default="1,2,4,8,16")
     ap.add_argument("--sd-iters", type=int, default=5)
     args = ap.parse_args()

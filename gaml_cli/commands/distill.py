@@ -10,7 +10,7 @@ from ._common import DeviceOpt, FormatOpt, PrecisionOpt, QuietOpt, setup
 
 
 def distill(
-    teacher: Annotated[str, typer.Option("--teacher", "-t", help="digits, shapes, a teacher artifact, sd15 / an SD pipeline folder or hub id.")],
+    teacher: Annotated[str, typer.Option("--teacher", "-t", help="digits (shipped), a teacher artifact (gaml train, e.g. recipes/teacher-shapes.yaml), sd15 or an SD pipeline folder / hub id.")],
     out: Annotated[str, typer.Option("--out", "-o", help="Run folder: generator.safetensors, checkpoints/, log.jsonl (+ unet/ for SD).")],
     steps: Annotated[int, typer.Option(min=1, help="SiD iterations (one fake-score and one generator update each).")] = 800,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Samples per update, over all processes [gaml teachers 64; SD 512 as in the paper].")] = None,
@@ -83,6 +83,13 @@ def distill(
     prec = precision.value if hasattr(precision, "value") else precision
     dev = runtime.pick_device(device.value if hasattr(device, "value") else device)
     runtime.pick_dtype(prec, dev)  # refuses fp16 on CPU with one line
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dev.type == "cuda":  # accelerate launch / torchrun
+        import torch
+
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(dev)
 
     from ..core.prompts import read_prompts
     from ..methods.sid.model import load_teacher

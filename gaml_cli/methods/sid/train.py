@@ -376,6 +376,11 @@ def distill(teacher, dc: DistillConfig, out_dir: Path, device: torch.device, res
     if start >= dc.steps and main:
         console.warn(f"the checkpoint is already at step {start} >= --steps {dc.steps}; saving it as it is")
     final = G_ema if G_ema is not None else G
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
     report = {"steps": max(start, done), "loss_fake": console.finite(loss_f), "loss_g": console.finite(loss_g),
               "train_seconds": round(seconds, 1), "trainable_parameters": n_params, "processes": world,
               "history": history}
