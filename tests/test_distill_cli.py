@@ -243,3 +243,25 @@ def test_sigterm_mid_run_then_resume_keeps_the_step_count(tmp_path):
     assert json.loads(res.stdout)["steps"] == k + 3
     steps_logged = [json.loads(line)["step"] for line in log.read_text().splitlines()]
     assert steps_logged[-1] == k + 3 and steps_logged == sorted(steps_logged)
+
+
+def test_two_processes_under_torchrun(tmp_path):
+    """The same command line under torchrun (what `accelerate launch` sets up): DDP over gloo
+    on CPU, batch split over the processes, one generator written by rank 0."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("torchrun") is None:
+        pytest.skip("torchrun not on PATH")
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "gaml_cli",
+                          "distill", "--teacher", "digits", "--steps", "2", "--batch-size", "8", "--out", str(run),
+                          "--device", "cpu", "-f", "json", "-q"], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout.strip().splitlines()[-1])["steps"] == 2
+    d = read_header(run / "generator.safetensors").config["distill"]
+    assert d["processes"] == 2 and d["batch_size"] == 8
+    assert len(list((run / "checkpoints").glob("step-*.safetensors"))) == 1
