@@ -16,7 +16,7 @@ def distill(
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Samples per update, over all processes [gaml teachers 64; SD 512 as in the paper].")] = None,
     micro_batch: Annotated[int, typer.Option(min=0, help="Split each process's batch into passes of this size (gradient accumulation; 0 = no split).")] = 0,
     lr: Annotated[Optional[float], typer.Option(min=0.0, help="Generator learning rate [gaml teachers 1e-4; SD 1e-6].")] = None,
-    lr_fake: Annotated[Optional[float], typer.Option(min=0.0, help="Fake-score learning rate [= --lr].")] = None,
+    lr_fake: Annotated[Optional[float], typer.Option(min=0.0, help="Fake-score learning rate [gaml teachers 2 x --lr; SD = --lr].")] = None,
     betas: Annotated[str, typer.Option(help="Adam betas of both networks.")] = "0,0.999",
     alpha: Annotated[Optional[float], typer.Option(help="alpha of the SiD generator loss (L2 - alpha L1) [EDM teachers 1.2; SD 1.0 as in SiD-LSG].")] = None,
     init_sigma: Annotated[Optional[float], typer.Option(min=0.0, help="sigma_init of G(z) = D(sigma_init z; sigma_init) [EDM teachers 2.5; SD: sigma of t_init 625].")] = None,
@@ -27,8 +27,8 @@ def distill(
     p_uncond: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Null-condition rate when training the fake score [0.1 if kappa1 or kappa2 != 1, else 0].")] = None,
     t_min: Annotated[Optional[int], typer.Option(min=0, max=1000, help="Smallest t (of 1000) of the score evaluations [EDM 0; SD 20].")] = None,
     t_max: Annotated[Optional[int], typer.Option(min=1, max=1000, help="Largest t (of 1000) [EDM 800, sigma 24.4; SD 980].")] = None,
-    ema_halflife: Annotated[Optional[float], typer.Option(min=0.0, help="EMA half-life of G in thousands of images, 0 = no EMA [gaml teachers 8; SD 50].")] = None,
-    ema_rampup: Annotated[Optional[float], typer.Option(min=0.0, help="EMA ramp-up: the half-life is at most this fraction of the images seen so far (EDM's ema_rampup_ratio; 0 = off) [gaml teachers 0.25; SD 0.05].")] = None,
+    ema_halflife: Annotated[Optional[float], typer.Option(min=0.0, help="EMA half-life of G in thousands of images, 0 = no EMA [gaml teachers 25; SD 50].")] = None,
+    ema_rampup: Annotated[Optional[float], typer.Option(min=0.0, help="EMA ramp-up: the half-life is at most this fraction of the images seen so far (EDM's ema_rampup_ratio; 0 = off) [gaml teachers 0.5; SD 0.05].")] = None,
     prompts: Annotated[Optional[str], typer.Option(help="Prompts, one a line (text) or JSONL with 'prompt'/'caption' (SD: required; shapes: instead of random captions).")] = None,
     precision: PrecisionOpt = "fp32",
     gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing", help="Recompute UNet activations in backward (less memory, slower).")] = False,
@@ -110,11 +110,11 @@ def distill(
         kappa1=k1, kappa2=k2, kappa4=k4,
         p_uncond=p_uncond if p_uncond is not None else (0.1 if (k1 != 1.0 or k2 != 1.0) else 0.0),
         t_min=t_min if t_min is not None else lo, t_max=t_max if t_max is not None else hi,
-        ema_halflife_kimg=ema_halflife if ema_halflife is not None else (50.0 if sd else 8.0),
-        ema_rampup=ema_rampup if ema_rampup is not None else (0.05 if sd else 0.25), precision=prec, grad_clip_value=1.0 if prec == "fp16" else 0.0,
+        ema_halflife_kimg=ema_halflife if ema_halflife is not None else (50.0 if sd else 25.0),
+        ema_rampup=ema_rampup if ema_rampup is not None else (0.05 if sd else 0.5), precision=prec, grad_clip_value=1.0 if prec == "fp16" else 0.0,
         gradient_checkpointing=gradient_checkpointing, lora_rank=lora_rank,
         checkpoint_every=checkpoint_every, eval_every=eval_every, eval_n=eval_n, seed=seed)
-    dc.lr_fake = lr_fake if lr_fake is not None else dc.lr
+    dc.lr_fake = lr_fake if lr_fake is not None else (dc.lr if sd else 2 * dc.lr)
     if dc.t_min >= dc.t_max:
         raise UsageError(f"--t-min {dc.t_min} must be below --t-max {dc.t_max}")
     if dc.sigma_init <= 0:

@@ -111,6 +111,20 @@ def generate(model, kind: str, config: dict[str, Any], spec: SampleSpec, conds: 
     return torch.cat(out), facts
 
 
+def _sd_batches(comp, spec: SampleSpec, prompts: list[str], device, dtype, to_latents, progress) -> torch.Tensor:
+    """Per-sample-seeded noise and prompt embeddings in batches -> to_latents(z, cond) -> VAE decode."""
+    seeds = runtime.sample_seeds(spec.seed, range(spec.n))
+    out = []
+    for b in range(0, spec.n, spec.batch_size):
+        idx = slice(b, min(spec.n, b + spec.batch_size))
+        cond = comp.encode_prompts(prompts[idx]).to(dtype)
+        z = runtime.randn_per_sample(comp.latent_shape, seeds[idx], device=device, dtype=dtype)
+        out.append(comp.decode(to_latents(z, cond)).float().cpu())
+        if progress is not None:
+            progress.update(len(z))
+    return torch.cat(out)
+
+
 @torch.no_grad()
 def generate_sd(comp, spec: SampleSpec, prompts: list[str], device: torch.device, dtype=torch.float32,
                 progress=None) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -123,18 +137,13 @@ def generate_sd(comp, spec: SampleSpec, prompts: list[str], device: torch.device
     if sampler not in SAMPLERS:
         raise UsageError(f"--sampler must be one of {', '.join(SAMPLERS)}")
     sigmas = karras_sigmas(steps, den.sigma_min, den.sigma_max, spec.rho, device=device)
-    seeds = runtime.sample_seeds(spec.seed, range(spec.n))
-    out = []
-    for b in range(0, spec.n, spec.batch_size):
-        idx = slice(b, min(spec.n, b + spec.batch_size))
-        cond = comp.encode_prompts(prompts[idx]).to(dtype)
-        z = runtime.randn_per_sample(comp.latent_shape, seeds[idx], device=device, dtype=dtype)
+
+    def to_latents(z, cond):
         D = den if guidance == 1.0 else cfg_denoiser(den, comp.null_condition(len(z)).to(dtype), guidance)
-        lat = SAMPLERS[sampler](D, z * sigmas[0], sigmas, cond)
-        out.append(comp.decode(lat).float().cpu())
-        if progress is not None:
-            progress.update(len(z))
-    return torch.cat(out), {"nfe": nfe(sampler, steps), "sampler": sampler, "steps": steps, "guidance": guidance}
+        return SAMPLERS[sampler](D, z * sigmas[0], sigmas, cond)
+
+    images = _sd_batches(comp, spec, prompts, device, dtype, to_latents, progress)
+    return images, {"nfe": nfe(sampler, steps), "sampler": sampler, "steps": steps, "guidance": guidance}
 
 
 @torch.no_grad()
@@ -142,14 +151,9 @@ def generate_sd_onestep(comp, sigma_init: float, spec: SampleSpec, prompts: list
                         dtype=torch.float32, progress=None) -> tuple[torch.Tensor, dict[str, Any]]:
     """A distilled SD generator: latents = D_theta(sigma_init z; sigma_init, c) in one UNet call
     (no guidance: SiD-LSG bakes it into the generator), then the VAE decode."""
-    seeds = runtime.sample_seeds(spec.seed, range(spec.n))
-    out = []
-    for b in range(0, spec.n, spec.batch_size):
-        idx = slice(b, min(spec.n, b + spec.batch_size))
-        cond = comp.encode_prompts(prompts[idx]).to(dtype)
-        z = runtime.randn_per_sample(comp.latent_shape, seeds[idx], device=device, dtype=dtype)
-        s = torch.full((len(z),), sigma_init, device=device, dtype=dtype)
-        out.append(comp.decode(comp.denoiser(sigma_init * z, s, cond)).float().cpu())
-        if progress is not None:
-            progress.update(len(z))
-    return torch.cat(out), {"nfe": 1, "sampler": "one-step", "sigma_init": sigma_init}
+
+    def to_latents(z, cond):
+        return comp.denoiser(sigma_init * z, torch.full((len(z),), sigma_init, device=device, dtype=dtype), cond)
+
+    images = _sd_batches(comp, spec, prompts, device, dtype, to_latents, progress)
+    return images, {"nfe": 1, "sampler": "one-step", "sigma_init": sigma_init}

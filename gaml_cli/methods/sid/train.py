@@ -38,7 +38,7 @@ class DistillConfig:
     batch_size: int = 64
     micro_batch: int = 0  # 0: the whole per-process batch in one pass
     lr: float = 1e-4  # generator
-    lr_fake: float = 1e-4
+    lr_fake: float = 2e-4
     betas: tuple[float, float] = (0.0, 0.999)
     alpha: float = 1.2
     sigma_init: float = 2.5
@@ -50,8 +50,8 @@ class DistillConfig:
     t_max: int = 800
     p_mean: float = -1.2
     p_std: float = 1.2
-    ema_halflife_kimg: float = 8.0
-    ema_rampup: float = 0.25
+    ema_halflife_kimg: float = 25.0
+    ema_rampup: float = 0.5
     precision: str = "fp32"
     grad_clip_value: float = 0.0  # SiD-LSG clips gradient values at 1 under fp16
     gradient_checkpointing: bool = False
@@ -163,7 +163,10 @@ class Evaluator:
         info = ArtifactInfo(path=Path("<distill eval>"), kind="images", version=None, config=art_cfg,
                             provenance={}, tensors={})
         s = score(self.clf, Artifact(info=info, tensors=tensors), self.ref, seed=self.seed)
-        return {"fd": s["fd"], "floor": s["floor"], "accuracy": s.get("accuracy")}
+        out = {"fd": s["fd"], "floor": s["floor"], "accuracy": s.get("accuracy")}
+        if s.get("attribute_accuracy"):
+            out["attribute_accuracy"] = s["attribute_accuracy"]
+        return out
 
 
 def distill(teacher, dc: DistillConfig, out_dir: Path, device: torch.device, resume: bool = False,
@@ -355,7 +358,7 @@ def distill(teacher, dc: DistillConfig, out_dir: Path, device: torch.device, res
                     if "fd" in fields or (step + 1) % 10 == 0 or step + 1 == dc.steps:
                         with open(log_path, "a") as fh:
                             fh.write(json.dumps(console.finite(rec)) + "\n")
-                    bar.update(1, **{k: v for k, v in fields.items() if k != "floor"})
+                    bar.update(1, **{k: v for k, v in fields.items() if k not in ("floor", "attribute_accuracy")})
                 done = step + 1
                 if dc.checkpoint_every and done % dc.checkpoint_every == 0 and done < dc.steps:
                     save_ckpt(done)
