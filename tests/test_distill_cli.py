@@ -135,6 +135,8 @@ def test_tiny_stable_diffusion_distills_and_samples(gaml, tmp_path):
     prompts = tmp_path / "p.jsonl"
     prompts.write_text('{"prompt": "a cat"}\n{"prompt": "a red dog"}\n')
     run = tmp_path / "run"
+    res = gaml("distill", "--teacher", pipe, "--out", run, "--steps", "2", "--prompts", prompts, "--eval-every", "1")
+    assert res.code == 2 and "--eval-every" in res.err and len(res.err_lines) == 1
     res = gaml("distill", "--teacher", pipe, "--out", run, "--steps", "2", "--batch-size", "2", "--prompts", prompts,
                "--device", "cpu", "-f", "json", "-q")
     assert res.code == 0, res.err

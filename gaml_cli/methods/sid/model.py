@@ -195,7 +195,7 @@ def add_lora(module: nn.Module, rank: int, seed: int) -> None:
         from peft import LoraConfig, inject_adapter_in_model
     except ImportError:
         raise UsageError("--lora-rank needs peft: pip install 'gaml[diffusion]'") from None
-    names = {n.rsplit(".", 1)[-1] for n, _ in module.named_modules()} | {n for n, _ in module.named_modules()}
+    names = [n for n, _ in module.named_modules()]
     targets = [t for t in LORA_TARGETS if any(n == t or n.endswith("." + t) for n in names)]
     module.requires_grad_(False)
     torch.manual_seed(seed)

@@ -252,7 +252,7 @@ def distill(teacher, dc: DistillConfig, out_dir: Path, device: torch.device, res
         with autocast():
             return G_train(dc.sigma_init * z, s, c).float()
 
-    def step_opt(opt, module, loss) -> None:
+    def backward(loss) -> None:
         if scaler is not None:
             scaler.scale(loss).backward()
         else:
@@ -319,7 +319,7 @@ def distill(teacher, dc: DistillConfig, out_dir: Path, device: torch.device, res
                         y = _eval_d(f_train, x_t, sigma, c, teacher.null(micro), dc.kappa1).float()
                     ok = finite_rows(y, x_g)
                     loss = fake_score_loss(y[ok], x_g[ok], teacher.fake_weight(sigma[ok])).sum() / local_b
-                    step_opt(opt_f, f_psi, loss)
+                    backward(loss)
                     total_f += float(loss.detach())
                 finish(opt_f, f_psi)
                 f_psi.eval().requires_grad_(False)
@@ -340,7 +340,7 @@ def distill(teacher, dc: DistillConfig, out_dir: Path, device: torch.device, res
                         y_real = _eval_d(f_phi, x_t, sigma, c, null, dc.kappa4).float()
                     ok = finite_rows(x_g, y_real, y_fake)
                     loss = sid_generator_loss(x_g[ok], y_real[ok], y_fake[ok], dc.alpha).sum() / local_b
-                    step_opt(opt_g, G, loss)
+                    backward(loss)
                     total_g += float(loss.detach())
                 finish(opt_g, G)
                 if scaler is not None:
