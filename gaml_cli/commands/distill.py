@@ -49,7 +49,8 @@ def distill(
     generator's samples, then the generator by the SiD loss. --lsg puts classifier-free
     guidance on both score networks (long and short guidance). The run folder's
     generator.safetensors samples with one function evaluation in `gaml sample`; for Stable
-    Diffusion, unet/ is a diffusers UNet folder. Multi-GPU: `accelerate launch -m gaml_cli distill ...`.
+    Diffusion, unet/ is a diffusers UNet folder. Several GPUs: `torchrun --nproc_per_node N -m gaml_cli distill ...`
+    (or `accelerate launch --multi_gpu -m gaml_cli distill ...`), same options.
 
     Example:
 
