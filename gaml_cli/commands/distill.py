@@ -83,7 +83,7 @@ def distill(
         raise UsageError(f"--t-min {t_min} must be below --t-max {t_max}")
     prec = precision.value if hasattr(precision, "value") else precision
     dev = runtime.pick_device(device.value if hasattr(device, "value") else device)
-    runtime.pick_dtype(prec, dev)  # refuses fp16 on CPU with one line
+    dtype = runtime.pick_dtype(prec, dev)  # refuses fp16 on CPU with one line
     import os
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dev.type == "cuda":  # accelerate launch / torchrun
@@ -97,7 +97,7 @@ def distill(
     from ..methods.sid.train import DistillConfig, distill as run_distill
 
     texts = read_prompts(prompts) if prompts is not None else None
-    t = load_teacher(teacher, dev, texts)
+    t = load_teacher(teacher, dev, texts, dtype=dtype)  # SD: frozen parts in the compute dtype; trained copies fp32
     sd = t.family == "sd"
     scale = lsg if lsg is not None else (1.5 if sd else 1.0)
     k1, k2, k4 = (scale if k is None else k for k in (kappa1, kappa2, kappa4))

@@ -226,6 +226,8 @@ def distill(teacher, dc: DistillConfig, out_dir: Path, device: torch.device, res
         opt_g.load_state_dict(state["opt_g"])
         opt_f.load_state_dict(state["opt_f"])
         gen.set_state(state["gen"])
+        if rank > 0:  # the checkpoint holds rank 0's stream; give the others fresh, distinct ones
+            gen.manual_seed(dc.seed * 1_000_003 + rank + 7_919 * step)
         start, seconds, history = step, float(state.get("seconds", 0.0)), list(run_cfg.get("history", []))
         if main:
             console.log(f"resumed from {ckpt.latest()} at step {start}")
