@@ -15,7 +15,7 @@ ASSETS = registry.ASSETS_DIR
 
 def test_every_shipped_entry_has_file_and_card():
     shipped = {e.alias: e for e in registry.SHIPPED if (ASSETS / e.asset).is_file()}
-    assert {"digits", "digits-classifier", "shapes-classifier"} <= set(shipped)
+    assert {"digits", "shapes", "digits-classifier", "shapes-classifier"} <= set(shipped)
     for e in shipped.values():
         info = read_header(ASSETS / e.asset)
         assert info.kind == e.kind

@@ -36,7 +36,7 @@ def sample(
 
     \b
         gaml sample --model digits -n 1000 --steps 18 --out samples.safetensors --grid samples.png
-        gaml sample --model shapes-teacher.safetensors --prompt "a red circle on a blue background" -n 16 --out red.safetensors
+        gaml sample --model shapes --prompt "a red circle on a blue background" -n 16 --out red.safetensors
     """
     setup(fmt, quiet)
     import time
