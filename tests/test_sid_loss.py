@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from gaml_cli.methods.sid.loss import (  # noqa: E402
-    edm_weight, eps_weight, fake_score_loss, finite_rows, guided, sid_generator_loss, sid_normaliser, sigma_of_t)
+    edm_weight, eps_weight, fake_score_loss, finite_rows, sid_generator_loss, sid_normaliser, sigma_of_t)
 
 
 def test_generator_loss_by_hand():
@@ -140,10 +140,21 @@ def test_sigma_of_t_endpoints_and_tmax():
 
 
 def test_guidance_one_is_conditional_and_zero_unconditional():
-    c, u = torch.tensor([1.0, 3.0]), torch.tensor([0.0, 1.0])
-    assert torch.equal(guided(c, u, 1.0), c)
-    assert torch.equal(guided(c, u, 0.0), u)
-    assert guided(c, u, 1.5).tolist() == [1.5, 4.0]
+    """The kappas enter through edm.cfg_denoiser; a denoiser that returns its condition shows the mix."""
+    from gaml_cli.diffusion.edm import cfg_denoiser
+
+    def D(x, sigma, cond):
+        return cond.float().view(-1, 1)
+
+    x, s = torch.zeros(1, 2), torch.ones(1)
+    c, u = torch.tensor([3]), torch.tensor([1])
+
+    def guided(kappa):
+        return cfg_denoiser(D, u, kappa)(x, s, c)
+
+    assert torch.equal(guided(1.0), D(x, s, c))
+    assert torch.equal(guided(0.0), D(x, s, u))
+    assert guided(1.5).flatten().tolist() == [1.0 + 1.5 * (3.0 - 1.0)]  # = 4.0
 
 
 def test_finite_rows_drops_nan_samples():

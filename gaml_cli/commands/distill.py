@@ -94,7 +94,7 @@ def distill(
 
     from ..core.prompts import read_prompts
     from ..methods.sid.model import load_teacher
-    from ..methods.sid.train import DistillConfig, distill as run_distill
+    from ..methods.sid.train import DistillConfig, check_evaluable, distill as run_distill
 
     texts = read_prompts(prompts) if prompts is not None else None
     t = load_teacher(teacher, dev, texts, dtype=dtype)  # SD: frozen parts in the compute dtype; trained copies fp32
@@ -103,8 +103,8 @@ def distill(
     k1, k2, k4 = (scale if k is None else k for k in (kappa1, kappa2, kappa4))
     if t.cond_type == "none" and any(k != 1.0 for k in (k1, k2, k4)):
         raise UsageError("guidance (--lsg/--kappa*) needs a conditional teacher")
-    if eval_every and (t.family != "edm" or t.dataset not in ("digits", "shapes")):
-        raise UsageError("--eval-every scores against digits or shapes: it needs a gaml teacher trained on one")
+    if eval_every:
+        check_evaluable(t)
     lo, hi = t.default_t_range
     dc = DistillConfig(
         steps=steps, batch_size=batch_size or (512 if sd else 64), micro_batch=micro_batch,

@@ -11,17 +11,13 @@ Long and short guidance (SiD-LSG, arXiv 2406.01561, Sec. 3) puts classifier-free
 on both networks: kappa1 on f_psi inside its own loss, kappa2 = kappa3 on f_psi inside the
 generator loss, kappa4 on the teacher inside the generator loss. Guidance is applied to the
 x0 predictions, which is the same as applying it to epsilon: x0 = x_t - sigma * eps is
-affine in eps with the same x_t and sigma.
+affine in eps with the same x_t and sigma. The guided evaluation is diffusion/edm.py's
+cfg_denoiser: f^kappa = f(null) + kappa (f(c) - f(null)).
 """
 
 from __future__ import annotations
 
 import torch
-
-
-def guided(d_cond: torch.Tensor, d_uncond: torch.Tensor, kappa: float) -> torch.Tensor:
-    """Classifier-free guidance on x0 predictions: f^kappa = f(null) + kappa (f(c) - f(null))."""
-    return d_uncond + kappa * (d_cond - d_uncond)
 
 
 def sigma_of_t(t: torch.Tensor, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> torch.Tensor:

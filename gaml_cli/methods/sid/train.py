@@ -28,7 +28,8 @@ import torch
 from ...core import console
 from ...core.checkpoint import CheckpointDir
 from ...core.errors import UsageError
-from .loss import fake_score_loss, finite_rows, guided, sid_generator_loss
+from ...diffusion.edm import cfg_denoiser
+from .loss import fake_score_loss, finite_rows, sid_generator_loss
 from .model import add_lora, load_trainable, merged_state_dict, trainable_state
 
 
@@ -79,17 +80,6 @@ def _dist() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-def _eval_d(D, x, sigma, cond, null, kappa: float):
-    """f^kappa(x; sigma, c) with conditional and null rows in one batched call."""
-    if cond is None or kappa == 1.0:
-        return D(x, sigma, cond)
-    if kappa == 0.0:
-        return D(x, sigma, null)
-    both = D(torch.cat([x, x]), torch.cat([sigma, sigma]), torch.cat([cond, null]))
-    d_c, d_u = both.chunk(2)
-    return guided(d_c, d_u, kappa)
-
-
 def _bcast(s: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return s.reshape(-1, *([1] * (x.ndim - 1))).to(x.dtype)
 
@@ -127,6 +117,12 @@ class _StopAtIterationEnd:
         return False
 
 
+def check_evaluable(teacher) -> None:
+    """--eval-every scores with a shipped classifier: the teacher must be a gaml one on digits or shapes."""
+    if teacher.family != "edm" or teacher.dataset not in ("digits", "shapes"):
+        raise UsageError("--eval-every scores against digits or shapes: it needs a gaml teacher trained on one")
+
+
 class Evaluator:
     """FD / accuracy of the EMA generator on a fixed batch, in the shipped classifier's features."""
 
@@ -134,9 +130,8 @@ class Evaluator:
         from ...diffusion.eval import load_classifier, reference_images
         from ...diffusion.sample import default_conditions
 
+        check_evaluable(teacher)
         ds = teacher.dataset
-        if teacher.family != "edm" or ds not in ("digits", "shapes"):
-            raise UsageError("--eval-every scores against digits or shapes: it needs a gaml teacher trained on one")
         self.clf, _ = load_classifier(None, ds, {"dataset": ds})
         self.ref, _ = reference_images(ds, self.clf)
         self.teacher, self.n, self.seed = teacher, n, seed
@@ -318,7 +313,7 @@ def distill(teacher, dc: DistillConfig, out_dir: Path, device: torch.device, res
                     noise = torch.randn(x_g.shape, generator=gen).to(device)
                     x_t = x_g + _bcast(sigma, x_g) * noise
                     with autocast():
-                        y = _eval_d(f_train, x_t, sigma, c, teacher.null(micro), dc.kappa1).float()
+                        y = cfg_denoiser(f_train, teacher.null(micro), dc.kappa1)(x_t, sigma, c).float()
                     ok = finite_rows(y, x_g)
                     loss = fake_score_loss(y[ok], x_g[ok], teacher.fake_weight(sigma[ok])).sum() / local_b
                     backward(loss)
@@ -338,8 +333,8 @@ def distill(teacher, dc: DistillConfig, out_dir: Path, device: torch.device, res
                     x_t = x_g + _bcast(sigma, x_g) * noise
                     null = teacher.null(micro)
                     with autocast():
-                        y_fake = _eval_d(f_psi, x_t, sigma, c, null, dc.kappa2).float()
-                        y_real = _eval_d(f_phi, x_t, sigma, c, null, dc.kappa4).float()
+                        y_fake = cfg_denoiser(f_psi, null, dc.kappa2)(x_t, sigma, c).float()
+                        y_real = cfg_denoiser(f_phi, null, dc.kappa4)(x_t, sigma, c).float()
                     ok = finite_rows(x_g, y_real, y_fake)
                     loss = sid_generator_loss(x_g[ok], y_real[ok], y_fake[ok], dc.alpha).sum() / local_b
                     backward(loss)
