@@ -83,7 +83,7 @@ def bench_teacher(model_path: str, ref: str, n: int, budgets, guidances, device:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", help="teacher artifact (default: both shipped teachers)")
+    ap.add_argument("--model", help="teacher artifact or alias (default: both shipped teachers)")
     ap.add_argument("--ref", choices=["digits", "shapes"], help="reference data set for --model")
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--quick", action="store_true")
@@ -91,15 +91,17 @@ def main():
     args = ap.parse_args()
     n = 300 if args.quick else args.n
     budgets = [1, 3, 35] if args.quick else [1, 3, 10, 35, 79]
-    if args.model:
-        if not args.ref:
-            ap.error("--model needs --ref")
-        jobs = [(args.model, args.ref, [])]
-    else:
-        from gaml_cli.core import hub
+    from gaml_cli.core import hub
 
+    sweep = [] if args.quick else [1.0, 2.0, 3.0, 4.0]
+    if args.model:
+        ref = args.ref or (args.model if args.model in ("digits", "shapes") else None)
+        if not ref:
+            ap.error("--model needs --ref")
+        jobs = [(str(hub.resolve(args.model, option="--model")), ref, sweep if ref == "shapes" else [])]
+    else:
         jobs = [(str(hub.resolve("digits")), "digits", []),
-                (str(hub.resolve("shapes")), "shapes", [] if args.quick else [1.0, 2.0, 3.0, 4.0])]
+                (str(hub.resolve("shapes")), "shapes", sweep)]
     for model, ref, guidances in jobs:
         bench_teacher(model, ref, n, budgets, guidances, args.device)
 

@@ -3,9 +3,9 @@
 
 _gaml_subcommands() {
   case "$1" in
-    "") echo "completion dataset distill eval grid info inspect models run sample train";;
+    "") echo "completion dataset distill eval grid info inspect models run sample train unlearn";;
     "dataset") echo "digits shapes";;
-    "eval") echo "clip fd train-classifier";;
+    "eval") echo "clip fd fid forget train-classifier";;
     "models") echo "download ls where";;
   esac
 }
@@ -21,6 +21,8 @@ _gaml_options() {
     "eval") echo "--help -h";;
     "eval clip") echo "--images -i --model -m --prompts --batch-size --device --format -f --quiet -q --help -h";;
     "eval fd") echo "--images -i --ref -r --classifier --seed --format -f --quiet -q --help -h";;
+    "eval fid") echo "--images -i --ref -r --inception --save-ref-stats --batch-size --device --format -f --quiet -q --help -h";;
+    "eval forget") echo "--model -m --forget --into --n -n --steps --guidance --prompts --clip --seed --device --format -f --quiet -q --help -h";;
     "eval train-classifier") echo "--data -d --out -o --epochs --batch-size --lr --seed --format -f --quiet -q --help -h";;
     "grid") echo "--out -o --n -n --nrow --split --label --scale --format -f --quiet -q --help -h";;
     "info") echo "--device --format -f --quiet -q --help -h";;
@@ -32,6 +34,7 @@ _gaml_options() {
     "run") echo "--dry-run -n --skip-existing --only --format -f --quiet -q --help -h";;
     "sample") echo "--model -m --out -o --n -n --steps --sampler --guidance --class --prompt --prompts --grid --batch-size --seed --device --format -f --quiet -q --help -h";;
     "train") echo "--data -d --out -o --steps --batch-size --lr --warmup --ema --p-uncond --cond --split --channels --layers-per-block --guidance --checkpoint-every --checkpoint-dir --resume --resume-from --save-precision --seed --device --format -f --quiet -q --help -h";;
+    "unlearn") echo "--teacher -t --out -o --forget --into --pairs --forget-weight --forget-share --steps --batch-size --micro-batch --lr --lr-fake --betas --alpha --init-sigma --lsg --kappa1 --kappa2 --kappa4 --p-uncond --t-min --t-max --ema-halflife --ema-rampup --prompts --precision --gradient-checkpointing --lora-rank --checkpoint-every --eval-every --eval-n --resume --seed --device --format -f --quiet -q --help -h";;
   esac
 }
 
@@ -56,6 +59,12 @@ _gaml_choices() {
     "eval clip|-f") echo "human json";;
     "eval fd|--format") echo "human json";;
     "eval fd|-f") echo "human json";;
+    "eval fid|--device") echo "auto cpu cuda mps";;
+    "eval fid|--format") echo "human json";;
+    "eval fid|-f") echo "human json";;
+    "eval forget|--device") echo "auto cpu cuda mps";;
+    "eval forget|--format") echo "human json";;
+    "eval forget|-f") echo "human json";;
     "eval train-classifier|--format") echo "human json";;
     "eval train-classifier|-f") echo "human json";;
     "grid|--format") echo "human json";;
@@ -79,12 +88,16 @@ _gaml_choices() {
     "train|--device") echo "auto cpu cuda mps";;
     "train|--format") echo "human json";;
     "train|-f") echo "human json";;
+    "unlearn|--precision") echo "fp32 bf16 fp16";;
+    "unlearn|--device") echo "auto cpu cuda mps";;
+    "unlearn|--format") echo "human json";;
+    "unlearn|-f") echo "human json";;
   esac
 }
 
 _gaml_takes_value() {
   case "$1|$2" in
-    "dataset digits|--out"|"dataset digits|-o"|"dataset digits|--test-fraction"|"dataset digits|--seed"|"dataset digits|--grid"|"dataset digits|--format"|"dataset digits|-f"|"dataset shapes|--out"|"dataset shapes|-o"|"dataset shapes|--captions"|"dataset shapes|--n"|"dataset shapes|-n"|"dataset shapes|--seed"|"dataset shapes|--size"|"dataset shapes|--test-fraction"|"dataset shapes|--spec"|"dataset shapes|--grid"|"dataset shapes|--format"|"dataset shapes|-f"|"distill|--teacher"|"distill|-t"|"distill|--out"|"distill|-o"|"distill|--steps"|"distill|--batch-size"|"distill|--micro-batch"|"distill|--lr"|"distill|--lr-fake"|"distill|--betas"|"distill|--alpha"|"distill|--init-sigma"|"distill|--lsg"|"distill|--kappa1"|"distill|--kappa2"|"distill|--kappa4"|"distill|--p-uncond"|"distill|--t-min"|"distill|--t-max"|"distill|--ema-halflife"|"distill|--ema-rampup"|"distill|--prompts"|"distill|--precision"|"distill|--lora-rank"|"distill|--checkpoint-every"|"distill|--eval-every"|"distill|--eval-n"|"distill|--seed"|"distill|--device"|"distill|--format"|"distill|-f"|"eval clip|--images"|"eval clip|-i"|"eval clip|--model"|"eval clip|-m"|"eval clip|--prompts"|"eval clip|--batch-size"|"eval clip|--device"|"eval clip|--format"|"eval clip|-f"|"eval fd|--images"|"eval fd|-i"|"eval fd|--ref"|"eval fd|-r"|"eval fd|--classifier"|"eval fd|--seed"|"eval fd|--format"|"eval fd|-f"|"eval train-classifier|--data"|"eval train-classifier|-d"|"eval train-classifier|--out"|"eval train-classifier|-o"|"eval train-classifier|--epochs"|"eval train-classifier|--batch-size"|"eval train-classifier|--lr"|"eval train-classifier|--seed"|"eval train-classifier|--format"|"eval train-classifier|-f"|"grid|--out"|"grid|-o"|"grid|--n"|"grid|-n"|"grid|--nrow"|"grid|--split"|"grid|--label"|"grid|--scale"|"grid|--format"|"grid|-f"|"info|--device"|"info|--format"|"info|-f"|"inspect|--format"|"inspect|-f"|"models download|--format"|"models download|-f"|"models ls|--format"|"models ls|-f"|"models where|--format"|"models where|-f"|"run|--only"|"run|--format"|"run|-f"|"sample|--model"|"sample|-m"|"sample|--out"|"sample|-o"|"sample|--n"|"sample|-n"|"sample|--steps"|"sample|--sampler"|"sample|--guidance"|"sample|--class"|"sample|--prompt"|"sample|--prompts"|"sample|--grid"|"sample|--batch-size"|"sample|--seed"|"sample|--device"|"sample|--format"|"sample|-f"|"train|--data"|"train|-d"|"train|--out"|"train|-o"|"train|--steps"|"train|--batch-size"|"train|--lr"|"train|--warmup"|"train|--ema"|"train|--p-uncond"|"train|--cond"|"train|--split"|"train|--channels"|"train|--layers-per-block"|"train|--guidance"|"train|--checkpoint-every"|"train|--checkpoint-dir"|"train|--resume-from"|"train|--save-precision"|"train|--seed"|"train|--device"|"train|--format"|"train|-f") return 0;;
+    "dataset digits|--out"|"dataset digits|-o"|"dataset digits|--test-fraction"|"dataset digits|--seed"|"dataset digits|--grid"|"dataset digits|--format"|"dataset digits|-f"|"dataset shapes|--out"|"dataset shapes|-o"|"dataset shapes|--captions"|"dataset shapes|--n"|"dataset shapes|-n"|"dataset shapes|--seed"|"dataset shapes|--size"|"dataset shapes|--test-fraction"|"dataset shapes|--spec"|"dataset shapes|--grid"|"dataset shapes|--format"|"dataset shapes|-f"|"distill|--teacher"|"distill|-t"|"distill|--out"|"distill|-o"|"distill|--steps"|"distill|--batch-size"|"distill|--micro-batch"|"distill|--lr"|"distill|--lr-fake"|"distill|--betas"|"distill|--alpha"|"distill|--init-sigma"|"distill|--lsg"|"distill|--kappa1"|"distill|--kappa2"|"distill|--kappa4"|"distill|--p-uncond"|"distill|--t-min"|"distill|--t-max"|"distill|--ema-halflife"|"distill|--ema-rampup"|"distill|--prompts"|"distill|--precision"|"distill|--lora-rank"|"distill|--checkpoint-every"|"distill|--eval-every"|"distill|--eval-n"|"distill|--seed"|"distill|--device"|"distill|--format"|"distill|-f"|"eval clip|--images"|"eval clip|-i"|"eval clip|--model"|"eval clip|-m"|"eval clip|--prompts"|"eval clip|--batch-size"|"eval clip|--device"|"eval clip|--format"|"eval clip|-f"|"eval fd|--images"|"eval fd|-i"|"eval fd|--ref"|"eval fd|-r"|"eval fd|--classifier"|"eval fd|--seed"|"eval fd|--format"|"eval fd|-f"|"eval fid|--images"|"eval fid|-i"|"eval fid|--ref"|"eval fid|-r"|"eval fid|--inception"|"eval fid|--save-ref-stats"|"eval fid|--batch-size"|"eval fid|--device"|"eval fid|--format"|"eval fid|-f"|"eval forget|--model"|"eval forget|-m"|"eval forget|--forget"|"eval forget|--into"|"eval forget|--n"|"eval forget|-n"|"eval forget|--steps"|"eval forget|--guidance"|"eval forget|--prompts"|"eval forget|--clip"|"eval forget|--seed"|"eval forget|--device"|"eval forget|--format"|"eval forget|-f"|"eval train-classifier|--data"|"eval train-classifier|-d"|"eval train-classifier|--out"|"eval train-classifier|-o"|"eval train-classifier|--epochs"|"eval train-classifier|--batch-size"|"eval train-classifier|--lr"|"eval train-classifier|--seed"|"eval train-classifier|--format"|"eval train-classifier|-f"|"grid|--out"|"grid|-o"|"grid|--n"|"grid|-n"|"grid|--nrow"|"grid|--split"|"grid|--label"|"grid|--scale"|"grid|--format"|"grid|-f"|"info|--device"|"info|--format"|"info|-f"|"inspect|--format"|"inspect|-f"|"models download|--format"|"models download|-f"|"models ls|--format"|"models ls|-f"|"models where|--format"|"models where|-f"|"run|--only"|"run|--format"|"run|-f"|"sample|--model"|"sample|-m"|"sample|--out"|"sample|-o"|"sample|--n"|"sample|-n"|"sample|--steps"|"sample|--sampler"|"sample|--guidance"|"sample|--class"|"sample|--prompt"|"sample|--prompts"|"sample|--grid"|"sample|--batch-size"|"sample|--seed"|"sample|--device"|"sample|--format"|"sample|-f"|"train|--data"|"train|-d"|"train|--out"|"train|-o"|"train|--steps"|"train|--batch-size"|"train|--lr"|"train|--warmup"|"train|--ema"|"train|--p-uncond"|"train|--cond"|"train|--split"|"train|--channels"|"train|--layers-per-block"|"train|--guidance"|"train|--checkpoint-every"|"train|--checkpoint-dir"|"train|--resume-from"|"train|--save-precision"|"train|--seed"|"train|--device"|"train|--format"|"train|-f"|"unlearn|--teacher"|"unlearn|-t"|"unlearn|--out"|"unlearn|-o"|"unlearn|--forget"|"unlearn|--into"|"unlearn|--pairs"|"unlearn|--forget-weight"|"unlearn|--forget-share"|"unlearn|--steps"|"unlearn|--batch-size"|"unlearn|--micro-batch"|"unlearn|--lr"|"unlearn|--lr-fake"|"unlearn|--betas"|"unlearn|--alpha"|"unlearn|--init-sigma"|"unlearn|--lsg"|"unlearn|--kappa1"|"unlearn|--kappa2"|"unlearn|--kappa4"|"unlearn|--p-uncond"|"unlearn|--t-min"|"unlearn|--t-max"|"unlearn|--ema-halflife"|"unlearn|--ema-rampup"|"unlearn|--prompts"|"unlearn|--precision"|"unlearn|--lora-rank"|"unlearn|--checkpoint-every"|"unlearn|--eval-every"|"unlearn|--eval-n"|"unlearn|--seed"|"unlearn|--device"|"unlearn|--format"|"unlearn|-f") return 0;;
   esac
   return 1
 }

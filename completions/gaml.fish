@@ -4,11 +4,11 @@
 function __gaml_subcommands
     switch "$argv"
         case ''
-            printf '%s\n' completion dataset distill eval grid info inspect models run sample train
+            printf '%s\n' completion dataset distill eval grid info inspect models run sample train unlearn
         case 'dataset'
             printf '%s\n' digits shapes
         case 'eval'
-            printf '%s\n' clip fd train-classifier
+            printf '%s\n' clip fd fid forget train-classifier
         case 'models'
             printf '%s\n' download ls where
     end
@@ -46,6 +46,7 @@ complete -c gaml -n "__gaml_at ''" -a models -d 'Model aliases (sd15, sd21, sdxl
 complete -c gaml -n "__gaml_at ''" -a run -d 'Run the gaml steps of RECIPE in order; later steps use...'
 complete -c gaml -n "__gaml_at ''" -a sample -d 'Sample images from a teacher (Heun/Euler, EDM schedule,...'
 complete -c gaml -n "__gaml_at ''" -a train -d 'Train a conditional EDM diffusion teacher (diffusers...'
+complete -c gaml -n "__gaml_at ''" -a unlearn -d 'Forget classes or concepts while distilling to one step:...'
 complete -c gaml -n "__gaml_at ''" -l version -d 'Print the version and exit.'
 complete -c gaml -n "__gaml_at ''" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at ''" -l help -s h -d 'Show help and exit.'
@@ -109,6 +110,8 @@ complete -c gaml -n "__gaml_at 'distill'" -l quiet -s q -d 'No progress bars or 
 complete -c gaml -n "__gaml_at 'distill'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'eval'" -a clip -d 'CLIP score: how well each image matches its prompt...'
 complete -c gaml -n "__gaml_at 'eval'" -a fd -d 'Frechet distance to real images in a gaml classifiers...'
+complete -c gaml -n "__gaml_at 'eval'" -a fid -d 'FID of real RGB images: Frechet distance of Inception-v3...'
+complete -c gaml -n "__gaml_at 'eval'" -a forget -d 'How well a model forgot: recognition of the forgotten...'
 complete -c gaml -n "__gaml_at 'eval'" -a train-classifier -d 'Train the small CNN whose features gaml eval fd uses...'
 complete -c gaml -n "__gaml_at 'eval'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'eval clip'" -F
@@ -128,6 +131,30 @@ complete -c gaml -n "__gaml_at 'eval fd'" -l seed -r -F -d 'Seed of the split of
 complete -c gaml -n "__gaml_at 'eval fd'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'eval fd'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'eval fd'" -l help -s h -d 'Show help and exit.'
+complete -c gaml -n "__gaml_at 'eval fid'" -F
+complete -c gaml -n "__gaml_at 'eval fid'" -l images -s i -r -F -d 'Generated images artifact (RGB or grey, any size).'
+complete -c gaml -n "__gaml_at 'eval fid'" -l ref -s r -r -F -d 'Real images: an images artifact, or FID statistics (.npz with mu, sigma, as pytorch-fid saves them).'
+complete -c gaml -n "__gaml_at 'eval fid'" -l inception -r -F -d 'FID Inception weights (pt_inception-2015-12-05-6726825d.pth); default: GAML_FID_INCEPTION, then torchs hub cache.'
+complete -c gaml -n "__gaml_at 'eval fid'" -l save-ref-stats -r -F -d 'Also write the references statistics to this .npz, to pass as --ref next time.'
+complete -c gaml -n "__gaml_at 'eval fid'" -l batch-size -r -F
+complete -c gaml -n "__gaml_at 'eval fid'" -l device -x -a 'auto cpu cuda mps' -d 'auto picks cuda, then mps, then cpu.'
+complete -c gaml -n "__gaml_at 'eval fid'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'eval fid'" -l quiet -s q -d 'No progress bars or logs on stderr.'
+complete -c gaml -n "__gaml_at 'eval fid'" -l help -s h -d 'Show help and exit.'
+complete -c gaml -n "__gaml_at 'eval forget'" -F
+complete -c gaml -n "__gaml_at 'eval forget'" -l model -s m -r -F -d 'A gaml unlearn / distill run folder, a generator or teacher artifact, or an alias.'
+complete -c gaml -n "__gaml_at 'eval forget'" -l forget -r -F -d 'A forgotten condition: class (0) or attribute value (color=red); repeat for several. Default: the pairs the run recorded.'
+complete -c gaml -n "__gaml_at 'eval forget'" -l into -r -F -d 'The override of each --forget (for into_rate).'
+complete -c gaml -n "__gaml_at 'eval forget'" -l n -s n -r -F -d 'Samples per forgotten condition, and for the retained conditions.'
+complete -c gaml -n "__gaml_at 'eval forget'" -l steps -r -F -d 'Sampler steps for teachers (one-step generators ignore it).'
+complete -c gaml -n "__gaml_at 'eval forget'" -l guidance -r -F -d 'Guidance for teachers (default: the models).'
+complete -c gaml -n "__gaml_at 'eval forget'" -l prompts -r -F -d 'Stable Diffusion: the prompts (text or JSONL) the concepts are put into.'
+complete -c gaml -n "__gaml_at 'eval forget'" -l clip -r -F -d 'Stable Diffusion: the CLIP model that judges the concepts (alias, hub id or folder).'
+complete -c gaml -n "__gaml_at 'eval forget'" -l seed -r -F
+complete -c gaml -n "__gaml_at 'eval forget'" -l device -x -a 'auto cpu cuda mps' -d 'auto picks cuda, then mps, then cpu.'
+complete -c gaml -n "__gaml_at 'eval forget'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'eval forget'" -l quiet -s q -d 'No progress bars or logs on stderr.'
+complete -c gaml -n "__gaml_at 'eval forget'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'eval train-classifier'" -F
 complete -c gaml -n "__gaml_at 'eval train-classifier'" -l data -s d -r -F -d 'An images artifact with labels or attrs.'
 complete -c gaml -n "__gaml_at 'eval train-classifier'" -l out -s o -r -F -d 'Classifier artifact to write (.safetensors).'
@@ -221,3 +248,41 @@ complete -c gaml -n "__gaml_at 'train'" -l device -x -a 'auto cpu cuda mps' -d '
 complete -c gaml -n "__gaml_at 'train'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'train'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'train'" -l help -s h -d 'Show help and exit.'
+complete -c gaml -n "__gaml_at 'unlearn'" -F
+complete -c gaml -n "__gaml_at 'unlearn'" -l teacher -s t -r -F -d 'digits (shipped), a teacher artifact (gaml train, e.g. recipes/teacher-shapes.yaml), sd15 or an SD pipeline folder / hub id.'
+complete -c gaml -n "__gaml_at 'unlearn'" -l out -s o -r -F -d 'Run folder: generator.safetensors, checkpoints/, log.jsonl (+ unet/ for SD).'
+complete -c gaml -n "__gaml_at 'unlearn'" -l forget -r -F -d 'A condition to forget: a class (digits: 0), an attribute value (shapes: color=red) or a concept in the prompts (SD: brad pitt, nudity). Repeat for several.'
+complete -c gaml -n "__gaml_at 'unlearn'" -l into -r -F -d 'What each --forget becomes, in order: a retained class, value (color=blue) or text ( for the bare prompt).'
+complete -c gaml -n "__gaml_at 'unlearn'" -l pairs -r -F -d 'JSONL of {forget: ..., into: ...} pairs, in addition to --forget/--into.'
+complete -c gaml -n "__gaml_at 'unlearn'" -l forget-weight -r -F -d 'lambda_f: weight of the forget rows mean loss against the retained rows (both networks) [gaml teachers 0.01 as the papers CIFAR-10 runs; SD 1.0 as its SD script].'
+complete -c gaml -n "__gaml_at 'unlearn'" -l forget-share -r -F -d 'Share of each batch drawn with forget conditions (the paper: a forget batch as large as the retained one).'
+complete -c gaml -n "__gaml_at 'unlearn'" -l steps -r -F -d 'SiD iterations (one fake-score and one generator update each).'
+complete -c gaml -n "__gaml_at 'unlearn'" -l batch-size -r -F -d 'Samples per update, over all processes [gaml teachers 64; SD 512 as in the paper].'
+complete -c gaml -n "__gaml_at 'unlearn'" -l micro-batch -r -F -d 'Split each processs batch into passes of this size (gradient accumulation; 0 = no split).'
+complete -c gaml -n "__gaml_at 'unlearn'" -l lr -r -F -d 'Generator learning rate [gaml teachers 1e-4; SD 1e-6].'
+complete -c gaml -n "__gaml_at 'unlearn'" -l lr-fake -r -F -d 'Fake-score learning rate [gaml teachers 2 x --lr; SD = --lr].'
+complete -c gaml -n "__gaml_at 'unlearn'" -l betas -r -F -d 'Adam betas of both networks.'
+complete -c gaml -n "__gaml_at 'unlearn'" -l alpha -r -F -d 'alpha of the SiD generator loss (L2 - alpha L1) [EDM teachers 1.2; SD 1.0 as in SiD-LSG].'
+complete -c gaml -n "__gaml_at 'unlearn'" -l init-sigma -r -F -d 'sigma_init of G(z) = D(sigma_init z; sigma_init) [EDM teachers 2.5; SD: sigma of t_init 625].'
+complete -c gaml -n "__gaml_at 'unlearn'" -l lsg -r -F -d 'Long-and-short guidance scale: sets kappa1 = kappa2 = kappa3 = kappa4 [gaml teachers 1 (plain SiD); SD 1.5].'
+complete -c gaml -n "__gaml_at 'unlearn'" -l kappa1 -r -F -d 'CFG of the fake score in its own loss [= --lsg].'
+complete -c gaml -n "__gaml_at 'unlearn'" -l kappa2 -r -F -d 'CFG of the fake score in the generator loss (kappa2 = kappa3) [= --lsg].'
+complete -c gaml -n "__gaml_at 'unlearn'" -l kappa4 -r -F -d 'CFG of the teacher in the generator loss [= --lsg].'
+complete -c gaml -n "__gaml_at 'unlearn'" -l p-uncond -r -F -d 'Null-condition rate when training the fake score [0.1 if kappa1 or kappa2 != 1, else 0].'
+complete -c gaml -n "__gaml_at 'unlearn'" -l t-min -r -F -d 'Smallest t (of 1000) of the score evaluations [EDM 0; SD 20].'
+complete -c gaml -n "__gaml_at 'unlearn'" -l t-max -r -F -d 'Largest t (of 1000) [EDM 800, sigma 24.4; SD 980].'
+complete -c gaml -n "__gaml_at 'unlearn'" -l ema-halflife -r -F -d 'EMA half-life of G in thousands of images, 0 = no EMA [gaml teachers 25; SD 50].'
+complete -c gaml -n "__gaml_at 'unlearn'" -l ema-rampup -r -F -d 'EMA ramp-up: the half-life is at most this fraction of the images seen so far (EDMs ema_rampup_ratio; 0 = off) [gaml teachers 0.5; SD 0.05].'
+complete -c gaml -n "__gaml_at 'unlearn'" -l prompts -r -F -d 'Prompts, one a line (text) or JSONL with prompt/caption (SD: required; shapes: instead of random captions).'
+complete -c gaml -n "__gaml_at 'unlearn'" -l precision -x -a 'fp32 bf16 fp16' -d 'Compute dtype: fp32, bf16 or fp16 (GPU).'
+complete -c gaml -n "__gaml_at 'unlearn'" -l gradient-checkpointing -d 'Recompute UNet activations in backward (less memory, slower).'
+complete -c gaml -n "__gaml_at 'unlearn'" -l lora-rank -r -F -d 'Train rank-r LoRA adapters (peft) on G and the fake score instead of all weights (0 = full).'
+complete -c gaml -n "__gaml_at 'unlearn'" -l checkpoint-every -r -F -d 'Save a resumable checkpoint every N iterations (0: at the end and on Ctrl-C).'
+complete -c gaml -n "__gaml_at 'unlearn'" -l eval-every -r -F -d 'Every N iterations score the EMA generators FD on a fixed batch (digits/shapes teachers).'
+complete -c gaml -n "__gaml_at 'unlearn'" -l eval-n -r -F -d 'Samples of that fixed batch.'
+complete -c gaml -n "__gaml_at 'unlearn'" -l resume -d 'Continue the run in --out from its last checkpoint.'
+complete -c gaml -n "__gaml_at 'unlearn'" -l seed -r -F -d 'Seed of noise, conditions and LoRA init.'
+complete -c gaml -n "__gaml_at 'unlearn'" -l device -x -a 'auto cpu cuda mps' -d 'auto picks cuda, then mps, then cpu.'
+complete -c gaml -n "__gaml_at 'unlearn'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'unlearn'" -l quiet -s q -d 'No progress bars or logs on stderr.'
+complete -c gaml -n "__gaml_at 'unlearn'" -l help -s h -d 'Show help and exit.'

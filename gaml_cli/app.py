@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from . import __version__
-from .commands import completion, dataset, distill, eval as eval_cmd, grid, info, inspect, models, run, sample, train
+from .commands import completion, dataset, distill, eval as eval_cmd, grid, info, inspect, models, run, sample, train, unlearn
 
 app = typer.Typer(
     name="gaml",
@@ -48,6 +48,7 @@ app.add_typer(eval_cmd.app, name="eval")
 app.command("train")(train.train)
 app.command("sample")(sample.sample)
 app.command("distill")(distill.distill)
+app.command("unlearn")(unlearn.unlearn)
 app.command("run")(run.run)
 app.command("inspect")(inspect.inspect)
 app.command("grid")(grid.grid)

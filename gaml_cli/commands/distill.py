@@ -60,7 +60,19 @@ def distill(
         gaml eval fd --images onestep.safetensors --ref digits
         gaml distill --teacher sd15 --lsg 1.5 --prompts captions.txt --precision bf16 --out runs/sid-sd15
     """
-    setup(fmt, quiet)
+    run_sid(dict(locals()))
+
+
+def run_sid(o: dict, forget: dict | None = None) -> None:
+    """The body of gaml distill and gaml unlearn: o holds distill's options by name; forget, when
+    given, unlearn's (forget, into, pairs, forget_weight, forget_share)."""
+    teacher, out, steps, batch_size, micro_batch = o["teacher"], o["out"], o["steps"], o["batch_size"], o["micro_batch"]
+    lr, lr_fake, betas, alpha, init_sigma, lsg = o["lr"], o["lr_fake"], o["betas"], o["alpha"], o["init_sigma"], o["lsg"]
+    kappa1, kappa2, kappa4, p_uncond, t_min, t_max = o["kappa1"], o["kappa2"], o["kappa4"], o["p_uncond"], o["t_min"], o["t_max"]
+    ema_halflife, ema_rampup, prompts, precision = o["ema_halflife"], o["ema_rampup"], o["prompts"], o["precision"]
+    gradient_checkpointing, lora_rank, checkpoint_every = o["gradient_checkpointing"], o["lora_rank"], o["checkpoint_every"]
+    eval_every, eval_n, resume, seed, device = o["eval_every"], o["eval_n"], o["resume"], o["seed"], o["device"]
+    setup(o["fmt"], o["quiet"])
     from pathlib import Path
 
     from ..core import console, runtime
@@ -122,15 +134,23 @@ def distill(
         raise UsageError(f"--t-min {dc.t_min} must be below --t-max {dc.t_max}")
     if dc.sigma_init <= 0:
         raise UsageError("--init-sigma must be positive")
+    plan = None
+    if forget is not None:
+        from ..methods.sfd.plan import build_plan
+
+        weight = forget["forget_weight"] if forget["forget_weight"] is not None else (1.0 if sd else 0.01)
+        plan = build_plan(t, forget["forget"] or [], forget["into"] or [], forget["pairs"], weight, forget["forget_share"])
     out_dir.mkdir(parents=True, exist_ok=True)
-    G, report, rank = run_distill(t, dc, out_dir, dev, resume=resume)
+    label = "distill" if plan is None else "unlearn"
+    G, report, rank = run_distill(t, dc, out_dir, dev, resume=resume, progress_label=label, plan=plan)
     if rank != 0:
         return
     from ..methods.sid.save import save_generator
 
-    path = save_generator(t, G, dc, report, out_dir)
+    path = save_generator(t, G, dc, report, out_dir, forget=plan.describe() if plan else None)
     last = report["history"][-1] if report["history"] else {}
     console.summary({"out": str(path), "steps": report["steps"], "loss_fake": report["loss_fake"],
                      "loss_g": report["loss_g"], **({"fd": last["fd"], "accuracy": last.get("accuracy")} if last else {}),
+                     **({"forget": plan.describe()["pairs"], "forget_weight": plan.weight} if plan else {}),
                      "train_seconds": report["train_seconds"], "trainable_parameters": report["trainable_parameters"]},
-                    title="distill")
+                    title=label)

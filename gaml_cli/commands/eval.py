@@ -94,6 +94,175 @@ def clip(
                     title="clip")
 
 
+@app.command("fid")
+def fid(
+    images: Annotated[str, typer.Option("--images", "-i", help="Generated 'images' artifact (RGB or grey, any size).")],
+    ref: Annotated[str, typer.Option("--ref", "-r", help="Real images: an 'images' artifact, or FID statistics (.npz with mu, sigma, as pytorch-fid saves them).")],
+    inception: Annotated[Optional[str], typer.Option(help="FID Inception weights (pt_inception-2015-12-05-6726825d.pth); default: $GAML_FID_INCEPTION, then torch's hub cache.")] = None,
+    save_ref_stats: Annotated[Optional[str], typer.Option(help="Also write the reference's statistics to this .npz, to pass as --ref next time.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1)] = 50,
+    device: DeviceOpt = "auto",
+    fmt: FormatOpt = "human",
+    quiet: QuietOpt = False,
+):
+    """FID of real RGB images: Frechet distance of Inception-v3 pool3 features.
+
+    The network is the TF FID graph's Inception (the one papers' FIDs use, e.g. SiD-LSG's
+    COCO numbers), loaded from the pytorch-fid weight file; images in [0, 1] are resized to
+    299x299 as pytorch-fid does. Nothing is downloaded: put the file in torch's hub cache,
+    or pass --inception. Below 2,048 images per side the covariances are rank-deficient and
+    FID is biased upwards; gaml warns. For gaml's own small domains use `gaml eval fd`.
+
+    Example:
+
+    \b
+        gaml sample --model sd15 --prompts coco.txt -n 10000 --out s.safetensors
+        gaml eval fid --images s.safetensors --ref coco-val.safetensors --save-ref-stats coco.npz
+        gaml eval fid --images s.safetensors --ref coco.npz --format json
+    """
+    setup(fmt, quiet)
+    import numpy as np
+
+    from ..core import console, runtime
+    from ..core.artifacts import atomic_path, load_artifact
+    from ..core.errors import UsageError
+    from ..diffusion import inception as inc
+
+    if save_ref_stats is not None:
+        if ref.endswith(".npz"):
+            raise UsageError("--save-ref-stats needs --ref to be images, not statistics")
+        check_out(save_ref_stats, ".npz", "--save-ref-stats")
+    gen = load_artifact(images, "images")["images"]
+    ref_stats = inc.load_stats(ref) if ref.endswith(".npz") else None
+    ref_x = None if ref_stats is not None else load_artifact(ref, "images")["images"]
+    for name, arr in ((images, gen), (ref, ref_x)):
+        if arr is not None and len(arr) < 2:
+            raise UsageError(f"{name}: FID needs at least 2 images, got {len(arr)}")
+    weights = inc.weights_path(inception)
+    dev = runtime.pick_device(device.value if hasattr(device, "value") else device)
+    net = inc.load_inception(weights, device=dev)
+    total = len(gen) + (len(ref_x) if ref_x is not None else 0)
+    with console.progress(total, "inception") as bar:
+        f_gen = inc.features(net, gen, batch_size=batch_size, device=dev, progress=bar.update)
+        if ref_x is not None:
+            f_ref = inc.features(net, ref_x, batch_size=batch_size, device=dev, progress=bar.update)
+    mu1, s1 = inc.stats(f_gen)
+    if ref_stats is not None:
+        mu2, s2, n_ref = ref_stats
+    else:
+        (mu2, s2), n_ref = inc.stats(f_ref), len(f_ref)
+        if save_ref_stats is not None:
+            with atomic_path(save_ref_stats) as tmp:
+                with open(tmp, "wb") as fh:
+                    np.savez(fh, mu=mu2, sigma=s2, n=np.int64(n_ref))
+    if min(len(f_gen), n_ref or len(f_gen)) < inc.FEATURES:
+        console.warn(f"fewer than {inc.FEATURES} images on a side: FID is biased upwards; compare only at equal n")
+    console.summary({"fid": inc.frechet_from_stats(mu1, s1, mu2, s2), "n": int(len(f_gen)),
+                     "n_ref": n_ref, "images": images, "ref": ref, "inception": str(weights)}, title="fid")
+
+
+@app.command("forget")
+def forget(
+    model: Annotated[str, typer.Option("--model", "-m", help="A gaml unlearn / distill run folder, a generator or teacher artifact, or an alias.")],
+    forget_: Annotated[Optional[list[str]], typer.Option("--forget", help="A forgotten condition: class (0) or attribute value (color=red); repeat for several. Default: the pairs the run recorded.")] = None,
+    into: Annotated[Optional[list[str]], typer.Option("--into", help="The override of each --forget (for into_rate).")] = None,
+    n: Annotated[int, typer.Option("--n", "-n", min=2, help="Samples per forgotten condition, and for the retained conditions.")] = 1000,
+    steps: Annotated[Optional[int], typer.Option(min=1, help="Sampler steps for teachers (one-step generators ignore it).")] = None,
+    guidance: Annotated[Optional[float], typer.Option(min=0.0, help="Guidance for teachers (default: the model's).")] = None,
+    prompts: Annotated[Optional[str], typer.Option(help="Stable Diffusion: the prompts (text or JSONL) the concepts are put into.")] = None,
+    clip: Annotated[str, typer.Option(help="Stable Diffusion: the CLIP model that judges the concepts (alias, hub id or folder).")] = "clip-l14",
+    seed: Annotated[int, typer.Option(min=0)] = 0,
+    device: DeviceOpt = "auto",
+    fmt: FormatOpt = "human",
+    quiet: QuietOpt = False,
+):
+    """How well a model forgot: recognition of the forgotten conditions, quality of the rest.
+
+    forgotten_recognised: share of samples asked for a forgotten condition that the shipped
+    classifier still sees as it (lower is better); into_rate: share it sees as the override;
+    retained_accuracy and retained_fd (with retained_floor, real vs real): conditional
+    accuracy and FD on the retained conditions against their real images. Stable Diffusion
+    (an unlearn/distill SD run or a pipeline) needs --prompts: CLIP judges whether each sample
+    of "PROMPT, CONCEPT" is nearer that text than the override's, and retained_clip is the
+    CLIP score of the prompts without the concept (needs the CLIP weights, --clip).
+
+    Example:
+
+    \b
+        gaml unlearn --teacher digits --forget 0 --into 1 --out runs/sfd-digits
+        gaml eval forget --model runs/sfd-digits --format json
+        gaml eval forget --model digits --forget 0 --into 1      # the teacher, for comparison
+        gaml eval forget --model runs/sfd-sd15 --prompts subjects.txt --clip clip-l14
+    """
+    setup(fmt, quiet)
+    from ..core import console, hub, runtime
+    from ..core.artifacts import expect_kind, read_header
+    from ..core.errors import UsageError
+    from ..diffusion.io import IMAGE_MODEL_KINDS
+    from ..methods.sfd.evaluate import evaluate
+    from ..methods.sfd.plan import _attr, _class
+
+    from ..diffusion.sd import is_pipeline_folder
+
+    path = hub.resolve(model, option="--model")
+    if path.is_dir() and (path / "generator.safetensors").is_file():
+        path = path / "generator.safetensors"
+    pipeline = path.is_dir() and is_pipeline_folder(path)
+    if path.is_dir() and not pipeline:
+        raise UsageError(f"--model {model}: a folder that is neither a run (generator.safetensors) nor an SD pipeline")
+    cfg = {} if pipeline else expect_kind(read_header(path), IMAGE_MODEL_KINDS).config
+    recorded = ((cfg.get("distill") or {}).get("forget") or {}).get("pairs")
+    into = list(into or [])
+    dev = runtime.pick_device(device.value if hasattr(device, "value") else device)
+    if pipeline or "sd" in cfg:
+        from ..core.prompts import read_prompts
+        from ..methods.sfd.evaluate import evaluate_sd
+
+        if prompts is None:
+            raise UsageError("a Stable Diffusion model needs --prompts (the prompts the concepts are put into)")
+        if into and len(into) != len(forget_ or []):
+            raise UsageError("give one --into for each --forget")
+        pairs = [(f, into[i] if into else "") for i, f in enumerate(forget_)] if forget_ else \
+            [(str(a), str(b)) for a, b in (recorded or [])]
+        if not pairs:
+            raise UsageError(f"{path} records no forgotten concepts; give --forget (and --into)")
+        res = evaluate_sd(path, None if pipeline else cfg, pairs, read_prompts(prompts), n, seed, clip,
+                          {"steps": steps, "guidance": guidance}, dev)
+        res.update({"model": str(path)})
+        console.summary(res, title="forget")
+        return
+    if forget_:
+        if into and len(into) != len(forget_):
+            raise UsageError(f"give one --into for each --forget, or none ({len(forget_)} --forget, {len(into)} --into)")
+        raw = [(f, into[i] if into else None) for i, f in enumerate(forget_)]
+    elif into:
+        raise UsageError("--into needs --forget")
+    elif recorded:
+        raw = [(a, b) for a, b in recorded]
+    else:
+        raise UsageError(f"{path} records no forgotten conditions; give --forget (and --into)")
+    mcond = cfg["model"].get("cond") or {}
+    attrs = (cfg.get("data") or {}).get("attributes")
+    if mcond.get("type") not in ("class", "text"):
+        raise UsageError(f"--model {model}: an unconditional model has no condition to forget")
+    pairs = []
+    for a, b in raw:
+        if isinstance(a, (list, tuple)) or (isinstance(a, str) and "=" in a) or attrs:
+            if not attrs:
+                raise UsageError(f"--forget {a}: attribute values need a caption model of shapes")
+            fa = tuple(a) if isinstance(a, (list, tuple)) else _attr(a, attrs)
+            fb = None if b is None else (tuple(b) if isinstance(b, (list, tuple)) else _attr(b, attrs))
+            if fb is not None and fb[0] != fa[0]:
+                raise UsageError(f"--forget {a} --into {b}: both sides must name the same attribute")
+            pairs.append((fa, fb))
+        else:
+            k = int(mcond["num_classes"])
+            pairs.append((_class(a, k), None if b is None else _class(b, k)))
+    res = evaluate(path, pairs, n, seed, {"steps": steps, "guidance": guidance}, dev)
+    res.update({"model": str(path)})
+    console.summary(res, title="forget")
+
+
 @app.command("train-classifier")
 def train_classifier_cmd(
     data: Annotated[str, typer.Option("--data", "-d", help="An 'images' artifact with labels or attrs.")],

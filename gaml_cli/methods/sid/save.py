@@ -23,28 +23,33 @@ from .model import merged_state_dict
 GENERATOR_FILE = "generator.safetensors"
 
 
-def _meta(dc, report: dict[str, Any], teacher) -> dict[str, Any]:
-    return {"method": "SiD-LSG (arXiv 2406.01561; SiD arXiv 2404.04057)", **asdict(dc),
+def _meta(dc, report: dict[str, Any], teacher, forget: dict | None = None) -> dict[str, Any]:
+    method = "SiD-LSG (arXiv 2406.01561; SiD arXiv 2404.04057)"
+    if forget:
+        method = "SFD, score forgetting distillation (arXiv 2409.11219) on " + method
+    return {"method": method, **asdict(dc),
             **{k: v for k, v in report.items() if k != "history"}, "eval_history": report.get("history", []),
-            "teacher": teacher.describe()}
+            "teacher": teacher.describe(), **({"forget": forget} if forget else {})}
 
 
-def save_generator(teacher, G: torch.nn.Module, dc, report: dict[str, Any], out_dir: Path) -> Path:
+def save_generator(teacher, G: torch.nn.Module, dc, report: dict[str, Any], out_dir: Path,
+                   forget: dict | None = None) -> Path:
+    """forget: the ForgetPlan of gaml unlearn, recorded in the artifact (gaml eval forget reads it)."""
     out_dir = Path(out_dir)
     if teacher.family == "sd":
-        return _save_sd(teacher, G, dc, report, out_dir)
+        return _save_sd(teacher, G, dc, report, out_dir, forget)
     from ...diffusion.io import save_model
     from ...diffusion.models import build
 
     plain = build(teacher.config["model"])
     plain.load_state_dict(merged_state_dict(G))
     cfg = {"model": teacher.config["model"], "data": teacher.config.get("data", {}),
-           "generator": {"sigma_init": dc.sigma_init}, "distill": _meta(dc, report, teacher)}
+           "generator": {"sigma_init": dc.sigma_init}, "distill": _meta(dc, report, teacher, forget)}
     return save_model(out_dir / GENERATOR_FILE, plain, kind="generator", config=cfg, seed=dc.seed,
                       parents=[teacher.path])
 
 
-def _save_sd(teacher, G, dc, report, out_dir: Path) -> Path:
+def _save_sd(teacher, G, dc, report, out_dir: Path, forget: dict | None = None) -> Path:
     from diffusers import UNet2DConditionModel
 
     from ...core.artifacts import save_artifact
@@ -68,6 +73,6 @@ def _save_sd(teacher, G, dc, report, out_dir: Path) -> Path:
         raise
     abar = (1.0 / (1.0 + teacher.net.sigmas.double().cpu() ** 2)).float()
     cfg = {"sd": {"pipeline": str(teacher.path), "unet": "unet", "prediction_type": teacher.net.prediction_type},
-           "generator": {"sigma_init": dc.sigma_init}, "distill": _meta(dc, report, teacher)}
+           "generator": {"sigma_init": dc.sigma_init}, "distill": _meta(dc, report, teacher, forget)}
     return save_artifact(out_dir / GENERATOR_FILE, {"alphas_cumprod": abar}, kind="generator", config=cfg,
                          seed=dc.seed, parents=[{"path": str(teacher.path), "kind": "sd-pipeline"}])

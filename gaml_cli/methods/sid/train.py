@@ -165,8 +165,12 @@ class Evaluator:
 
 
 def distill(teacher, dc: DistillConfig, out_dir: Path, device: torch.device, resume: bool = False,
-            progress_label: str = "distill") -> tuple[torch.nn.Module, dict[str, Any], int]:
-    """Run SiD-LSG; returns (the generator to save: the EMA copy if kept; report; this process's rank)."""
+            progress_label: str = "distill", plan=None) -> tuple[torch.nn.Module, dict[str, Any], int]:
+    """Run SiD-LSG; returns (the generator to save: the EMA copy if kept; report; this process's rank).
+
+    plan: a methods.sfd.plan.ForgetPlan for Score Forgetting Distillation (gaml unlearn): each
+    micro-batch then holds retained rows and forget rows; on forget rows the teacher is evaluated
+    at the override condition and both losses weight the rows as methods.sfd.loss says."""
     rank, world = _dist()
     main = rank == 0
     if dc.batch_size % world:
@@ -208,6 +212,10 @@ def distill(teacher, dc: DistillConfig, out_dir: Path, device: torch.device, res
     gen = torch.Generator().manual_seed(dc.seed * 1_000_003 + rank)
     ckpt = CheckpointDir(out_dir / "checkpoints", keep=2)
     identity = {k: getattr(dc, k) for k in RUN_IDENTITY} | {"teacher": teacher.describe()}
+    if plan is not None:
+        identity["forget"] = plan.describe()
+    n_rem, n_fgt = plan.counts(micro) if plan is not None else (micro, 0)
+    n_rem, n_fgt = n_rem * (local_b // micro), n_fgt * (local_b // micro)
     start, seconds, history = 0, 0.0, []
     if resume:
         step, state, run_cfg = ckpt.load(device="cpu")
@@ -240,8 +248,24 @@ def distill(teacher, dc: DistillConfig, out_dir: Path, device: torch.device, res
                   seed=dc.seed)
 
     def conditions(n: int):
-        conds = teacher.draw_conditions(n, gen)
-        return teacher.encode(conds, n) if conds is not None else teacher.null(n)
+        """(condition of G and the fake score, condition of the teacher, forget-row mask or None)."""
+        if plan is None:
+            conds = teacher.draw_conditions(n, gen)
+            c = teacher.encode(conds, n) if conds is not None else teacher.null(n)
+            return c, c, None
+        nr, nf = plan.counts(n)
+        kept = plan.draw_retained(teacher, nr, gen)
+        forget, override = plan.draw_forget(teacher, nf, gen)
+        c = teacher.encode(kept + forget, n)
+        c_phi = teacher.encode(kept + override, n) if nf else c
+        return c, c_phi, torch.arange(n, device=device) >= nr
+
+    def batch_loss(per_sample: torch.Tensor, is_forget, ok: torch.Tensor) -> torch.Tensor:
+        if is_forget is None:
+            return per_sample.sum() / local_b
+        from ..sfd.loss import remain_forget_sum
+
+        return remain_forget_sum(per_sample, is_forget[ok], n_rem, n_fgt, plan.weight)
 
     def generate(c: torch.Tensor | None, n: int) -> torch.Tensor:
         z = torch.randn((n, *teacher.x_shape), generator=gen).to(device)
@@ -283,7 +307,8 @@ def distill(teacher, dc: DistillConfig, out_dir: Path, device: torch.device, res
 
     n_params = sum(p.numel() for p in G.parameters() if p.requires_grad)
     if main:
-        console.log(f"SiD-LSG: {teacher.describe()['family']} teacher {teacher.path}, {n_params / 1e6:.2f}M trainable "
+        what = "SiD-LSG" if plan is None else f"SFD (forget {plan.describe()['pairs']}, weight {plan.weight}, share {plan.share})"
+        console.log(f"{what}: {teacher.describe()['family']} teacher {teacher.path}, {n_params / 1e6:.2f}M trainable "
                     f"parameters per network, batch {dc.batch_size} ({world} process(es)), kappa "
                     f"{dc.kappa1}/{dc.kappa2}/{dc.kappa4}, alpha {dc.alpha}, sigma_init {dc.sigma_init:.3f}, "
                     f"{dc.precision} on {device}")
@@ -302,9 +327,11 @@ def distill(teacher, dc: DistillConfig, out_dir: Path, device: torch.device, res
                 opt_f.zero_grad(set_to_none=True)
                 total_f = 0.0
                 for _ in range(local_b // micro):
-                    c = conditions(micro)
+                    c, _, is_forget = conditions(micro)
                     if dc.p_uncond > 0 and c is not None:
                         drop = (torch.rand(micro, generator=gen) < dc.p_uncond).to(device)
+                        if is_forget is not None:  # forget rows keep c_f (as in the SFD reference)
+                            drop &= ~is_forget
                         # as in the SiD-LSG reference, a dropped prompt is dropped for G's sample too
                         c = torch.where(_bcast(drop, c).bool(), teacher.null(micro).to(c.dtype), c)
                     with torch.no_grad():
@@ -315,7 +342,7 @@ def distill(teacher, dc: DistillConfig, out_dir: Path, device: torch.device, res
                     with autocast():
                         y = cfg_denoiser(f_train, teacher.null(micro), dc.kappa1)(x_t, sigma, c).float()
                     ok = finite_rows(y, x_g)
-                    loss = fake_score_loss(y[ok], x_g[ok], teacher.fake_weight(sigma[ok])).sum() / local_b
+                    loss = batch_loss(fake_score_loss(y[ok], x_g[ok], teacher.fake_weight(sigma[ok])), is_forget, ok)
                     backward(loss)
                     total_f += float(loss.detach())
                 finish(opt_f, f_psi)
@@ -326,7 +353,7 @@ def distill(teacher, dc: DistillConfig, out_dir: Path, device: torch.device, res
                 opt_g.zero_grad(set_to_none=True)
                 total_g = 0.0
                 for _ in range(local_b // micro):
-                    c = conditions(micro)
+                    c, c_phi, is_forget = conditions(micro)
                     x_g = generate(c, micro)
                     sigma = teacher.gen_sigma(micro, gen, dc)
                     noise = torch.randn(x_g.shape, generator=gen).to(device)
@@ -334,9 +361,9 @@ def distill(teacher, dc: DistillConfig, out_dir: Path, device: torch.device, res
                     null = teacher.null(micro)
                     with autocast():
                         y_fake = cfg_denoiser(f_psi, null, dc.kappa2)(x_t, sigma, c).float()
-                        y_real = cfg_denoiser(f_phi, null, dc.kappa4)(x_t, sigma, c).float()
+                        y_real = cfg_denoiser(f_phi, null, dc.kappa4)(x_t, sigma, c_phi).float()
                     ok = finite_rows(x_g, y_real, y_fake)
-                    loss = sid_generator_loss(x_g[ok], y_real[ok], y_fake[ok], dc.alpha).sum() / local_b
+                    loss = batch_loss(sid_generator_loss(x_g[ok], y_real[ok], y_fake[ok], dc.alpha), is_forget, ok)
                     backward(loss)
                     total_g += float(loss.detach())
                 finish(opt_g, G)
