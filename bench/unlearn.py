@@ -14,7 +14,7 @@ retained ones) with its wall-clock:
   - the paper's numbers as rows marked "reference" (CIFAR-10; not measured here).
 
     python bench/unlearn.py                               # digits 0 -> 1 (about 25 min on 2 cores)
-    python bench/unlearn.py --teacher shapes --forget color=red --into color=blue --lsg 1.5 --n 500
+    python bench/unlearn.py --teacher shapes --forget color=red --into color=blue --lsg 1.5 --steps 400 --full-fd
 """
 
 from __future__ import annotations
@@ -62,6 +62,19 @@ def forget_row(model, args, name: str, seconds: float | None, teacher_like: bool
         retained_accuracy=round(e["retained_accuracy"], 4), retained_fd=round(e["retained_fd"], 4),
         retained_floor=round(e["retained_floor"], 4), n=e["n"], train_seconds=seconds,
         eval_seconds=round(time.perf_counter() - t0, 1))
+
+
+def full_fd_row(model, args, name: str, tmp: Path, teacher_like: bool) -> None:
+    """--full-fd: the model on the whole condition distribution (gaml sample + gaml eval fd), as
+    bench/distill.py scores it, so plain SiD's row is also a distillation measurement."""
+    ref = "shapes" if args.teacher == "shapes" else "digits"
+    extra = (["--steps", 18] + (["--guidance", args.lsg] if args.lsg else [])) if teacher_like else []
+    out = tmp / f"full-{abs(hash(name))}.safetensors"
+    s = gaml("sample", "--model", model, "-n", args.n, "--seed", args.seed, "--out", out, "--batch-size", 500, *extra)
+    e = gaml("eval", "fd", "--images", out, "--ref", ref)
+    row(bench="unlearn", teacher=args.teacher, model=name, scope="all conditions", nfe=s["nfe"],
+        fd=round(e["fd"], 4), floor=round(e["floor"], 4), accuracy=e.get("accuracy"),
+        attribute_accuracy=e.get("attribute_accuracy"), n=e["n"], images_per_s=s["images_per_s"])
 
 
 def finetune_baseline(args, out: Path) -> float:
@@ -129,6 +142,7 @@ def main() -> None:
     ap.add_argument("--ft-lr", type=float, default=1e-4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip", default="", help="comma list of models to skip: teacher,sid,sfd,finetune")
+    ap.add_argument("--full-fd", action="store_true", help="also score each model on all conditions (gaml eval fd)")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     for r in REFERENCE:
@@ -139,15 +153,21 @@ def main() -> None:
         tmp = Path(tmp)
         if "teacher" not in skip:
             forget_row(args.teacher, args, "teacher, Heun 18 steps", None, True)
+            if args.full_fd:
+                full_fd_row(args.teacher, args, "teacher, Heun 18 steps", tmp, True)
         if "sfd" not in skip:
             t0 = time.perf_counter()
             gaml("unlearn", "--teacher", args.teacher, "--forget", args.forget, "--into", args.into,
                  "--out", tmp / "sfd", *common)
             forget_row(tmp / "sfd", args, "SFD one-step (gaml unlearn)", round(time.perf_counter() - t0, 1), False)
+            if args.full_fd:
+                full_fd_row(tmp / "sfd", args, "SFD one-step (gaml unlearn)", tmp, False)
         if "sid" not in skip:
             t0 = time.perf_counter()
             gaml("distill", "--teacher", args.teacher, "--out", tmp / "sid", *common)
             forget_row(tmp / "sid", args, "plain SiD one-step (gaml distill)", round(time.perf_counter() - t0, 1), False)
+            if args.full_fd:
+                full_fd_row(tmp / "sid", args, "plain SiD one-step (gaml distill)", tmp, False)
         if "finetune" not in skip:
             secs = finetune_baseline(args, tmp / "ft.safetensors")
             forget_row(tmp / "ft.safetensors", args, "fine-tuned teacher, ESD-style replacement (peer), Heun 18",

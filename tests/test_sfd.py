@@ -256,3 +256,30 @@ def test_tiny_stable_diffusion_unlearns_a_concept_and_clip_judges_it(gaml, tmp_p
     assert res.code == 2 and "--prompts" in res.err
     res = gaml("eval", "forget", "--model", run, "--prompts", prompts)  # clip-l14 is not in the test's cache
     assert res.code == 2 and "'clip-l14' not found locally" in res.err and len(res.err_lines) == 1
+
+
+def test_init_from_a_distill_run(gaml, tmp_path):
+    """Two stages: distil, then unlearn from that generator. With zero learning rates the second
+    run's generator is exactly the first's (G started from it, sigma_init taken from it)."""
+    from gaml_cli.diffusion.io import load_model
+
+    first = tmp_path / "sid"
+    assert gaml("distill", "--teacher", "digits", "--out", first, "--init-sigma", "2.0", *TINY).code == 0
+    second = tmp_path / "sfd"
+    res = gaml("unlearn", "--teacher", "digits", "--forget", "0", "--into", "1", "--init-from", first, "--out", second,
+               "--lr", "0", "--ema-halflife", "0", *TINY)
+    assert res.code == 0, res.err
+    a, info_a = load_model(first / "generator.safetensors")
+    b, info_b = load_model(second / "generator.safetensors")
+    assert info_b.config["generator"]["sigma_init"] == 2.0
+    assert info_b.config["distill"]["init_from"] == str(first / "generator.safetensors")
+    for (n, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), n
+    # a run of another teacher, or something that is not a run: one line, exit 2, nothing written
+    for bad, needle in ((tmp_path / "nothing", "no generator.safetensors"),):
+        res = gaml("unlearn", "--teacher", "digits", "--forget", "0", "--into", "1", "--init-from", bad,
+                   "--out", tmp_path / "x", *TINY)
+        assert res.code == 2 and needle in res.err and len(res.err_lines) == 1
+        assert not (tmp_path / "x").exists()
+    res = gaml("distill", "--teacher", "shapes", "--init-from", first, "--out", tmp_path / "y", *TINY)
+    assert res.code == 2 and "another architecture" in res.err and not (tmp_path / "y").exists()

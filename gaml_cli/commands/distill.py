@@ -33,6 +33,7 @@ def distill(
     precision: PrecisionOpt = "fp32",
     gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing", help="Recompute UNet activations in backward (less memory, slower).")] = False,
     lora_rank: Annotated[int, typer.Option(min=0, help="Train rank-r LoRA adapters (peft) on G and the fake score instead of all weights (0 = full).")] = 0,
+    init_from: Annotated[Optional[str], typer.Option(help="Start G from a finished gaml distill/unlearn run of this teacher (e.g. SFD's two-stage variant: distil first, then unlearn from it); its sigma_init unless --init-sigma.")] = None,
     checkpoint_every: Annotated[int, typer.Option(min=0, help="Save a resumable checkpoint every N iterations (0: at the end and on Ctrl-C).")] = 200,
     eval_every: Annotated[int, typer.Option(min=0, help="Every N iterations score the EMA generator's FD on a fixed batch (digits/shapes teachers).")] = 0,
     eval_n: Annotated[int, typer.Option(min=10, help="Samples of that fixed batch.")] = 1000,
@@ -71,6 +72,7 @@ def run_sid(o: dict, forget: dict | None = None) -> None:
     kappa1, kappa2, kappa4, p_uncond, t_min, t_max = o["kappa1"], o["kappa2"], o["kappa4"], o["p_uncond"], o["t_min"], o["t_max"]
     ema_halflife, ema_rampup, prompts, precision = o["ema_halflife"], o["ema_rampup"], o["prompts"], o["precision"]
     gradient_checkpointing, lora_rank, checkpoint_every = o["gradient_checkpointing"], o["lora_rank"], o["checkpoint_every"]
+    init_from = o["init_from"]
     eval_every, eval_n, resume, seed, device = o["eval_every"], o["eval_n"], o["resume"], o["seed"], o["device"]
     setup(o["fmt"], o["quiet"])
     from pathlib import Path
@@ -118,6 +120,13 @@ def run_sid(o: dict, forget: dict | None = None) -> None:
     if eval_every:
         check_evaluable(t)
     lo, hi = t.default_t_range
+    init_path = None
+    if init_from is not None:
+        from ..methods.sid.model import read_init
+
+        init_path, init_run_sigma = read_init(init_from, t)
+        if init_sigma is None:
+            init_sigma = init_run_sigma
     dc = DistillConfig(
         steps=steps, batch_size=batch_size or (512 if sd else 64), micro_batch=micro_batch,
         lr=lr if lr is not None else (1e-6 if sd else 1e-4), betas=b, alpha=alpha if alpha is not None else (1.0 if sd else 1.2),
@@ -127,7 +136,7 @@ def run_sid(o: dict, forget: dict | None = None) -> None:
         t_min=t_min if t_min is not None else lo, t_max=t_max if t_max is not None else hi,
         ema_halflife_kimg=ema_halflife if ema_halflife is not None else (50.0 if sd else 25.0),
         ema_rampup=ema_rampup if ema_rampup is not None else (0.05 if sd else 0.5), precision=prec, grad_clip_value=1.0 if prec == "fp16" else 0.0,
-        gradient_checkpointing=gradient_checkpointing, lora_rank=lora_rank,
+        gradient_checkpointing=gradient_checkpointing, lora_rank=lora_rank, init_from=str(init_path or ""),
         checkpoint_every=checkpoint_every, eval_every=eval_every, eval_n=eval_n, seed=seed)
     dc.lr_fake = lr_fake if lr_fake is not None else (dc.lr if sd else 2 * dc.lr)
     if dc.t_min >= dc.t_max:

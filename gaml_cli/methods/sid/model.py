@@ -237,3 +237,40 @@ def load_trainable(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
     with torch.no_grad():
         for n, v in state.items():
             params[n].copy_(v.to(params[n].device, params[n].dtype))
+
+
+# -- starting G from a finished run (--init-from) -------------------------------------------------
+def read_init(name: str, teacher) -> tuple[Path, float]:
+    """(generator artifact, its sigma_init) of a `gaml distill`/`gaml unlearn` run made from this
+    teacher's family and architecture; InputError/UsageError with one line otherwise."""
+    from ...core.artifacts import expect_kind, read_header
+
+    p = Path(name).expanduser()
+    if p.is_dir():
+        p = p / "generator.safetensors"
+    if not p.is_file():
+        raise InputError(f"--init-from {name}: no generator.safetensors (give a gaml distill or unlearn run)")
+    cfg = expect_kind(read_header(p), "generator").config
+    if teacher.family == "sd":
+        if "sd" not in cfg:
+            raise UsageError(f"--init-from {name}: a gaml-teacher generator; this teacher is Stable Diffusion")
+        if not (p.parent / cfg["sd"].get("unet", "unet") / "config.json").is_file():
+            raise InputError(f"--init-from {name}: the run has no {cfg['sd'].get('unet', 'unet')}/ UNet folder")
+    elif cfg.get("model") != teacher.config["model"]:
+        raise UsageError(f"--init-from {name}: its generator has another architecture than the teacher")
+    return p, float(cfg["generator"]["sigma_init"])
+
+
+def load_generator_into(G: nn.Module, teacher, path: Path) -> None:
+    """Copy a finished run's generator weights into G (the teacher's architecture)."""
+    from ...core.artifacts import load_artifact, read_header
+
+    if teacher.family == "sd":
+        from diffusers import UNet2DConditionModel
+
+        cfg = read_header(path).config
+        unet = UNet2DConditionModel.from_pretrained(path.parent / cfg["sd"].get("unet", "unet"), use_safetensors=True)
+        G.unet.load_state_dict(unet.state_dict())
+        return
+    art = load_artifact(path, "generator", framework="pt")
+    G.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in art.tensors.items()})

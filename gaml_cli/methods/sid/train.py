@@ -57,6 +57,7 @@ class DistillConfig:
     grad_clip_value: float = 0.0  # SiD-LSG clips gradient values at 1 under fp16
     gradient_checkpointing: bool = False
     lora_rank: int = 0
+    init_from: str = ""  # a finished distill/unlearn run whose generator G starts from (SFD's two-stage variant)
     checkpoint_every: int = 200
     eval_every: int = 0
     eval_n: int = 1000
@@ -65,7 +66,7 @@ class DistillConfig:
 
 # Fields that must match for --resume to continue the same run.
 RUN_IDENTITY = ("batch_size", "alpha", "sigma_init", "kappa1", "kappa2", "kappa4", "p_uncond", "t_min", "t_max",
-                "lora_rank", "seed")
+                "lora_rank", "init_from", "seed")
 
 
 def _dist() -> tuple[int, int]:
@@ -188,6 +189,10 @@ def distill(teacher, dc: DistillConfig, out_dir: Path, device: torch.device, res
     f_phi = teacher.net
     f_psi = teacher.trainable_copy()
     G = teacher.trainable_copy()
+    if dc.init_from:
+        from .model import load_generator_into
+
+        load_generator_into(G, teacher, Path(dc.init_from))
     if dc.lora_rank:
         add_lora(teacher.core(f_psi), dc.lora_rank, dc.seed)
         add_lora(teacher.core(G), dc.lora_rank, dc.seed + 1)
