@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from ...core.errors import UsageError
 from .plan import ATTRIBUTE_KEYS
