@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _cli import gaml, row  # bench/ is on sys.path when a bench runs as a script
 
 REFERENCE = [
     {"what": "SiD one-step, CIFAR-10 uncond (paper)", "fid": 1.923, "peer": "EDM teacher 35 NFE", "peer_fid": 1.97},
@@ -32,18 +32,6 @@ REFERENCE = [
      "peer": "SD1.5 50 steps cfg 3", "peer_fid": 8.59},
     {"what": "DMD2 SD1.5 one-step, COCO-30k (as cited by SiD-LSG)", "fid": 8.35},
 ]
-
-
-def gaml(*args: str) -> dict:
-    cmd = [sys.executable, "-m", "gaml_cli", *map(str, args), "-f", "json", "-q"]
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    if res.returncode != 0:
-        raise SystemExit(f"failed: {' '.join(cmd)}\n{res.stderr}")
-    return json.loads(res.stdout)
-
-
-def row(**kw) -> None:
-    print(json.dumps(kw), flush=True)
 
 
 def score(model: str, ref: str, n: int, tmp: Path, name: str, **sample_args) -> dict:

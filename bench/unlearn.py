@@ -20,12 +20,12 @@ retained ones) with its wall-clock:
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _cli import gaml, row  # bench/ is on sys.path when a bench runs as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -37,18 +37,6 @@ REFERENCE = [
     {"what": "UCE on SD1.5 nudity (UnlearnDiffAtk, as cited)", "fid": 17.10},
     {"what": "SalUn on SD1.5 nudity (UnlearnDiffAtk, as cited)", "fid": 33.62},
 ]
-
-
-def gaml(*args) -> dict:
-    cmd = [sys.executable, "-m", "gaml_cli", *map(str, args), "-f", "json", "-q"]
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    if res.returncode != 0:
-        raise SystemExit(f"failed: {' '.join(cmd)}\n{res.stderr}")
-    return json.loads(res.stdout)
-
-
-def row(**kw) -> None:
-    print(json.dumps(kw), flush=True)
 
 
 def forget_row(model, args, name: str, seconds: float | None, teacher_like: bool) -> None:

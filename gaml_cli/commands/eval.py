@@ -127,6 +127,7 @@ def fid(
     from ..core.artifacts import atomic_path, load_artifact
     from ..core.errors import UsageError
     from ..diffusion import inception as inc
+    from ..diffusion.features import frechet_from_stats
 
     if save_ref_stats is not None:
         if ref.endswith(".npz"):
@@ -157,7 +158,7 @@ def fid(
                     np.savez(fh, mu=mu2, sigma=s2, n=np.int64(n_ref))
     if min(len(f_gen), n_ref or len(f_gen)) < inc.FEATURES:
         console.warn(f"fewer than {inc.FEATURES} images on a side: FID is biased upwards; compare only at equal n")
-    console.summary({"fid": inc.frechet_from_stats(mu1, s1, mu2, s2), "n": int(len(f_gen)),
+    console.summary({"fid": frechet_from_stats(mu1, s1, mu2, s2), "n": int(len(f_gen)),
                      "n_ref": n_ref, "images": images, "ref": ref, "inception": str(weights)}, title="fid")
 
 
@@ -198,67 +199,28 @@ def forget(
     from ..core import console, hub, runtime
     from ..core.artifacts import expect_kind, read_header
     from ..core.errors import UsageError
-    from ..diffusion.io import IMAGE_MODEL_KINDS
-    from ..methods.sfd.evaluate import evaluate
-    from ..methods.sfd.plan import _attr, _class
+    from ..diffusion.io import IMAGE_MODEL_KINDS, run_artifact
+    from ..methods.sfd.evaluate import evaluate, evaluate_sd, forget_pairs
 
     from ..diffusion.sd import is_pipeline_folder
 
-    path = hub.resolve(model, option="--model")
-    if path.is_dir() and (path / "generator.safetensors").is_file():
-        path = path / "generator.safetensors"
+    path = run_artifact(hub.resolve(model, option="--model"))
     pipeline = path.is_dir() and is_pipeline_folder(path)
     if path.is_dir() and not pipeline:
         raise UsageError(f"--model {model}: a folder that is neither a run (generator.safetensors) nor an SD pipeline")
     cfg = {} if pipeline else expect_kind(read_header(path), IMAGE_MODEL_KINDS).config
-    recorded = ((cfg.get("distill") or {}).get("forget") or {}).get("pairs")
-    into = list(into or [])
+    sd = pipeline or "sd" in cfg
+    if sd and prompts is None:
+        raise UsageError("a Stable Diffusion model needs --prompts (the prompts the concepts are put into)")
+    pairs = forget_pairs(cfg, forget_, into, sd, str(path))
     dev = runtime.pick_device(device.value if hasattr(device, "value") else device)
-    if pipeline or "sd" in cfg:
+    sample_kw = {"steps": steps, "guidance": guidance}
+    if sd:
         from ..core.prompts import read_prompts
-        from ..methods.sfd.evaluate import evaluate_sd
 
-        if prompts is None:
-            raise UsageError("a Stable Diffusion model needs --prompts (the prompts the concepts are put into)")
-        if into and len(into) != len(forget_ or []):
-            raise UsageError("give one --into for each --forget")
-        pairs = [(f, into[i] if into else "") for i, f in enumerate(forget_)] if forget_ else \
-            [(str(a), str(b)) for a, b in (recorded or [])]
-        if not pairs:
-            raise UsageError(f"{path} records no forgotten concepts; give --forget (and --into)")
-        res = evaluate_sd(path, None if pipeline else cfg, pairs, read_prompts(prompts), n, seed, clip,
-                          {"steps": steps, "guidance": guidance}, dev)
-        res.update({"model": str(path)})
-        console.summary(res, title="forget")
-        return
-    if forget_:
-        if into and len(into) != len(forget_):
-            raise UsageError(f"give one --into for each --forget, or none ({len(forget_)} --forget, {len(into)} --into)")
-        raw = [(f, into[i] if into else None) for i, f in enumerate(forget_)]
-    elif into:
-        raise UsageError("--into needs --forget")
-    elif recorded:
-        raw = [(a, b) for a, b in recorded]
+        res = evaluate_sd(path, None if pipeline else cfg, pairs, read_prompts(prompts), n, seed, clip, sample_kw, dev)
     else:
-        raise UsageError(f"{path} records no forgotten conditions; give --forget (and --into)")
-    mcond = cfg["model"].get("cond") or {}
-    attrs = (cfg.get("data") or {}).get("attributes")
-    if mcond.get("type") not in ("class", "text"):
-        raise UsageError(f"--model {model}: an unconditional model has no condition to forget")
-    pairs = []
-    for a, b in raw:
-        if isinstance(a, (list, tuple)) or (isinstance(a, str) and "=" in a) or attrs:
-            if not attrs:
-                raise UsageError(f"--forget {a}: attribute values need a caption model of shapes")
-            fa = tuple(a) if isinstance(a, (list, tuple)) else _attr(a, attrs)
-            fb = None if b is None else (tuple(b) if isinstance(b, (list, tuple)) else _attr(b, attrs))
-            if fb is not None and fb[0] != fa[0]:
-                raise UsageError(f"--forget {a} --into {b}: both sides must name the same attribute")
-            pairs.append((fa, fb))
-        else:
-            k = int(mcond["num_classes"])
-            pairs.append((_class(a, k), None if b is None else _class(b, k)))
-    res = evaluate(path, pairs, n, seed, {"steps": steps, "guidance": guidance}, dev)
+        res = evaluate(path, pairs, n, seed, sample_kw, dev)
     res.update({"model": str(path)})
     console.summary(res, title="forget")
 

@@ -54,9 +54,9 @@ def sample(
     if sum(x is not None for x in (class_, prompt, prompts)) > 1:
         raise UsageError("give at most one of --class, --prompt, --prompts")
     dev = runtime.pick_device(device.value if hasattr(device, "value") else device)
-    path = hub.resolve(model, option="--model")
-    if path.is_dir() and (path / "generator.safetensors").is_file():  # a `gaml distill` run folder
-        path = path / "generator.safetensors"
+    from ..diffusion.io import run_artifact
+
+    path = run_artifact(hub.resolve(model, option="--model"))
     spec = SampleSpec(n=n, seed=seed, steps=steps, sampler=sampler, guidance=guidance, batch_size=batch_size)
     texts = [prompt] if prompt is not None else (read_prompts(prompts) if prompts is not None else None)
 

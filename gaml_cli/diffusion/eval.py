@@ -41,24 +41,47 @@ def load_classifier(name: str | None, ref: str, gen_cfg: dict[str, Any]) -> tupl
 
 
 def reference_images(ref: str, clf: FeatureNet) -> tuple[np.ndarray, str]:
+    x, _, name = reference_data(ref, clf)
+    return x, name
+
+
+def reference_data(ref: str, clf: FeatureNet) -> tuple[np.ndarray, dict[str, np.ndarray], str]:
+    """(real images, their targets: 'labels' (digits) or 'attrs' (shapes; columns shape, colour,
+    background) where the data has them, a display name)."""
     shape = tuple(clf.config["image_shape"])
+    targets: dict[str, np.ndarray] = {}
     if ref == "digits":
         from ..datasets import digits
 
-        x = digits.load()["images"]
+        data = digits.load()
+        x, targets["labels"] = data["images"], data["labels"]
         name = "digits (all 1,797)"
     elif ref == "shapes":
         from ..datasets import shapes
 
         tensors, _ = shapes.generate(REF_SHAPES_N, REF_SHAPES_SEED, size=shape[-1])
-        x = tensors["images"]
+        x, targets["attrs"] = tensors["images"], tensors["attrs"]
         name = f"shapes ({REF_SHAPES_N} at {shape[-1]}px, seed {REF_SHAPES_SEED})"
     else:
         x = load_artifact(ref, "images")["images"]
         name = ref
     if tuple(x.shape[1:]) != shape:
         raise UsageError(f"reference images are {tuple(x.shape[1:])}, the classifier expects {shape}")
-    return x.astype(np.float32), name
+    return x.astype(np.float32), targets, name
+
+
+def fd_with_floor(clf: FeatureNet, f_gen: np.ndarray, ref_x: np.ndarray, seed: int = 0) -> dict[str, Any]:
+    """FD of generated features against real images, and the floor at the same size: with
+    m = min(#generated, #real / 2) the real set is split into disjoint halves A and B of m
+    images; fd = FD(generated[:m], B), floor = FD(A, B)."""
+    m = min(len(f_gen), len(ref_x) // 2)
+    if m < 2:
+        raise UsageError("need at least 2 generated and 4 reference images")
+    perm = np.random.default_rng(seed).permutation(len(ref_x))
+    f_a, _ = predict(clf, ref_x[perm[:m]])
+    f_b, _ = predict(clf, ref_x[perm[m:2 * m]])
+    fd, floor = frechet_distance(f_gen[:m], f_b), frechet_distance(f_a, f_b)
+    return {"fd": fd, "floor": floor, "ratio": fd / floor if floor > 0 else None, "n": int(m)}
 
 
 def score(clf: FeatureNet, gen: Artifact, ref_x: np.ndarray, seed: int = 0) -> dict[str, Any]:
@@ -66,18 +89,10 @@ def score(clf: FeatureNet, gen: Artifact, ref_x: np.ndarray, seed: int = 0) -> d
     shape = tuple(clf.config["image_shape"])
     if tuple(x.shape[1:]) != shape:
         raise UsageError(f"{gen.info.path}: images are {tuple(x.shape[1:])}, the classifier expects {shape}")
-    m = min(len(x), len(ref_x) // 2)
-    if m < 2:
+    if min(len(x), len(ref_x) // 2) < 2:
         raise UsageError("need at least 2 generated and 4 reference images")
-    perm = np.random.default_rng(seed).permutation(len(ref_x))
-    ref_a, ref_b = ref_x[perm[:m]], ref_x[perm[m:2 * m]]
     f_gen, pred = predict(clf, x)
-    f_a, _ = predict(clf, ref_a)
-    f_b, _ = predict(clf, ref_b)
-    fd = frechet_distance(f_gen[:m], f_b)
-    floor = frechet_distance(f_a, f_b)
-    out: dict[str, Any] = {"fd": fd, "floor": floor, "ratio": fd / floor if floor > 0 else None,
-                           "n": int(m), "samples": int(len(x))}
+    out: dict[str, Any] = {**fd_with_floor(clf, f_gen, ref_x, seed), "samples": int(len(x))}
     heads = list(clf.heads)
     if "labels" in gen.tensors and "label" in heads:
         out["accuracy"] = float((pred["label"] == gen["labels"]).mean())

@@ -119,15 +119,21 @@ def accuracy(model: FeatureNet, x: np.ndarray, y: dict[str, np.ndarray]) -> dict
 
 
 def frechet_distance(f1: np.ndarray, f2: np.ndarray) -> float:
-    """FD between Gaussians fitted to two feature sets (Heusel et al. 2017, Eq. 6):
-    ||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2))."""
+    """FD between Gaussians fitted to two feature sets (Heusel et al. 2017, Eq. 6)."""
+    return frechet_from_stats(f1.mean(0), np.cov(f1, rowvar=False), f2.mean(0), np.cov(f2, rowvar=False))
+
+
+def frechet_from_stats(mu1: np.ndarray, s1: np.ndarray, mu2: np.ndarray, s2: np.ndarray) -> float:
+    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)) (Dowson & Landau 1982); also FID's formula."""
+    import warnings
+
     from scipy import linalg
 
-    mu1, mu2 = f1.mean(0), f2.mean(0)
-    s1, s2 = np.cov(f1, rowvar=False), np.cov(f2, rowvar=False)
-    covmean = linalg.sqrtm(s1 @ s2)
-    if not np.isfinite(covmean).all():  # nearly singular product: regularise as pytorch-fid does
-        eps = 1e-6 * np.eye(len(s1))
-        covmean = linalg.sqrtm((s1 + eps) @ (s2 + eps))
+    with warnings.catch_warnings():  # singular products (fewer samples than features) are expected
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(s1 @ s2)
+        if not np.isfinite(covmean).all():  # nearly singular product: regularise as pytorch-fid does
+            eps = 1e-6 * np.eye(len(s1))
+            covmean = linalg.sqrtm((s1 + eps) @ (s2 + eps))
     covmean = covmean.real
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))

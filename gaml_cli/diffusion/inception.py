@@ -266,25 +266,6 @@ def stats(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return f.mean(axis=0), np.cov(f, rowvar=False)
 
 
-def frechet_from_stats(mu1, s1, mu2, s2) -> float:
-    """|mu1 - mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)) (Dowson & Landau 1982)."""
-    import warnings
-
-    from scipy import linalg
-
-    diff = mu1 - mu2
-    with warnings.catch_warnings():  # singular products (fewer images than features) are expected
-        warnings.simplefilter("ignore", linalg.LinAlgWarning)
-        covmean = linalg.sqrtm(s1 @ s2)
-    if not np.isfinite(covmean).all():  # near-singular products: the usual small ridge
-        eps = np.eye(len(s1)) * 1e-6
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", linalg.LinAlgWarning)
-            covmean = linalg.sqrtm((s1 + eps) @ (s2 + eps))
-    covmean = covmean.real
-    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
-
-
 def load_stats(path: str) -> tuple[np.ndarray, np.ndarray, int | None]:
     """Reference statistics in pytorch-fid's .npz format (mu, sigma)."""
     try:

@@ -16,6 +16,13 @@ from ..core.artifacts import load_artifact, read_header, save_artifact, expect_k
 from ..core.errors import InputError
 
 IMAGE_MODEL_KINDS = ("teacher", "generator")
+RUN_GENERATOR = "generator.safetensors"  # what a gaml distill / unlearn run folder holds
+
+
+def run_artifact(path: Path) -> Path:
+    """A gaml distill / unlearn run folder -> its generator artifact; any other path as it is."""
+    path = Path(path)
+    return path / RUN_GENERATOR if path.is_dir() and (path / RUN_GENERATOR).is_file() else path
 SAVE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 

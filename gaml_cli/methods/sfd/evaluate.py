@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ...core.errors import UsageError
+from ...datasets.shapes import caption
 from .plan import ATTRIBUTE_KEYS
 
 
@@ -40,14 +41,14 @@ def _captions(attrs: dict[str, list[str]], n: int, seed: int, fixed: tuple[str, 
             continue
         if fixed is None and any(c[k] == v for k, v in avoid):
             continue
-        out.append(f"a {c['color']} {c['shape']} on a {c['background']} background")
+        out.append(caption(c["shape"], c["color"], c["background"]))
     return out
 
 
 def evaluate(model_path: Path, pairs: list[tuple[Any, Any]], n: int, seed: int, spec_kw: dict,
              device, progress=None) -> dict[str, Any]:
-    from ...diffusion.eval import load_classifier, reference_images
-    from ...diffusion.features import frechet_distance, predict
+    from ...diffusion.eval import fd_with_floor, load_classifier, reference_data
+    from ...diffusion.features import predict
     from ...diffusion.io import load_model
     from ...diffusion.sample import caption_attrs
 
@@ -58,12 +59,10 @@ def evaluate(model_path: Path, pairs: list[tuple[Any, Any]], n: int, seed: int, 
         raise UsageError(f"{model_path}: gaml eval forget scores models of digits or shapes "
                          "(it needs the shipped classifier of the data)")
     clf, _ = load_classifier(None, dataset, {"dataset": dataset})
-    ref_x, _ = reference_images(dataset, clf)
+    ref_x, ref_targets, _ = reference_data(dataset, clf)
     out: dict[str, Any] = {"pairs": []}
     if net.cond_type == "class":
-        from ...datasets import digits
-
-        ref_y = digits.load()["labels"]
+        ref_y = ref_targets["labels"]
         k = net.num_classes
         forgotten = sorted({int(a) for a, _ in pairs})
         retained = [c for c in range(k) if c not in forgotten]
@@ -104,32 +103,24 @@ def evaluate(model_path: Path, pairs: list[tuple[Any, Any]], n: int, seed: int, 
         for j, key in enumerate(("shape", "color", "background")):
             ok &= pred_r[key] == want[:, j]
         acc = float(ok.mean())
-        from ...datasets import shapes
-        from ...diffusion.eval import REF_SHAPES_N, REF_SHAPES_SEED
-
-        tensors, _ = shapes.generate(REF_SHAPES_N, REF_SHAPES_SEED, size=ref_x.shape[-1])
-        ra = tensors["attrs"]  # columns shape, color, background
+        ra = ref_targets["attrs"]  # columns shape, color, background
         col = {"shape": 0, "color": 1, "background": 2}
         keep = np.ones(len(ra), dtype=bool)
         for key, val in avoid:
             keep &= ra[:, col[key]] != attrs[key].index(val)
         ref_keep = ref_x[keep]
-    m = min(len(f_r), len(ref_keep) // 2)
-    if m < 2:
+    if min(len(f_r), len(ref_keep) // 2) < 2:
         raise UsageError("too few retained samples or reference images for an FD; raise -n")
-    perm = np.random.default_rng(seed).permutation(len(ref_keep))
-    f_a, _ = predict(clf, ref_keep[perm[:m]])
-    f_b, _ = predict(clf, ref_keep[perm[m:2 * m]])
-    fd, floor = frechet_distance(f_r[:m], f_b), frechet_distance(f_a, f_b)
+    fd_r = fd_with_floor(clf, f_r, ref_keep, seed)
     has_into = all(p["into_rate"] is not None for p in out["pairs"])
     out.update({
         "forgotten_recognised": rec_total / len(pairs),
         "into_rate": into_total / len(pairs) if has_into else None,
         "retained_accuracy": acc,
-        "retained_fd": fd,
-        "retained_floor": floor,
+        "retained_fd": fd_r["fd"],
+        "retained_floor": fd_r["floor"],
         "n": n,
-        "n_fd": int(m),
+        "n_fd": fd_r["n"],
         "nfe": facts.get("nfe"),
     })
     return out
@@ -186,3 +177,41 @@ def evaluate_sd(path: Path, gen_cfg: dict | None, pairs: list[tuple[str, str]], 
                 "retained_accuracy": None, "retained_fd": None, "retained_clip": retained_clip,
                 "judge": f"CLIP {scorer.path}", "n": n, "nfe": facts.get("nfe")})
     return out
+
+
+def forget_pairs(cfg: dict, forget: list[str] | None, into: list[str] | None, sd: bool, where: str) -> list:
+    """The pairs to score: --forget/--into as given, else the ones the run recorded; classes and
+    attribute values checked against the model (UsageError on any mismatch)."""
+    from .plan import _attr, _class
+
+    recorded = ((cfg.get("distill") or {}).get("forget") or {}).get("pairs")
+    into = list(into or [])
+    if into and len(into) != len(forget or []):
+        raise UsageError("--into needs --forget" if not forget else
+                         f"give one --into for each --forget, or none ({len(forget)} --forget, {len(into)} --into)")
+    if forget:
+        raw = [(f, into[i] if into else ("" if sd else None)) for i, f in enumerate(forget)]
+    elif recorded:
+        raw = [(a, b) for a, b in recorded]
+    else:
+        raise UsageError(f"{where} records no forgotten conditions; give --forget (and --into)")
+    if sd:
+        return [(str(a), str(b)) for a, b in raw]
+    mcond = cfg["model"].get("cond") or {}
+    attrs = (cfg.get("data") or {}).get("attributes")
+    if mcond.get("type") not in ("class", "text"):
+        raise UsageError(f"{where}: an unconditional model has no condition to forget")
+    pairs = []
+    for a, b in raw:
+        if isinstance(a, (list, tuple)) or (isinstance(a, str) and "=" in a) or attrs:
+            if not attrs:
+                raise UsageError(f"--forget {a}: attribute values need a caption model of shapes")
+            fa = tuple(a) if isinstance(a, (list, tuple)) else _attr(a, attrs)
+            fb = None if b is None else (tuple(b) if isinstance(b, (list, tuple)) else _attr(b, attrs))
+            if fb is not None and fb[0] != fa[0]:
+                raise UsageError(f"--forget {a} --into {b}: both sides must name the same attribute")
+            pairs.append((fa, fb))
+        else:
+            k = int(mcond["num_classes"])
+            pairs.append((_class(a, k), None if b is None else _class(b, k)))
+    return pairs

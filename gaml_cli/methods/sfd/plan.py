@@ -108,14 +108,15 @@ class ForgetPlan:
 
 
 def _caption(c: dict[str, str]) -> str:
-    return f"a {c['color']} {c['shape']} on a {c['background']} background"
+    from ...datasets.shapes import caption
 
-
-_CAPTION = re.compile(r"^a (\w+) (\w+) on a (\w+) background$")
+    return caption(c["shape"], c["color"], c["background"])
 
 
 def _has_attr(caption: str, key: str, value: str) -> bool:
-    m = _CAPTION.match(caption.strip().lower())
+    from ...diffusion.sample import CAPTION
+
+    m = CAPTION.match(caption.strip().lower())
     if not m:
         return False
     got = dict(zip(("color", "shape", "background"), m.groups()))

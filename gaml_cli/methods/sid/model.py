@@ -245,9 +245,9 @@ def read_init(name: str, teacher) -> tuple[Path, float]:
     teacher's family and architecture; InputError/UsageError with one line otherwise."""
     from ...core.artifacts import expect_kind, read_header
 
-    p = Path(name).expanduser()
-    if p.is_dir():
-        p = p / "generator.safetensors"
+    from ...diffusion.io import run_artifact
+
+    p = run_artifact(Path(name).expanduser())
     if not p.is_file():
         raise InputError(f"--init-from {name}: no generator.safetensors (give a gaml distill or unlearn run)")
     cfg = expect_kind(read_header(p), "generator").config

@@ -20,7 +20,7 @@ import torch
 
 from .model import merged_state_dict
 
-GENERATOR_FILE = "generator.safetensors"
+from ...diffusion.io import RUN_GENERATOR as GENERATOR_FILE
 
 
 def _meta(dc, report: dict[str, Any], teacher, forget: dict | None = None) -> dict[str, Any]:

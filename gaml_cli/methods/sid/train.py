@@ -29,6 +29,7 @@ from ...core import console
 from ...core.checkpoint import CheckpointDir
 from ...core.errors import UsageError
 from ...diffusion.edm import cfg_denoiser
+from ..sfd.loss import remain_forget_sum
 from .loss import fake_score_loss, finite_rows, sid_generator_loss
 from .model import add_lora, load_trainable, merged_state_dict, trainable_state
 
@@ -268,8 +269,6 @@ def distill(teacher, dc: DistillConfig, out_dir: Path, device: torch.device, res
     def batch_loss(per_sample: torch.Tensor, is_forget, ok: torch.Tensor) -> torch.Tensor:
         if is_forget is None:
             return per_sample.sum() / local_b
-        from ..sfd.loss import remain_forget_sum
-
         return remain_forget_sum(per_sample, is_forget[ok], n_rem, n_fgt, plan.weight)
 
     def generate(c: torch.Tensor | None, n: int) -> torch.Tensor:
