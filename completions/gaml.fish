@@ -4,11 +4,13 @@
 function __gaml_subcommands
     switch "$argv"
         case ''
-            printf '%s\n' completion dataset distill eval grid info inspect models run sample train unlearn
+            printf '%s\n' completion dataset distill eval graphgen grid info inspect models run sample train unlearn
         case 'dataset'
             printf '%s\n' digits shapes
         case 'eval'
             printf '%s\n' clip fd fid forget train-classifier
+        case 'graphgen'
+            printf '%s\n' data eval plot sample train
         case 'models'
             printf '%s\n' download ls where
     end
@@ -39,6 +41,7 @@ complete -c gaml -n "__gaml_at ''" -a completion -d 'Print a completion script; 
 complete -c gaml -n "__gaml_at ''" -a dataset -d 'Data sets that work offline: scikit-learns digits and...'
 complete -c gaml -n "__gaml_at ''" -a distill -d 'Distil a diffusion teacher into a one-step generator,...'
 complete -c gaml -n "__gaml_at ''" -a eval -d 'Evaluate generated images: Frechet distance and...'
+complete -c gaml -n "__gaml_at ''" -a graphgen -d 'Graph generation by Graph Beta Diffusion (GBD): benchmark...'
 complete -c gaml -n "__gaml_at ''" -a grid -d 'Draw the first N images of an image artifact as a PNG grid.'
 complete -c gaml -n "__gaml_at ''" -a info -d 'Print gaml, Python and torch versions, the device...'
 complete -c gaml -n "__gaml_at ''" -a inspect -d 'Show an artifacts kind, config, provenance and tensors;...'
@@ -166,6 +169,65 @@ complete -c gaml -n "__gaml_at 'eval train-classifier'" -l seed -r -F
 complete -c gaml -n "__gaml_at 'eval train-classifier'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'eval train-classifier'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'eval train-classifier'" -l help -s h -d 'Show help and exit.'
+complete -c gaml -n "__gaml_at 'graphgen'" -a data -d 'Regenerate a standard graph-generation benchmark set...'
+complete -c gaml -n "__gaml_at 'graphgen'" -a eval -d 'MMD of degree, clustering and 4-node orbit statistics...'
+complete -c gaml -n "__gaml_at 'graphgen'" -a plot -d 'Draw a grid of graphs (spring layout) as a PNG, generated...'
+complete -c gaml -n "__gaml_at 'graphgen'" -a sample -d 'Sample graphs from a GBD model with the beta-diffusion...'
+complete -c gaml -n "__gaml_at 'graphgen'" -a train -d 'Train a Graph Beta Diffusion model on graphs (JSONL).'
+complete -c gaml -n "__gaml_at 'graphgen'" -l help -s h -d 'Show help and exit.'
+complete -c gaml -n "__gaml_at 'graphgen data'" -F
+complete -c gaml -n "__gaml_at 'graphgen data'" -l name -x -a 'community-small grid sbm ego-like' -d 'Benchmark set: community-small, grid, sbm or ego-like.'
+complete -c gaml -n "__gaml_at 'graphgen data'" -l out -s o -r -F -d 'Folder to write train.jsonl and test.jsonl into.'
+complete -c gaml -n "__gaml_at 'graphgen data'" -l seed -r -F -d 'Seed of the generator and of the shuffle before the split.'
+complete -c gaml -n "__gaml_at 'graphgen data'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'graphgen data'" -l quiet -s q -d 'No progress bars or logs on stderr.'
+complete -c gaml -n "__gaml_at 'graphgen data'" -l help -s h -d 'Show help and exit.'
+complete -c gaml -n "__gaml_at 'graphgen eval'" -F
+complete -c gaml -n "__gaml_at 'graphgen eval'" -l ref -r -F -d 'Reference graphs (the test set), JSONL.'
+complete -c gaml -n "__gaml_at 'graphgen eval'" -l train -r -F -d 'Training graphs, to report the share of novel samples.'
+complete -c gaml -n "__gaml_at 'graphgen eval'" -l kernel -x -a 'emd tv' -d 'emd: Gaussian-EMD for degree/clustering, Gaussian for orbits (GraphRNN/GDSS); tv: Gaussian-TV for all three (GBDs tables).'
+complete -c gaml -n "__gaml_at 'graphgen eval'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'graphgen eval'" -l quiet -s q -d 'No progress bars or logs on stderr.'
+complete -c gaml -n "__gaml_at 'graphgen eval'" -l help -s h -d 'Show help and exit.'
+complete -c gaml -n "__gaml_at 'graphgen plot'" -F
+complete -c gaml -n "__gaml_at 'graphgen plot'" -l out -s o -r -F -d 'PNG to write.'
+complete -c gaml -n "__gaml_at 'graphgen plot'" -l ref -r -F -d 'Real graphs to draw beside them.'
+complete -c gaml -n "__gaml_at 'graphgen plot'" -l count -r -F -d 'How many graphs of each set.'
+complete -c gaml -n "__gaml_at 'graphgen plot'" -l cols -r -F -d 'Columns per panel.'
+complete -c gaml -n "__gaml_at 'graphgen plot'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'graphgen plot'" -l quiet -s q -d 'No progress bars or logs on stderr.'
+complete -c gaml -n "__gaml_at 'graphgen plot'" -l help -s h -d 'Show help and exit.'
+complete -c gaml -n "__gaml_at 'graphgen sample'" -F
+complete -c gaml -n "__gaml_at 'graphgen sample'" -l model -s m -r -F -d 'A GBD model artifact (gaml graphgen train).'
+complete -c gaml -n "__gaml_at 'graphgen sample'" -l num -s n -r -F -d 'Number of graphs.'
+complete -c gaml -n "__gaml_at 'graphgen sample'" -l steps -r -F -d 'Reverse diffusion steps (GBD: 1000).'
+complete -c gaml -n "__gaml_at 'graphgen sample'" -l out -s o -r -F -d 'JSONL to write (- = stdout).'
+complete -c gaml -n "__gaml_at 'graphgen sample'" -l seed -r -F -d 'Base seed; graph i uses a seed derived from (seed, i).'
+complete -c gaml -n "__gaml_at 'graphgen sample'" -l batch-size -r -F -d 'Graphs denoised together (does not change the results).'
+complete -c gaml -n "__gaml_at 'graphgen sample'" -l device -x -a 'auto cpu cuda mps' -d 'auto picks cuda, then mps, then cpu.'
+complete -c gaml -n "__gaml_at 'graphgen sample'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'graphgen sample'" -l quiet -s q -d 'No progress bars or logs on stderr.'
+complete -c gaml -n "__gaml_at 'graphgen sample'" -l help -s h -d 'Show help and exit.'
+complete -c gaml -n "__gaml_at 'graphgen train'" -F
+complete -c gaml -n "__gaml_at 'graphgen train'" -l data -s d -r -F -d 'Training graphs, JSONL one graph a line (- for stdin).'
+complete -c gaml -n "__gaml_at 'graphgen train'" -l out -s o -r -F -d 'GBD model artifact to write (.safetensors).'
+complete -c gaml -n "__gaml_at 'graphgen train'" -l steps -r -F -d 'Optimizer steps.'
+complete -c gaml -n "__gaml_at 'graphgen train'" -l batch-size -r -F -d 'Graphs per step.'
+complete -c gaml -n "__gaml_at 'graphgen train'" -l lr -r -F -d 'AdamW learning rate (GBD: 2e-4).'
+complete -c gaml -n "__gaml_at 'graphgen train'" -l ema -r -F -d 'EMA decay of the saved weights.'
+complete -c gaml -n "__gaml_at 'graphgen train'" -l eta -r -F -d 'Concentrations for nodes of high (>0.8), middle and low (<=0.4) normalised degree; edges take their higher-degree ends.'
+complete -c gaml -n "__gaml_at 'graphgen train'" -l lambda-e -r -F -d 'Weight of the edge KLUB against the node KLUB.'
+complete -c gaml -n "__gaml_at 'graphgen train'" -l layers -r -F -d 'Graph-transformer layers.'
+complete -c gaml -n "__gaml_at 'graphgen train'" -l hidden -r -F -d 'Node, edge and global widths dx,de,dy (dx divisible by --heads).'
+complete -c gaml -n "__gaml_at 'graphgen train'" -l heads -r -F -d 'Attention heads.'
+complete -c gaml -n "__gaml_at 'graphgen train'" -l checkpoint-every -r -F -d 'Save a resumable checkpoint every N steps (0: only at the end and on Ctrl-C).'
+complete -c gaml -n "__gaml_at 'graphgen train'" -l checkpoint-dir -r -F -d 'Checkpoint folder (default: OUT without .safetensors + .ckpt).'
+complete -c gaml -n "__gaml_at 'graphgen train'" -l resume -d 'Continue from the last checkpoint.'
+complete -c gaml -n "__gaml_at 'graphgen train'" -l seed -r -F -d 'Seed of initialisation, batches and noise.'
+complete -c gaml -n "__gaml_at 'graphgen train'" -l device -x -a 'auto cpu cuda mps' -d 'auto picks cuda, then mps, then cpu.'
+complete -c gaml -n "__gaml_at 'graphgen train'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'graphgen train'" -l quiet -s q -d 'No progress bars or logs on stderr.'
+complete -c gaml -n "__gaml_at 'graphgen train'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'grid'" -F
 complete -c gaml -n "__gaml_at 'grid'" -l out -s o -r -F -d 'PNG file to write.'
 complete -c gaml -n "__gaml_at 'grid'" -l n -s n -r -F -d 'How many images.'

@@ -1,0 +1,1 @@
+"""Graphs as gaml artifacts: JSONL records, offline benchmark sets, MMD evaluation, pictures."""

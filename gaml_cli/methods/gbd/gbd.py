@@ -1,0 +1,104 @@
+"""GBD's pieces around the denoiser: scale/shift, concentration, preconditioned input, loss, sampler."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from . import diffusion as bd
+from .model import GraphTransformer
+
+
+@dataclass
+class GBDConfig:
+    max_nodes: int
+    max_degree: int
+    scale: float = 0.9          # x0 in {0, 1} -> {shift, scale + shift}   (GBD: 0.9 / 0.09 for generic graphs)
+    shift: float = 0.09
+    eta: tuple = (1000.0, 30.0, 10.0)  # concentration for high / middle / low normalised degree
+    thresholds: tuple = (0.8, 0.4)
+    lambda_e: float = 5.0       # loss = KLUB_X + lambda_e KLUB_E
+    omega: float = 0.99         # sampling vs marginal KLUB
+    schedule: dict = field(default_factory=lambda: asdict(bd.Schedule()))
+    net: dict = field(default_factory=lambda: {"layers": 6, "dx": 128, "de": 32, "dy": 64, "heads": 8,
+                                               "ffx": 256, "ffe": 64})
+
+    @property
+    def D(self) -> int:
+        return self.max_degree + 1
+
+
+def build_net(cfg: GBDConfig) -> GraphTransformer:
+    # inputs: preconditioned logit z_t per feature + the entry's log concentration
+    return GraphTransformer(fx=cfg.D + 1, fe=2, out_x=cfg.D, out_e=1, **cfg.net)
+
+
+class GBD:
+    """Stateless helpers bound to a config and the data marginals (p_X per degree, p_E)."""
+
+    def __init__(self, cfg: GBDConfig, p_x: torch.Tensor, p_e: float):
+        self.cfg = cfg
+        self.sched = bd.Schedule(**cfg.schedule)
+        self.p_x = p_x.float()
+        self.p_e = torch.tensor(float(p_e))
+        self.log_eta_scale = math.log(max(cfg.eta))
+
+    # ---- maps
+    def scale_shift(self, x: torch.Tensor) -> torch.Tensor:
+        return self.cfg.scale * x + self.cfg.shift
+
+    def concentrations(self, norm_deg: torch.Tensor, node_mask: torch.Tensor):
+        eta_n = bd.node_eta(norm_deg, self.cfg.eta, self.cfg.thresholds)
+        eta_e = bd.edge_eta(norm_deg, eta_n)
+        return eta_n, eta_e
+
+    def masks(self, node_mask: torch.Tensor):
+        N = node_mask.shape[1]
+        pair = node_mask.unsqueeze(2) & node_mask.unsqueeze(1)
+        off = pair & ~torch.eye(N, dtype=torch.bool, device=node_mask.device).unsqueeze(0)
+        return pair, off
+
+    # ---- network call
+    def predict_x0(self, net, lz_x, lz_e, t, alpha_t, eta_n, eta_e, node_mask, n_frac):
+        """x0_hat for X and E from the logits of z_t: preconditioned input, sigmoid output, scale/shift."""
+        lo, hi = self.cfg.shift, self.cfg.shift + self.cfg.scale
+        a_n = alpha_t.view(-1, 1, 1)
+        mx, sx = bd.logit_stats(a_n, eta_n.unsqueeze(-1), lo, hi, self.p_x.to(lz_x.device))
+        me, se = bd.logit_stats(a_n, eta_e, lo, hi, self.p_e.to(lz_x.device))
+        xin = ((lz_x - mx) / sx).clamp(-30, 30)
+        ein = ((lz_e - me) / se).clamp(-30, 30)
+        pair, off = self.masks(node_mask)
+        xin = xin * node_mask.unsqueeze(-1)
+        ein = ein * off
+        X = torch.cat([xin, (eta_n.log() / self.log_eta_scale).unsqueeze(-1) * node_mask.unsqueeze(-1)], dim=-1)
+        E = torch.stack([ein, eta_e.log() / self.log_eta_scale * off], dim=-1)
+        out_x, out_e = net(X, E, t, node_mask, n_frac)
+        return self.scale_shift(torch.sigmoid(out_x)), self.scale_shift(torch.sigmoid(out_e.squeeze(-1)))
+
+    # ---- training loss (BD Eq. 11 on nodes and edges; GBD: KLUB_X + lambda KLUB_E)
+    def loss(self, net, A, onehot, node_mask, norm_deg, generator: torch.Generator | None = None):
+        B, N = node_mask.shape
+        dev = A.device
+        t = self.sched.t_min + (1 - self.sched.t_min) * torch.rand(B, generator=generator).to(dev)
+        s = self.sched.s_ratio * t
+        alpha_t, alpha_s = self.sched.alpha(t), self.sched.alpha(s)
+        eta_n, eta_e = self.concentrations(norm_deg, node_mask)
+        x0 = self.scale_shift(onehot)
+        e0 = self.scale_shift(A)
+        a_n = alpha_t.view(-1, 1, 1)
+        lz_x = bd.q_sample_logit(x0.cpu(), a_n.cpu(), eta_n.unsqueeze(-1).cpu(), generator).to(dev)
+        lz_e = bd.q_sample_logit(e0.cpu(), a_n.cpu(), eta_e.cpu(), generator).to(dev)
+        lz_e = torch.triu(lz_e, 1) + torch.triu(lz_e, 1).transpose(1, 2)  # one draw per node pair
+        n_frac = node_mask.float().sum(1) / self.cfg.max_nodes
+        xh, eh = self.predict_x0(net, lz_x, lz_e, t, alpha_t, eta_n, eta_e, node_mask, n_frac)
+        gap = self.sched.alpha_gap(s, t).double().view(-1, 1, 1)
+        at, as_ = alpha_t.double().view(-1, 1, 1), alpha_s.double().view(-1, 1, 1)
+        # alpha (B, 1, 1) broadcasts over (B, N, D) node features and (B, N, N) pairs alike
+        kx = bd.klub(xh.double(), x0.double(), as_, at, eta_n.double().unsqueeze(-1), self.cfg.omega, gap=gap)
+        ke = bd.klub(eh.double(), e0.double(), as_, at, eta_e.double(), self.cfg.omega, gap=gap)
+        pair, off = self.masks(node_mask)
+        loss_x = (kx * node_mask.unsqueeze(-1)).sum() / (node_mask.sum() * self.cfg.D).clamp_min(1)
+        loss_e = (ke * off).sum() / off.sum().clamp_min(1)
+        return (loss_x + self.cfg.lambda_e * loss_e).float(), float(loss_x.detach()), float(loss_e.detach())

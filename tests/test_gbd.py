@@ -1,0 +1,213 @@
+"""Graph Beta Diffusion: KLUB, forward process, reverse step, preconditioning, concentration,
+the denoiser's equivariance, per-sample seeding; MMD and graph statistics."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import networkx as nx
+import numpy as np
+import pytest
+import torch
+
+from gaml_cli.graphs import mmd
+from gaml_cli.graphs.io import Graph, from_networkx, graph_from_record, to_networkx
+from gaml_cli.methods.gbd import diffusion as bd
+
+
+def _beta_params(n=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x0 = 0.09 + 0.9 * torch.rand(n, generator=g, dtype=torch.float64)
+    xh = 0.09 + 0.9 * torch.rand(n, generator=g, dtype=torch.float64)
+    t = 0.05 + 0.9 * torch.rand(n, generator=g, dtype=torch.float64)
+    eta = torch.tensor([10.0, 30.0, 1000.0], dtype=torch.float64)[torch.randint(3, (n,), generator=g)]
+    return x0, xh, t, eta
+
+
+def test_klub_equals_the_beta_kl_of_torch_distributions():
+    from torch.distributions import Beta, kl_divergence
+
+    x0, xh, t, eta = _beta_params()
+    sch = bd.Schedule()
+    at, as_ = sch.alpha(t), sch.alpha(sch.s_ratio * t)
+    got = bd.klub_sampling(xh, x0, as_, at, eta)
+    want = kl_divergence(Beta(eta * (as_ - at) * xh, eta * (1 - as_ * xh)), Beta(eta * (as_ - at) * x0, eta * (1 - as_ * x0)))
+    assert torch.allclose(got, want, rtol=1e-6, atol=1e-8)
+    got_m = bd.klub_marginal(xh, x0, at, eta)
+    want_m = kl_divergence(Beta(eta * at * xh, eta * (1 - at * xh)), Beta(eta * at * x0, eta * (1 - at * x0)))
+    assert torch.allclose(got_m, want_m, rtol=1e-6, atol=1e-8)
+    mix = bd.klub(xh, x0, as_, at, eta, omega=0.99)
+    assert torch.allclose(mix, 0.99 * want + 0.01 * want_m, rtol=1e-6, atol=1e-8)
+    assert (mix > 0).all()
+
+
+def test_klub_is_zero_when_the_prediction_is_exact():
+    x0, _, t, eta = _beta_params()
+    sch = bd.Schedule()
+    at, as_ = sch.alpha(t), sch.alpha(sch.s_ratio * t)
+    assert torch.allclose(bd.klub(x0, x0, as_, at, eta), torch.zeros_like(x0), atol=1e-9)
+
+
+@pytest.mark.parametrize("x0,alpha,eta", [(0.99, 0.7, 30.0), (0.09, 0.5, 1000.0), (0.99, 0.01, 10.0), (0.5, 2e-4, 10.0)])
+def test_forward_sample_mean_is_alpha_times_x0(x0, alpha, eta):
+    g = torch.Generator().manual_seed(1)
+    n = 200_000
+    lz = bd.q_sample_logit(torch.full((n,), x0), torch.tensor(alpha), torch.tensor(eta), g)
+    z = torch.sigmoid(lz.double())
+    mean, var = alpha * x0, alpha * x0 * (1 - alpha * x0) / (eta + 1)   # Beta(a, b): a / (a + b), ab / ((a+b)^2 (a+b+1))
+    assert abs(float(z.mean()) - mean) < 5 * math.sqrt(var / n) + 1e-12
+    assert abs(float(z.var()) - var) < 0.05 * var
+
+
+def test_log_gamma_is_exact_for_tiny_shapes():
+    g = torch.Generator().manual_seed(2)
+    a = torch.full((400_000,), 1e-3, dtype=torch.float64)
+    lg = bd.log_gamma(a, g).double()
+    assert torch.isfinite(lg).all()  # a plain gamma draw underflows to 0 here
+    # E[log G] = psi(a), Var[log G] = psi'(a)
+    psi, tri = torch.digamma(a[0]), torch.polygamma(1, a[:1])[0]
+    assert abs(float(lg.mean() - psi)) < 5 * math.sqrt(float(tri) / len(a))
+    assert abs(float(lg.var() / tri) - 1) < 0.03
+
+
+def test_reverse_step_in_logit_space_is_z_plus_one_minus_z_times_p():
+    g = torch.Generator().manual_seed(3)
+    z = torch.rand(1000, generator=g, dtype=torch.float64) * 0.98 + 0.01
+    p = torch.rand(1000, generator=g, dtype=torch.float64) * 0.98 + 0.01
+    got = torch.sigmoid(bd.combine_logits(torch.logit(z), torch.logit(p)))
+    assert torch.allclose(got, z + (1 - z) * p, rtol=1e-12)
+    # the full step draws p ~ Beta(eta (alpha_s - alpha_t) x0_hat, eta (1 - alpha_s x0_hat)) from the generator
+    x0h, eta, at, as_ = torch.full((1000,), 0.8), torch.full((1000,), 30.0), torch.tensor(0.3), torch.tensor(0.6)
+    lz = torch.logit(z.float())
+    g1, g2 = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
+    step = bd.reverse_step_logit(lz, x0h, as_, at, eta, g1)
+    lp = bd.logit_beta(eta * (as_ - at) * x0h, eta * (1 - as_ * x0h), g2)
+    zz, pp = torch.sigmoid(lz.double()), torch.sigmoid(lp.double())
+    assert torch.allclose(torch.sigmoid(step.double()), zz + (1 - zz) * pp, atol=1e-6)
+    assert (torch.sigmoid(step.double()) >= zz - 1e-7).all()  # beta diffusion's reverse step only moves up
+
+
+def test_preconditioning_stats_match_monte_carlo():
+    g = torch.Generator().manual_seed(4)
+    n, p, lo, hi, eta, alpha = 400_000, 0.3, 0.09, 0.99, torch.tensor(30.0), torch.tensor(0.4)
+    x0 = torch.where(torch.rand(n, generator=g) < p, torch.tensor(hi), torch.tensor(lo))
+    lz = bd.q_sample_logit(x0, alpha, eta, g).double()
+    mean, std = bd.logit_stats(alpha.double(), eta.double(), lo, hi, torch.tensor(p, dtype=torch.float64))
+    assert abs(float(lz.mean() - mean)) < 0.01 * float(std)
+    assert abs(float(lz.std() / std) - 1) < 0.01
+
+
+def test_concentration_modulation_by_normalised_degree():
+    nd = torch.tensor([[1.0, 0.81, 0.8, 0.5, 0.41, 0.4, 0.1, 0.0]])
+    eta = bd.node_eta(nd, (1000.0, 30.0, 10.0))
+    assert eta.tolist() == [[1000.0, 1000.0, 30.0, 30.0, 30.0, 10.0, 10.0, 10.0]]
+    e = bd.edge_eta(nd, eta)
+    assert torch.equal(e, e.transpose(1, 2))
+    assert float(e[0, 0, 7]) == 1000.0 and float(e[0, 6, 3]) == 30.0 and float(e[0, 5, 7]) == 10.0
+
+
+def test_denoiser_is_permutation_equivariant_and_symmetric():
+    from gaml_cli.methods.gbd.model import GraphTransformer
+
+    torch.manual_seed(0)
+    net = GraphTransformer(fx=4, fe=2, out_x=3, layers=2, dx=16, de=8, dy=8, heads=4, ffx=16, ffe=8).eval()
+    B, N = 2, 6
+    X = torch.randn(B, N, 4)
+    E = torch.randn(B, N, N, 2)
+    E = E + E.transpose(1, 2)
+    mask = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])
+    t, nf = torch.tensor([0.3, 0.8]), torch.tensor([1.0, 0.67])
+    ox, oe = net(X, E, t, mask, nf)
+    assert torch.allclose(oe, oe.transpose(1, 2), atol=1e-6)
+    perm = torch.tensor([2, 0, 3, 1])  # within the 4 real nodes of graph 1 (and of graph 0's first four)
+    full = torch.cat([perm, torch.tensor([4, 5])])
+    ox2, oe2 = net(X[:, full], E[:, full][:, :, full], t, mask, nf)
+    assert torch.allclose(ox2, ox[:, full], atol=1e-5)
+    assert torch.allclose(oe2[1, :4, :4], oe[1][full][:, full][:4, :4], atol=1e-5)
+
+
+def test_sampling_is_per_graph_seeded(tmp_path):
+    from gaml_cli.methods.gbd.sample import sample
+    from gaml_cli.methods.gbd.train import TrainConfig, prepare
+    from gaml_cli.methods.gbd.gbd import build_net
+
+    graphs = [from_networkx(nx.cycle_graph(5)), from_networkx(nx.path_graph(4)), from_networkx(nx.star_graph(4))]
+    cfg, tens, p_x, p_e = prepare(graphs, {"net": {"layers": 1, "dx": 8, "de": 4, "dy": 8, "heads": 2, "ffx": 8, "ffe": 4}})
+    torch.manual_seed(0)
+    net = build_net(cfg).eval()
+    prof = {"profile_n": tens.n, "profile_norm_deg": tens.norm_deg, "p_x": p_x, "p_e": torch.tensor([p_e])}
+    a = [g.to_record() for g in sample(net, cfg, prof, 5, seed=7, steps=6, batch_size=5)]
+    b = [g.to_record() for g in sample(net, cfg, prof, 5, seed=7, steps=6, batch_size=2)]
+    c = [g.to_record() for g in sample(net, cfg, prof, 3, seed=7, steps=6, batch_size=1)]
+    assert a == b and a[:3] == c
+    assert {r["num_nodes"] for r in a} <= {4, 5}
+
+
+# --------------------------------------------------------------------------- MMD and statistics
+
+
+def _g(G) -> Graph:
+    return from_networkx(G)
+
+
+def test_mmd_of_a_set_with_itself_is_zero():
+    graphs = [_g(nx.gnp_random_graph(12, 0.3, seed=s)) for s in range(6)]
+    for kernel in mmd.KERNELS:
+        for stat, vals in mmd.statistics(graphs).items():
+            assert abs(mmd.mmd(vals, vals, stat, kernel)) < 1e-12
+
+
+def test_degree_mmd_by_hand():
+    # P3 degree histogram [0, 2, 1] -> [0, 2/3, 1/3]; K3 [0, 0, 3] -> [0, 0, 1].
+    # EMD = sum |CDF differences| = |0-0| + |2/3-0| + |1-1| = 2/3, k = exp(-(2/3)^2 / 2).
+    p3, k3 = _g(nx.path_graph(3)), _g(nx.complete_graph(3))
+    k = math.exp(-(2 / 3) ** 2 / 2)
+    s = mmd.statistics([p3, k3], ["degree"])["degree"]
+    assert mmd.mmd([s[0]], [s[1]], "degree", "emd") == pytest.approx(2 - 2 * k, rel=1e-12)
+    # {P3, K3} vs {K3}: mean k(X,X') = (1 + 1 + 2k) / 4, k(Y,Y) = 1, mean k(X,Y) = (k + 1) / 2
+    got = mmd.mmd(s, [s[1]], "degree", "emd")
+    assert got == pytest.approx((2 + 2 * k) / 4 + 1 - (k + 1), rel=1e-12)
+    # TV: sum |x - y| / 2 = (2/3 + 2/3) / 2 = 2/3 as well for this pair
+    assert mmd.mmd([s[0]], [s[1]], "degree", "tv") == pytest.approx(2 - 2 * k, rel=1e-12)
+
+
+def test_orbit_counts_agree_with_networkx():
+    G = nx.gnp_random_graph(15, 0.35, seed=3)
+    counts = mmd.orbit_counts(_g(G)) * G.number_of_nodes()
+    deg = np.array([d for _, d in G.degree()])
+    tri = np.array(list(nx.triangles(G).values()))
+    assert counts[0] == deg.sum()        # orbit 0: an end of an edge
+    assert counts[3] == tri.sum()        # orbit 3: a corner of a triangle
+    k4 = sum(1 for c in nx.enumerate_all_cliques(G) if len(c) == 4)
+    assert counts[14] == 4 * k4          # orbit 14: a node of a 4-clique
+
+
+def test_clustering_histogram():
+    G = nx.complete_graph(4)
+    h = mmd.clustering_histogram(_g(G))
+    assert h.sum() == 4 and h[-1] == 4   # all coefficients 1.0 -> last bin
+
+
+def test_validity_statistics():
+    a, b = _g(nx.cycle_graph(5)), _g(nx.relabel_nodes(nx.cycle_graph(5), {0: 3, 3: 0}))
+    split = _g(nx.disjoint_union(nx.path_graph(2), nx.path_graph(2)))
+    v = mmd.validity([a, b, split], train=[_g(nx.cycle_graph(5))])
+    assert v == {"connected": pytest.approx(2 / 3), "unique": pytest.approx(2 / 3), "novel": pytest.approx(1 / 3)}
+
+
+def test_graph_records_and_converters():
+    g = graph_from_record({"num_nodes": 4, "edges": [[1, 0], [0, 1], [2, 3]], "label": 1})
+    assert g.edges.tolist() == [[0, 1], [2, 3]] and g.label == 1
+    for bad, msg in [({"num_nodes": 3, "edges": [[0, 3]]}, "out of range"), ({"num_nodes": 3, "edges": [[1, 1]]}, "self-loop"),
+                     ({"edges": []}, "num_nodes"), ({"num_nodes": 2, "edges": [[0]]}, "expected [u, v]")]:
+        with pytest.raises(ValueError, match=re.escape(msg)):
+            graph_from_record(bad)
+    G = to_networkx(g)
+    assert sorted(G.edges()) == [(0, 1), (2, 3)] and from_networkx(G).edges.tolist() == g.edges.tolist()
+    pytest.importorskip("torch_geometric")
+    from gaml_cli.graphs.io import from_pyg, to_pyg
+
+    d = to_pyg(g)
+    assert d.edge_index.shape == (2, 4) and d.num_nodes == 4
+    assert from_pyg(d).edges.tolist() == g.edges.tolist()
