@@ -199,7 +199,7 @@ complete -c gaml -n "__gaml_at 'graphgen plot'" -l quiet -s q -d 'No progress ba
 complete -c gaml -n "__gaml_at 'graphgen plot'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'graphgen sample'" -F
 complete -c gaml -n "__gaml_at 'graphgen sample'" -l model -s m -r -F -d 'A GBD model artifact (gaml graphgen train).'
-complete -c gaml -n "__gaml_at 'graphgen sample'" -l num -s n -r -F -d 'Number of graphs.'
+complete -c gaml -n "__gaml_at 'graphgen sample'" -l n -s n -r -F -d 'Number of graphs.'
 complete -c gaml -n "__gaml_at 'graphgen sample'" -l steps -r -F -d 'Reverse diffusion steps (GBD: 1000).'
 complete -c gaml -n "__gaml_at 'graphgen sample'" -l out -s o -r -F -d 'JSONL to write (- = stdout).'
 complete -c gaml -n "__gaml_at 'graphgen sample'" -l seed -r -F -d 'Base seed; graph i uses a seed derived from (seed, i).'

@@ -156,7 +156,7 @@ def train(
 @app.command("sample")
 def sample(
     model: Annotated[str, typer.Option("--model", "-m", help="A GBD model artifact (gaml graphgen train).")],
-    n: Annotated[int, typer.Option("-n", "--num", min=1, help="Number of graphs.")] = 64,
+    n: Annotated[int, typer.Option("--n", "-n", min=1, max=1_000_000, help="Number of graphs.")] = 64,
     steps: Annotated[int, typer.Option(min=1, help="Reverse diffusion steps (GBD: 1000).")] = 1000,
     out: Annotated[str, typer.Option("--out", "-o", help="JSONL to write ('-' = stdout).")] = "-",
     seed: Annotated[int, typer.Option(min=0, help="Base seed; graph i uses a seed derived from (seed, i).")] = 0,

@@ -2,7 +2,7 @@
 
 A sample starts from a random training graph's node count and normalised degree profile (GBD
 Sec. 3.3: the concentration of every node and edge at sampling time comes from it), z at t = 1
-drawn from Beta(eta alpha_1 xbar, eta (1 - alpha_1 xbar)) with xbar the data mean, then K
+drawn from Beta(eta alpha_1 x, eta (1 - alpha_1 x)) with x the scaled value of an empty entry, then K
 reverse steps t_k = k / K -> t_{k-1}: predict x0, draw p ~ Beta(eta (alpha_s - alpha_t) x0_hat,
 eta (1 - alpha_s x0_hat)) and move z_s = z_t + (1 - z_t) p (in logit space). The graph is the
 last prediction mapped back to [0, 1] and cut at 0.5. Sample i draws everything from its own
@@ -27,6 +27,7 @@ from .gbd import GBD, GBDConfig, build_net
 
 KIND = "gbd"
 PROFILE_KEYS = ("profile_n", "profile_norm_deg", "p_x", "p_e")
+INIT_X0 = 0.01
 
 
 def save_model(path, net, cfg: GBDConfig, profiles: dict, config_extra: dict, seed: int, parents) -> Path:
@@ -71,9 +72,11 @@ def sample_batch(net, cfg: GBDConfig, prof: dict, indices: list[int], seed: int,
     norm_deg = prof["profile_norm_deg"][pick].float()
     node_mask = torch.arange(N).unsqueeze(0) < n.unsqueeze(1)
     eta_n, eta_e = gbd.concentrations(norm_deg, node_mask)
-    # z at t = 1 from the prior around the data mean
-    xbar_x = gbd.scale_shift(gbd.p_x).expand(B, N, D)
-    xbar_e = gbd.scale_shift(gbd.p_e).expand(B, N, N)
+    # z at t = 1 as the forward process leaves an all-low graph (x0 = 0.01 before scale and shift,
+    # as the GBD reference starts): at alpha_1 ~ 2e-6 the logits still carry the scale 1 / (eta
+    # alpha x0), so the start must look like data the network was trained on, not like a mean
+    xbar_x = gbd.scale_shift(torch.full((B, N, D), INIT_X0))
+    xbar_e = gbd.scale_shift(torch.full((B, N, N), INIT_X0))
     a1 = sched.alpha(torch.ones(B)).view(-1, 1, 1)
 
     def per_sample(fn, *tensors):

@@ -10,6 +10,7 @@ Ctrl-C / SIGTERM; --resume continues and reproduces the uninterrupted run.
 from __future__ import annotations
 
 import copy
+import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -78,7 +79,7 @@ def train(graphs: Sequence[Graph], tc: TrainConfig, ckpt_dir: Path, device: torc
     start, seconds = 0, 0.0
     if resume:
         step, state, saved = ckpt.load(device="cpu")
-        if saved != run_cfg:
+        if saved != json.loads(json.dumps(run_cfg)):  # the checkpoint stores it as JSON (tuples -> lists)
             raise UsageError(f"{ckpt_dir}: the checkpoint was made with other data or settings; "
                              "resume with the same --data and options")
         net.load_state_dict(state["net"])

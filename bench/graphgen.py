@@ -1,0 +1,99 @@
+"""Benchmark of `gaml graphgen` (Graph Beta Diffusion) on community-small: one JSON row per line.
+
+In one run: the train-vs-test floor, an Erdos-Renyi and an SBM baseline fitted to the
+training set, and GBD trained with `gaml graphgen train` (its defaults unless --steps) and
+sampled with `gaml graphgen sample`; MMD of degree, clustering and orbit statistics against
+the test set with both kernels (emd: GraphRNN/GDSS; tv: GBD's tables), training time and
+sampling time per graph. Published numbers are printed as rows marked "reference" (not
+measured here).
+
+    python bench/graphgen.py                       # defaults: about 20-25 min on 2 CPU cores
+    python bench/graphgen.py --steps 500 -n 64     # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from _cli import gaml, row  # bench/ is on sys.path when a bench runs as a script
+
+# GDSS (Jo et al. 2022), Table 1, community-small, Gaussian-EMD kernels as in gaml's `emd`.
+REFERENCE = [
+    {"model": "GDSS (paper)", "kernel": "emd", "degree": 0.045, "clustering": 0.086, "orbit": 0.007},
+]
+
+
+def evaluate(samples: Path, test: Path, train: Path) -> dict:
+    out = {}
+    for kernel in ("emd", "tv"):
+        e = gaml("graphgen", "eval", samples, "--ref", test, "--train", train, "--kernel", kernel)
+        out[kernel] = {k: e[k] for k in ("degree", "clustering", "orbit")}
+        out.update({k: e[k] for k in ("connected", "unique", "novel")})
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seed", type=int, default=0, help="data set seed (and of the samplers)")
+    ap.add_argument("-n", type=int, default=256, help="graphs generated per model")
+    ap.add_argument("--steps", type=int, default=None, help="GBD training steps (default: gaml graphgen train's)")
+    ap.add_argument("--sample-steps", type=int, default=1000, help="GBD reverse steps")
+    ap.add_argument("--keep", default=None, help="folder to keep data, model and samples in")
+    args = ap.parse_args()
+
+    from gaml_cli.graphs import baselines
+    from gaml_cli.graphs.io import read_graphs, write_graphs
+
+    tmp = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-graphgen-"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    gaml("graphgen", "data", "--name", "community-small", "--seed", args.seed, "--out", tmp / "data")
+    train, test = tmp / "data" / "train.jsonl", tmp / "data" / "test.jsonl"
+    tr = read_graphs(train)
+
+    floor = evaluate(train, test, train)
+    row(bench="graphgen", data="community-small", model="train vs test (floor)", n=len(tr), **floor)
+    results = {"floor": floor}
+
+    for name, cls in (("Erdos-Renyi (fitted)", baselines.ErdosRenyi), ("SBM (fitted)", baselines.BlockModel)):
+        t0 = time.perf_counter()
+        model = cls.fit(tr)
+        fit_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        graphs = model.sample(args.n, seed=args.seed)
+        per_graph = (time.perf_counter() - t0) / args.n
+        path = tmp / f"{name.split()[0].lower()}.jsonl"
+        write_graphs(path, graphs)
+        r = evaluate(path, test, train)
+        results[name] = r
+        row(bench="graphgen", data="community-small", model=name, n=args.n, train_seconds=round(fit_s, 2),
+            seconds_per_graph=round(per_graph, 5), **r)
+
+    targs = ["graphgen", "train", "--data", train, "--out", tmp / "gbd.safetensors", "--seed", args.seed]
+    if args.steps:
+        targs += ["--steps", args.steps]
+    t0 = time.perf_counter()
+    t = gaml(*targs)
+    wall = time.perf_counter() - t0
+    s = gaml("graphgen", "sample", "--model", tmp / "gbd.safetensors", "-n", args.n, "--steps", args.sample_steps,
+             "--seed", args.seed, "--out", tmp / "gbd.jsonl")
+    r = evaluate(tmp / "gbd.jsonl", test, train)
+    results["GBD"] = r
+    row(bench="graphgen", data="community-small", model=f"GBD, gaml graphgen train ({t['steps']} steps)", n=args.n,
+        train_seconds=t["train_seconds"], train_wall_seconds=round(wall, 1), parameters=t["parameters"],
+        sample_steps=args.sample_steps, seconds_per_graph=s["seconds_per_graph"], **r)
+
+    er = results["Erdos-Renyi (fitted)"]
+    for kernel in ("emd", "tv"):
+        ratios = {k: {"vs_floor": round(r[kernel][k] / max(floor[kernel][k], 1e-12), 2),
+                      "vs_erdos_renyi": round(r[kernel][k] / max(er[kernel][k], 1e-12), 3)} for k in r[kernel]}
+        row(bench="graphgen", data="community-small", model="GBD ratios", kernel=kernel, **ratios)
+    for ref in REFERENCE:
+        row(bench="graphgen", data="community-small", reference=True, **ref)
+
+
+if __name__ == "__main__":
+    main()
