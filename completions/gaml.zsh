@@ -31,7 +31,7 @@ _gaml_options() {
     "graphgen eval") echo "--ref --train --kernel --format -f --quiet -q --help -h";;
     "graphgen plot") echo "--out -o --ref --count --cols --format -f --quiet -q --help -h";;
     "graphgen sample") echo "--model -m --n -n --steps --out -o --seed --batch-size --device --format -f --quiet -q --help -h";;
-    "graphgen train") echo "--data -d --out -o --steps --batch-size --lr --ema --eta --lambda-e --layers --hidden --heads --checkpoint-every --checkpoint-dir --resume --seed --device --format -f --quiet -q --help -h";;
+    "graphgen train") echo "--data -d --out -o --steps --batch-size --lr --ema --eta --lambda-e --extra-features --no-extra-features --layers --hidden --heads --checkpoint-every --checkpoint-dir --resume --seed --device --format -f --quiet -q --help -h";;
     "grid") echo "--out -o --n -n --nrow --split --label --scale --format -f --quiet -q --help -h";;
     "info") echo "--device --format -f --quiet -q --help -h";;
     "inspect") echo "--format -f --quiet -q --help -h";;

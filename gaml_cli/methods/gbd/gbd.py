@@ -24,15 +24,49 @@ class GBDConfig:
     schedule: dict = field(default_factory=lambda: asdict(bd.Schedule()))
     net: dict = field(default_factory=lambda: {"layers": 6, "dx": 128, "de": 32, "dy": 64, "heads": 8,
                                                "ffx": 256, "ffe": 64})
+    # structural features of the current noisy graph as extra network inputs (DiGress's extra
+    # features: degree, triangles, Laplacian spectrum); off in artifacts made before the option
+    extra_features: bool = False
 
     @property
     def D(self) -> int:
         return self.max_degree + 1
 
 
+N_EIGVEC, N_EIGVAL = 2, 5
+
+
 def build_net(cfg: GBDConfig) -> GraphTransformer:
     # inputs: preconditioned logit z_t per feature + the entry's log concentration
-    return GraphTransformer(fx=cfg.D + 1, fe=2, out_x=cfg.D, out_e=1, **cfg.net)
+    # (+ structural features: degree, triangles, 2 eigenvectors per node; 5 eigenvalues, components)
+    fx = cfg.D + 1 + (2 + N_EIGVEC if cfg.extra_features else 0)
+    fy = 1 + (N_EIGVAL + 1 if cfg.extra_features else 0)
+    return GraphTransformer(fx=fx, fe=2, out_x=cfg.D, out_e=1, fy=fy, **cfg.net)
+
+
+@torch.no_grad()
+def structural_features(lz_e: torch.Tensor, alpha_t: torch.Tensor, node_mask: torch.Tensor, shift: float,
+                        scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """DiGress-style extra features of the graph the noisy state points to: A_t = 1[x_t > 1/2] with
+    x_t = (clamp(z_t / alpha_t, 0, 1) - shift) / scale (E[z_t] = alpha_t x0). Per node: degree / N,
+    triangles / N and the 2 Laplacian eigenvectors after the lowest (community indicators); per
+    graph: the 5 lowest Laplacian eigenvalues / N and the share of zero ones (components)."""
+    B, N = node_mask.shape
+    z = torch.sigmoid(lz_e.double())
+    x = ((z / alpha_t.double().view(-1, 1, 1)).clamp(0, 1) - shift) / scale
+    pair = node_mask.unsqueeze(2) & node_mask.unsqueeze(1)
+    eye = torch.eye(N, dtype=torch.bool, device=lz_e.device).unsqueeze(0)
+    A = ((x > 0.5) & pair & ~eye).double()
+    deg = A.sum(-1)
+    tri = torch.diagonal(A @ A @ A, dim1=1, dim2=2) / 2
+    # padded nodes get a large diagonal so their eigenvalues sit above the real ones
+    L = torch.diag_embed(deg + (~node_mask).double() * 4 * N) - A
+    evals, evecs = torch.linalg.eigh(L)
+    vec = evecs[:, :, 1: 1 + N_EIGVEC] * node_mask.unsqueeze(-1)
+    n = node_mask.double().sum(1, keepdim=True).clamp_min(1)
+    feats_x = torch.cat([(deg / N).unsqueeze(-1), (tri / N).unsqueeze(-1), vec], dim=-1)
+    feats_y = torch.cat([evals[:, :N_EIGVAL] / N, ((evals.abs() < 1e-6).double().sum(1, keepdim=True) / n)], dim=1)
+    return feats_x.float(), feats_y.float()
 
 
 class GBD:
@@ -74,7 +108,12 @@ class GBD:
         ein = ein * off
         X = torch.cat([xin, (eta_n.log() / self.log_eta_scale).unsqueeze(-1) * node_mask.unsqueeze(-1)], dim=-1)
         E = torch.stack([ein, eta_e.log() / self.log_eta_scale * off], dim=-1)
-        out_x, out_e = net(X, E, t, node_mask, n_frac)
+        y = n_frac.unsqueeze(1)
+        if self.cfg.extra_features:
+            fx, fy = structural_features(lz_e, alpha_t, node_mask, self.cfg.shift, self.cfg.scale)
+            X = torch.cat([X, fx * node_mask.unsqueeze(-1)], dim=-1)
+            y = torch.cat([y, fy], dim=1)
+        out_x, out_e = net(X, E, t, node_mask, y)
         return self.scale_shift(torch.sigmoid(out_x)), self.scale_shift(torch.sigmoid(out_e.squeeze(-1)))
 
     # ---- training loss (BD Eq. 11 on nodes and edges; GBD: KLUB_X + lambda KLUB_E)

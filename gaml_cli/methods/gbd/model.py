@@ -102,24 +102,27 @@ class GraphTransformerLayer(nn.Module):
 
 
 class GraphTransformer(nn.Module):
-    """(X_in (B,N,fx), E_in (B,N,N,fe), t (B,), node_mask (B,N)) -> logits of x0 for X and E."""
+    """(X_in (B,N,fx), E_in (B,N,N,fe), t (B,), node_mask (B,N), y_in (B,fy)) -> logits of x0 for X and E."""
 
     def __init__(self, fx: int, fe: int, out_x: int, out_e: int = 1, layers: int = 6, dx: int = 128,
-                 de: int = 32, dy: int = 64, heads: int = 8, ffx: int = 256, ffe: int = 64, t_dim: int = 32):
+                 de: int = 32, dy: int = 64, heads: int = 8, ffx: int = 256, ffe: int = 64, t_dim: int = 32,
+                 fy: int = 1):
         super().__init__()
         self.t_dim = t_dim
         self.in_x = _mlp(fx, 2 * dx, dx)
         self.in_e = _mlp(fe, 2 * de, de)
-        self.in_y = _mlp(t_dim + 1, 2 * dy, dy)
+        self.in_y = _mlp(t_dim + fy, 2 * dy, dy)
         self.layers = nn.ModuleList(GraphTransformerLayer(dx, de, dy, heads, ffx, ffe) for _ in range(layers))
         self.out_x = nn.Sequential(nn.Linear(dx, dx), nn.ReLU(), nn.Linear(dx, out_x))
         self.out_e = nn.Sequential(nn.Linear(de, de), nn.ReLU(), nn.Linear(de, out_e))
 
-    def forward(self, X, E, t, node_mask, n_frac):
+    def forward(self, X, E, t, node_mask, y_in):
         B, N, _ = X.shape
         em = (node_mask.unsqueeze(2) & node_mask.unsqueeze(1)).unsqueeze(-1).float()
         xm = node_mask.unsqueeze(-1).float()
-        y = self.in_y(torch.cat([time_embedding(t, self.t_dim), n_frac.unsqueeze(1)], dim=1))
+        if y_in.dim() == 1:
+            y_in = y_in.unsqueeze(1)
+        y = self.in_y(torch.cat([time_embedding(t, self.t_dim), y_in], dim=1))
         h_x = self.in_x(X) * xm
         h_e = self.in_e(E)
         h_e = 0.5 * (h_e + h_e.transpose(1, 2)) * em
