@@ -53,20 +53,20 @@ def structural_features(lz_e: torch.Tensor, alpha_t: torch.Tensor, node_mask: to
     graph: the 5 lowest Laplacian eigenvalues / N and the share of zero ones (components)."""
     B, N = node_mask.shape
     z = torch.sigmoid(lz_e.double())
-    x = ((z / alpha_t.double().view(-1, 1, 1)).clamp(0, 1) - shift) / scale
+    x = ((z / alpha_t.double().view(-1, 1, 1)).clamp(0, 1) - shift) / scale  # float64: alpha_t reaches 2e-6
     pair = node_mask.unsqueeze(2) & node_mask.unsqueeze(1)
     eye = torch.eye(N, dtype=torch.bool, device=lz_e.device).unsqueeze(0)
-    A = ((x > 0.5) & pair & ~eye).double()
+    A = ((x > 0.5) & pair & ~eye).float()
     deg = A.sum(-1)
     tri = torch.diagonal(A @ A @ A, dim1=1, dim2=2) / 2
     # padded nodes get a large diagonal so their eigenvalues sit above the real ones
-    L = torch.diag_embed(deg + (~node_mask).double() * 4 * N) - A
+    L = torch.diag_embed(deg + (~node_mask).float() * 4 * N) - A
     evals, evecs = torch.linalg.eigh(L)
     vec = evecs[:, :, 1: 1 + N_EIGVEC] * node_mask.unsqueeze(-1)
-    n = node_mask.double().sum(1, keepdim=True).clamp_min(1)
+    n = node_mask.float().sum(1, keepdim=True).clamp_min(1)
     feats_x = torch.cat([(deg / N).unsqueeze(-1), (tri / N).unsqueeze(-1), vec], dim=-1)
-    feats_y = torch.cat([evals[:, :N_EIGVAL] / N, ((evals.abs() < 1e-6).double().sum(1, keepdim=True) / n)], dim=1)
-    return feats_x.float(), feats_y.float()
+    feats_y = torch.cat([evals[:, :N_EIGVAL] / N, ((evals.abs() < 1e-4).float().sum(1, keepdim=True) / n)], dim=1)
+    return feats_x, feats_y
 
 
 class GBD:
