@@ -217,7 +217,7 @@ complete -c gaml -n "__gaml_at 'graphgen train'" -l lr -r -F -d 'AdamW learning 
 complete -c gaml -n "__gaml_at 'graphgen train'" -l ema -r -F -d 'EMA decay of the saved weights.'
 complete -c gaml -n "__gaml_at 'graphgen train'" -l eta -r -F -d 'Concentrations for nodes of high (>0.8), middle and low (<=0.4) normalised degree; edges take their higher-degree ends.'
 complete -c gaml -n "__gaml_at 'graphgen train'" -l lambda-e -r -F -d 'Weight of the edge KLUB against the node KLUB.'
-complete -c gaml -n "__gaml_at 'graphgen train'" -l extra-features -d 'Feed the denoiser structural features of the current noisy graph (degree, triangles, Laplacian eigenvectors and eigenvalues), as DiGress does.'
+complete -c gaml -n "__gaml_at 'graphgen train'" -l extra-features -d 'Feed the denoiser structural features of the current noisy graph (degree, triangles, Laplacian eigenvectors and eigenvalues), as DiGress does (GBDs community-small setting has none).'
 complete -c gaml -n "__gaml_at 'graphgen train'" -l no-extra-features
 complete -c gaml -n "__gaml_at 'graphgen train'" -l layers -r -F -d 'Graph-transformer layers.'
 complete -c gaml -n "__gaml_at 'graphgen train'" -l hidden -r -F -d 'Node, edge and global widths dx,de,dy (dx divisible by --heads).'

@@ -211,3 +211,23 @@ def test_graph_records_and_converters():
     d = to_pyg(g)
     assert d.edge_index.shape == (2, 4) and d.num_nodes == 4
     assert from_pyg(d).edges.tolist() == g.edges.tolist()
+
+
+def test_structural_features_of_a_clean_graph():
+    from gaml_cli.methods.gbd.gbd import structural_features
+
+    # two triangles {0,1,2} and {3,4,5} joined by the bridge 2-3, padded to 8 nodes
+    G = nx.Graph([(0, 1), (1, 2), (0, 2), (3, 4), (4, 5), (3, 5), (2, 3)])
+    A = torch.zeros(1, 8, 8)
+    for u, v in G.edges():
+        A[0, u, v] = A[0, v, u] = 1.0
+    shift, scale = 0.09, 0.9
+    z = (scale * A + shift).clamp(1e-6, 1 - 1e-6)   # alpha_t = 1: z_t is the scaled graph itself
+    mask = torch.arange(8).unsqueeze(0) < 6
+    fx, fy = structural_features(torch.logit(z), torch.ones(1), mask, shift, scale)
+    deg = torch.tensor([2, 2, 3, 3, 2, 2, 0, 0], dtype=torch.float32)
+    assert torch.allclose(fx[0, :, 0], deg / 8)
+    assert torch.allclose(fx[0, :, 1], torch.tensor([1, 1, 1, 1, 1, 1, 0, 0.0]) / 8)
+    fiedler = fx[0, :6, 2]
+    assert (torch.sign(fiedler[:3]) == torch.sign(fiedler[0])).all() and (torch.sign(fiedler[3:]) == -torch.sign(fiedler[0])).all()
+    assert float(fy[0, 0]) == pytest.approx(0.0, abs=1e-5) and float(fy[0, -1]) == pytest.approx(1 / 6)  # one component

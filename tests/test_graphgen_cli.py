@@ -36,7 +36,8 @@ def test_data_split_and_records(comm):
 
 def test_train_sample_eval_plot_chain(comm, tmp_path, gaml):
     model = tmp_path / "gbd.safetensors"
-    res = gaml("graphgen", "train", "--data", comm / "train.jsonl", "--out", model, "--steps", "3", *TINY, "-f", "json")
+    res = gaml("graphgen", "train", "--data", comm / "train.jsonl", "--out", model, "--steps", "3", *TINY,
+               "--extra-features", "-f", "json")
     assert res.code == 0, res.err
     rep = json.loads(res.out)
     assert rep["steps"] == 3 and rep["graphs"] == 80 and rep["max_nodes"] == 20

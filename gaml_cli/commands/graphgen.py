@@ -95,7 +95,7 @@ def train(
     ema: Annotated[float, typer.Option(min=0.0, max=1.0, help="EMA decay of the saved weights.")] = 0.999,
     eta: Annotated[str, typer.Option(help="Concentrations for nodes of high (>0.8), middle and low (<=0.4) normalised degree; edges take their higher-degree end's.")] = "1000,30,10",
     lambda_e: Annotated[float, typer.Option("--lambda-e", min=0.0, help="Weight of the edge KLUB against the node KLUB.")] = 5.0,
-    extra_features: Annotated[bool, typer.Option("--extra-features/--no-extra-features", help="Feed the denoiser structural features of the current noisy graph (degree, triangles, Laplacian eigenvectors and eigenvalues), as DiGress does.")] = True,
+    extra_features: Annotated[bool, typer.Option("--extra-features/--no-extra-features", help="Feed the denoiser structural features of the current noisy graph (degree, triangles, Laplacian eigenvectors and eigenvalues), as DiGress does (GBD's community-small setting has none).")] = False,
     layers: Annotated[int, typer.Option(min=1, help="Graph-transformer layers.")] = 4,
     hidden: Annotated[str, typer.Option(help="Node, edge and global widths dx,de,dy (dx divisible by --heads).")] = "64,32,64",
     heads: Annotated[int, typer.Option(min=1, help="Attention heads.")] = 8,
