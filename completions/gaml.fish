@@ -242,6 +242,7 @@ complete -c gaml -n "__gaml_at 'topic fit'" -l linear -d 'Classic GBN/WHAI linea
 complete -c gaml -n "__gaml_at 'topic fit'" -l steps -r -F -d 'Optimizer steps.'
 complete -c gaml -n "__gaml_at 'topic fit'" -l batch-size -r -F -d 'Documents per step.'
 complete -c gaml -n "__gaml_at 'topic fit'" -l lr -r -F -d 'Adam learning rate.'
+complete -c gaml -n "__gaml_at 'topic fit'" -l link -r -F -d 'Form of the non-linear link: gate (linear term times a learned gate in (0, 2)) or residual (linear term plus a non-negative MLP).'
 complete -c gaml -n "__gaml_at 'topic fit'" -l hidden -r -F -d 'Width of the inference network and of the non-linear links.'
 complete -c gaml -n "__gaml_at 'topic fit'" -l eta -r -F -d 'Dirichlet prior on the topics (MAP; 1 = flat, > 1 smooths).'
 complete -c gaml -n "__gaml_at 'topic fit'" -l split -r -F -d 'Documents to train on: train or all.'

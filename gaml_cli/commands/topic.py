@@ -171,6 +171,7 @@ def fit(
     steps: Annotated[int, typer.Option(min=1, help="Optimizer steps.")] = 2000,
     batch_size: Annotated[int, typer.Option(min=1, help="Documents per step.")] = 64,
     lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate.")] = 3e-3,
+    link: Annotated[str, typer.Option(help="Form of the non-linear link: gate (linear term times a learned gate in (0, 2)) or residual (linear term plus a non-negative MLP).")] = "gate",
     hidden: Annotated[int, typer.Option(min=1, help="Width of the inference network and of the non-linear links.")] = 256,
     eta: Annotated[float, typer.Option(min=1.0, help="Dirichlet prior on the topics (MAP; 1 = flat, > 1 smooths).")] = 1.0,
     split: Annotated[str, typer.Option(help="Documents to train on: train or all.")] = "train",
@@ -203,6 +204,8 @@ def fit(
     ks = _parse_layers(layers)
     if split not in ("train", "all"):
         raise UsageError(f"--split must be train or all, not {split!r}")
+    if link not in ("gate", "residual"):
+        raise UsageError(f"--link must be gate or residual, not {link!r}")
     _threads()
     from ..core import console
     from ..core.artifacts import save_artifact
@@ -215,7 +218,7 @@ def fit(
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else Path(out[: -len(".safetensors")] + ".ckpt")
     if resume and not ckpt_dir.is_dir():
         raise UsageError(f"--resume: no checkpoint folder {ckpt_dir}")
-    fc = FitConfig(layers=tuple(ks), linear=linear, hidden=hidden, steps=steps, batch_size=batch_size, lr=lr,
+    fc = FitConfig(layers=tuple(ks), linear=linear, link=link, hidden=hidden, steps=steps, batch_size=batch_size, lr=lr,
                    eta=eta, checkpoint_every=checkpoint_every, seed=seed)
     model, report = fit_gbn(bow, rows, fc, ckpt_dir, resume=resume)
     from dataclasses import asdict

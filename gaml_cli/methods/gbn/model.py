@@ -13,10 +13,15 @@ could not be confirmed offline (PAPERS.md only says "a non-negative non-linear f
 the paper's text was not reachable); we use the most plausible reading that keeps the
 GBN's interpretable connection weights:
 
-    (G2')  g_{l+1}(theta) = Phi_{l+1} theta + softplus(W_b softplus(W_a ln(1 + theta) + a) + b)
+a non-negative non-linear function built around the linear GBN term, so `--linear`
+is the same code with the non-linear part switched off. Two forms are implemented:
 
-i.e. the linear GBN term plus a non-negative MLP residual (initialised small), so `--linear`
-is the same code with the residual switched off. Phi_l has columns on the simplex (a
+    (G2')  gate (default):  g_{l+1}(theta) = (Phi_{l+1} theta) * 2 sigmoid(W_b softplus(W_a ln(1 + theta) + a) + b)
+    (G2'') residual:        g_{l+1}(theta) = Phi_{l+1} theta + softplus(W_b softplus(W_a ln(1 + theta) + a) + b)
+
+The gate starts as exactly the linear GBN (W_b = 0, b = 0) and keeps Phi's links meaningful
+(which lower topics a higher topic feeds), the non-linear part modulating their strength
+with the whole upper-layer context; on the newsgroups subset the two forms scored alike. Phi_l has columns on the simplex (a
 softmax over unconstrained logits), so the first-layer topics are Phi_1's columns and the
 links between layers are Phi_{l+1}'s columns. The rates c_l are learned point estimates
 (one positive scalar per layer; WHAI fixes them at 1).
@@ -26,7 +31,9 @@ Inference (WHAI's upward-downward Weibull network):
     (I1)  upward:   h_1 = softplus(U_1 ln(1 + x)),  h_l = softplus(U_l h_{l-1})
     (I2)  downward, top first: q(theta_L | x) = Weibull(k_L, lambda_L) from h_L;
           q(theta_l | theta_{l+1}, x) = Weibull(k_l, lambda_l) from [h_l, ln(1 + g_{l+1}(theta_{l+1}))],
-          k = clamp(softplus(.), 0.1, 10), lambda = m / Gamma(1 + 1/k) with m = softplus(.) the mean.
+          k = clamp(softplus(.), 0.1, 10), lambda = m / Gamma(1 + 1/k) with m = softplus(.) the mean
+          (for layer 1 times the document's length / K_1: our choice, it spares the network
+          learning the scale of theta_1).
 """
 
 from __future__ import annotations
@@ -43,9 +50,10 @@ K_MIN, K_MAX = 0.1, 10.0
 EPS = 1e-10
 
 
-def default_config(vocab_size: int, layers: list[int], linear: bool = False, hidden: int = 256) -> dict[str, Any]:
+def default_config(vocab_size: int, layers: list[int], linear: bool = False, hidden: int = 256,
+                   link: str = "gate") -> dict[str, Any]:
     return {"arch": "gbn", "vocab_size": int(vocab_size), "layers": [int(k) for k in layers],
-            "linear": bool(linear), "hidden": int(hidden), "top_shape": 1.0}
+            "linear": bool(linear), "hidden": int(hidden), "top_shape": 1.0, "link": link}
 
 
 class GBN(nn.Module):
@@ -54,6 +62,9 @@ class GBN(nn.Module):
         self.config = dict(config)
         V, Ks, H = config["vocab_size"], list(config["layers"]), config["hidden"]
         self.V, self.Ks, self.L, self.linear = V, Ks, len(Ks), bool(config["linear"])
+        self.link_form = config.get("link", "gate")
+        if self.link_form not in ("gate", "residual"):
+            raise ValueError(f"unknown link {self.link_form!r}")
         dims = [V] + Ks
         # Phi_l: (K_{l-1} x K_l) logits; columns are softmaxed onto the simplex
         self.phi_logits = nn.ParameterList([nn.Parameter(0.1 * torch.randn(dims[l], dims[l + 1])) for l in range(self.L)])
@@ -65,7 +76,8 @@ class GBN(nn.Module):
             self.link_b = nn.ModuleList([nn.Linear(H, Ks[l]) for l in range(self.L - 1)])
             for lin in self.link_b:
                 nn.init.zeros_(lin.weight)
-                nn.init.constant_(lin.bias, -3.0)  # residual starts at softplus(-3) ~ 0.05
+                # the gate starts at exactly 1 (the linear GBN); the residual at softplus(-3) ~ 0.05
+                nn.init.constant_(lin.bias, 0.0 if self.link_form == "gate" else -3.0)
         # inference network (I1)-(I2)
         self.up = nn.ModuleList([nn.Linear(V if l == 0 else H, H) for l in range(self.L)])
         self.head_k = nn.ModuleList([nn.Linear(H if l == self.L - 1 else H + Ks[l], Ks[l]) for l in range(self.L)])
@@ -93,7 +105,10 @@ class GBN(nn.Module):
         shape = theta_up @ self.phi(l + 1).T
         if not self.linear:
             hid = F.softplus(self.link_a[l](torch.log1p(theta_up)))
-            shape = shape + F.softplus(self.link_b[l](hid))
+            if self.link_form == "gate":
+                shape = shape * 2 * torch.sigmoid(self.link_b[l](hid))
+            else:
+                shape = shape + F.softplus(self.link_b[l](hid))
         return shape
 
     def top_shape(self, like: torch.Tensor) -> torch.Tensor:
@@ -108,25 +123,31 @@ class GBN(nn.Module):
             hs.append(h)
         return hs
 
-    def weibull_params(self, l: int, h: torch.Tensor, prior_shape: torch.Tensor | None):
+    def weibull_params(self, l: int, h: torch.Tensor, prior_shape: torch.Tensor | None,
+                       length: torch.Tensor | None = None):
         inp = h if prior_shape is None else torch.cat([h, torch.log1p(prior_shape)], dim=1)
         k = F.softplus(self.head_k[l](inp)).clamp(K_MIN, K_MAX)
         m = F.softplus(self.head_m[l](inp)) + 1e-6
+        if l == 0 and length is not None:
+            # layer 1's mean in units of the document's length / K_1: sum_k theta_1k is the
+            # document's expected word count under (G3), so the network need not learn the scale
+            m = m * (length / self.Ks[0])
         lam = m / torch.exp(torch.lgamma(1.0 + 1.0 / k))
         return k, lam
 
     def downward(self, x: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None):
         """(I2): returns per layer (theta, k, lambda, prior shape, prior rate), layer 1 first."""
         hs = self.upward(x)
+        length = x.sum(1, keepdim=True).clamp_min(1.0)
         out: list[Any] = [None] * self.L
         theta_up = None
         for l in reversed(range(self.L)):
             if l == self.L - 1:
-                k, lam = self.weibull_params(l, hs[l], None)
+                k, lam = self.weibull_params(l, hs[l], None, length if l == 0 else None)
                 alpha = self.top_shape(lam)
             else:
                 alpha = self.link(l, theta_up)
-                k, lam = self.weibull_params(l, hs[l], alpha)
+                k, lam = self.weibull_params(l, hs[l], alpha, length if l == 0 else None)
             theta = weibull_rsample(k, lam, generator) if sample else weibull_mean(k, lam)
             theta = theta.clamp_min(EPS)
             out[l] = (theta, k, lam, alpha.clamp_min(1e-6), self.rate(l).expand_as(lam))
