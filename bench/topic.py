@@ -13,7 +13,7 @@ Metrics, all on the same corpus, vocabulary and train/test split (gaml topic voc
 --synthetic adds the recovery check on a corpus drawn from a known two-layer GBN
 (Hungarian-matched cosine of first-layer topics).
 
-    OMP_NUM_THREADS=1 python bench/topic.py --corpus newsgroups --layers 16,8 --out runs/bench-topic
+    OMP_NUM_THREADS=1 python bench/topic.py --corpus newsgroups --layers 32,16,8 --synthetic --out runs/bench-topic
 
 Prints one JSON row per method.
 """
@@ -61,9 +61,9 @@ def metrics_row(name, ppl, topic_word, theta, bow, x_all, fit_s, seed, **extra):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", default="newsgroups", help="newsgroups, lee, a text/JSONL file")
-    ap.add_argument("--layers", default="16,8", help="GBN layers; the first is the LDA peers' topic count")
+    ap.add_argument("--layers", default="32,16,8", help="GBN layers; the first is the LDA peers' topic count")
     ap.add_argument("--steps", type=int, default=2000)
-    ap.add_argument("--eta", type=float, default=1.06)
+    ap.add_argument("--eta", type=float, default=1.0)
     ap.add_argument("--refine", type=int, default=200)
     ap.add_argument("--lda-iter", type=int, default=50, help="scikit-learn max_iter and gensim passes")
     ap.add_argument("--seed", type=int, default=0)

@@ -46,7 +46,6 @@ def _load_model(path: str):
     except (KeyError, RuntimeError, TypeError, ValueError) as exc:
         raise InputError(f"{path}: corrupt topic model ({type(exc).__name__})") from None
     model.eval()
-    torch.set_grad_enabled(True)
     return model, vocab, cfg
 
 
@@ -99,8 +98,6 @@ def vocab(
         gaml topic vocab --corpus new.txt --vocab bow.safetensors --test-fraction 0 --out new-bow.safetensors
     """
     setup(fmt, quiet)
-    import numpy as np
-
     from ..core import console
     from ..core.artifacts import save_artifact
     from ..core.errors import InputError
@@ -147,7 +144,6 @@ def vocab(
     console.summary({"out": str(path), "kind": Vb.KIND, "documents": int(len(sp)), "train": int((sp == 0).sum()),
                      "test": int((sp == 1).sum()), "vocab_size": len(words), "words": int(tensors["counts"].sum()),
                      "labels": label_names, "dropped_empty": len(empty), "source": docs.source}, title="bow")
-    del np
 
 
 def _parse_layers(text: str) -> list[int]:
