@@ -182,7 +182,9 @@ def fit(
 
     Gamma latents per layer, Poisson word counts, non-linear links between layers, trained
     jointly with the upward-downward Weibull inference network on the ELBO (closed-form
-    Weibull-gamma KL). Ctrl-C or SIGTERM saves a checkpoint and exits 130; --resume goes on.
+    Weibull-gamma KL). Ctrl-C or SIGTERM saves a checkpoint and exits 130; --resume goes on
+    and, with the same --steps, ends bit for bit where the uninterrupted run would (the
+    learning rate decays over --steps, so a larger --steps on resume stretches the schedule).
 
     Example:
 
