@@ -4,7 +4,7 @@
 function __gaml_subcommands
     switch "$argv"
         case ''
-            printf '%s\n' completion dataset distill eval graphgen grid info inspect models run sample train unlearn
+            printf '%s\n' completion dataset distill eval graphgen grid info inspect models run sample topic train unlearn
         case 'dataset'
             printf '%s\n' digits shapes
         case 'eval'
@@ -13,6 +13,8 @@ function __gaml_subcommands
             printf '%s\n' data eval plot sample train
         case 'models'
             printf '%s\n' download ls where
+        case 'topic'
+            printf '%s\n' fit perplexity show transform vocab
     end
 end
 
@@ -48,6 +50,7 @@ complete -c gaml -n "__gaml_at ''" -a inspect -d 'Show an artifacts kind, config
 complete -c gaml -n "__gaml_at ''" -a models -d 'Model aliases (sd15, sd21, sdxl, gamls own) and where...'
 complete -c gaml -n "__gaml_at ''" -a run -d 'Run the gaml steps of RECIPE in order; later steps use...'
 complete -c gaml -n "__gaml_at ''" -a sample -d 'Sample images from a teacher (Heun/Euler, EDM schedule,...'
+complete -c gaml -n "__gaml_at ''" -a topic -d 'Deep topic models: the generalized gamma belief network...'
 complete -c gaml -n "__gaml_at ''" -a train -d 'Train a conditional EDM diffusion teacher (diffusers...'
 complete -c gaml -n "__gaml_at ''" -a unlearn -d 'Forget classes or concepts while distilling to one step:...'
 complete -c gaml -n "__gaml_at ''" -l version -d 'Print the version and exit.'
@@ -289,6 +292,75 @@ complete -c gaml -n "__gaml_at 'sample'" -l device -x -a 'auto cpu cuda mps' -d 
 complete -c gaml -n "__gaml_at 'sample'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'sample'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'sample'" -l help -s h -d 'Show help and exit.'
+complete -c gaml -n "__gaml_at 'topic'" -a fit -d 'Fit a generalized gamma belief network (or --linear: the...'
+complete -c gaml -n "__gaml_at 'topic'" -a perplexity -d 'Document-completion perplexity on held-out documents.'
+complete -c gaml -n "__gaml_at 'topic'" -a show -d 'Top words of each topic per layer and the links between...'
+complete -c gaml -n "__gaml_at 'topic'" -a transform -d 'Per-document representations: the posterior mean of theta...'
+complete -c gaml -n "__gaml_at 'topic'" -a vocab -d 'Tokenise a corpus, build a vocabulary and write a sparse...'
+complete -c gaml -n "__gaml_at 'topic'" -l help -s h -d 'Show help and exit.'
+complete -c gaml -n "__gaml_at 'topic fit'" -F
+complete -c gaml -n "__gaml_at 'topic fit'" -l corpus -s c -r -F -d 'Bag-of-words artifact (gaml topic vocab).'
+complete -c gaml -n "__gaml_at 'topic fit'" -l out -s o -r -F -d 'Topic model artifact to write (.safetensors).'
+complete -c gaml -n "__gaml_at 'topic fit'" -l layers -r -F -d 'Topics per layer, first (widest) layer first.'
+complete -c gaml -n "__gaml_at 'topic fit'" -l linear -d 'Classic GBN/WHAI linear links (the baseline) instead of the generalized non-linear ones.'
+complete -c gaml -n "__gaml_at 'topic fit'" -l steps -r -F -d 'Optimizer steps.'
+complete -c gaml -n "__gaml_at 'topic fit'" -l batch-size -r -F -d 'Documents per step.'
+complete -c gaml -n "__gaml_at 'topic fit'" -l lr -r -F -d 'Adam learning rate.'
+complete -c gaml -n "__gaml_at 'topic fit'" -l link -r -F -d 'Form of the non-linear link: gate (linear term times a learned gate in (0, 2)) or residual (linear term plus a non-negative MLP).'
+complete -c gaml -n "__gaml_at 'topic fit'" -l hidden -r -F -d 'Width of the inference network and of the non-linear links.'
+complete -c gaml -n "__gaml_at 'topic fit'" -l eta -r -F -d 'Dirichlet prior on the topics (MAP; 1 = flat, > 1 smooths).'
+complete -c gaml -n "__gaml_at 'topic fit'" -l split -r -F -d 'Documents to train on: train or all.'
+complete -c gaml -n "__gaml_at 'topic fit'" -l checkpoint-every -r -F -d 'Save a resumable checkpoint every N steps (0: only on Ctrl-C).'
+complete -c gaml -n "__gaml_at 'topic fit'" -l checkpoint-dir -r -F -d 'Checkpoint folder (default: OUT without .safetensors + .ckpt).'
+complete -c gaml -n "__gaml_at 'topic fit'" -l resume -d 'Continue from the last checkpoint.'
+complete -c gaml -n "__gaml_at 'topic fit'" -l seed -r -F -d 'Seed of initialisation, minibatches and Weibull draws.'
+complete -c gaml -n "__gaml_at 'topic fit'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'topic fit'" -l quiet -s q -d 'No progress bars or logs on stderr.'
+complete -c gaml -n "__gaml_at 'topic fit'" -l help -s h -d 'Show help and exit.'
+complete -c gaml -n "__gaml_at 'topic perplexity'" -F
+complete -c gaml -n "__gaml_at 'topic perplexity'" -l model -s m -r -F -d 'Topic model artifact (gaml topic fit).'
+complete -c gaml -n "__gaml_at 'topic perplexity'" -l corpus -s c -r -F -d 'Bag-of-words artifact built with the models vocabulary.'
+complete -c gaml -n "__gaml_at 'topic perplexity'" -l split -r -F -d 'Held-out documents: test (the corpuss held-out split) or all (a corpus of held-out documents).'
+complete -c gaml -n "__gaml_at 'topic perplexity'" -l observed -r -F -d 'Share of each documents words shown to the model; the rest are predicted.'
+complete -c gaml -n "__gaml_at 'topic perplexity'" -l refine -r -F -d 'Per-document refinement steps of the Weibull posterior on the observed words.'
+complete -c gaml -n "__gaml_at 'topic perplexity'" -l seed -r -F -d 'Seed of the observed/held-out word split.'
+complete -c gaml -n "__gaml_at 'topic perplexity'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'topic perplexity'" -l quiet -s q -d 'No progress bars or logs on stderr.'
+complete -c gaml -n "__gaml_at 'topic perplexity'" -l help -s h -d 'Show help and exit.'
+complete -c gaml -n "__gaml_at 'topic show'" -F
+complete -c gaml -n "__gaml_at 'topic show'" -l model -s m -r -F -d 'Topic model artifact (gaml topic fit).'
+complete -c gaml -n "__gaml_at 'topic show'" -l layer -r -F -d 'Only this layer (1 = the first, most specific).'
+complete -c gaml -n "__gaml_at 'topic show'" -l top -r -F -d 'Words per topic.'
+complete -c gaml -n "__gaml_at 'topic show'" -l children -r -F -d 'Links shown per topic in the tree (strongest first).'
+complete -c gaml -n "__gaml_at 'topic show'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'topic show'" -l quiet -s q -d 'No progress bars or logs on stderr.'
+complete -c gaml -n "__gaml_at 'topic show'" -l help -s h -d 'Show help and exit.'
+complete -c gaml -n "__gaml_at 'topic transform'" -F
+complete -c gaml -n "__gaml_at 'topic transform'" -l model -s m -r -F -d 'Topic model artifact (gaml topic fit).'
+complete -c gaml -n "__gaml_at 'topic transform'" -l corpus -s c -r -F -d 'Bag-of-words artifact built with the models vocabulary.'
+complete -c gaml -n "__gaml_at 'topic transform'" -l out -s o -r -F -d 'Where to write: FILE.jsonl, - (JSONL on stdout) or FILE.safetensors.'
+complete -c gaml -n "__gaml_at 'topic transform'" -l split -r -F -d 'Documents: all, train or test.'
+complete -c gaml -n "__gaml_at 'topic transform'" -l refine -r -F -d 'Per-document refinement steps of the Weibull posterior after the inference network (0: the networks answer).'
+complete -c gaml -n "__gaml_at 'topic transform'" -l seed -r -F -d 'Seed of the refinements Monte Carlo draws.'
+complete -c gaml -n "__gaml_at 'topic transform'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'topic transform'" -l quiet -s q -d 'No progress bars or logs on stderr.'
+complete -c gaml -n "__gaml_at 'topic transform'" -l help -s h -d 'Show help and exit.'
+complete -c gaml -n "__gaml_at 'topic vocab'" -F
+complete -c gaml -n "__gaml_at 'topic vocab'" -l corpus -s c -r -F -d 'Text (one document a line), JSONL ({text: ..., label: ...}), - for stdin, or an offline corpus: newsgroups, lee.'
+complete -c gaml -n "__gaml_at 'topic vocab'" -l out -s o -r -F -d 'Bag-of-words artifact to write (.safetensors).'
+complete -c gaml -n "__gaml_at 'topic vocab'" -l vocab -r -F -d 'Reuse the vocabulary of this bow artifact (e.g. to encode held-out documents for a model).'
+complete -c gaml -n "__gaml_at 'topic vocab'" -l min-df -r -F -d 'Keep words in at least this many training documents.'
+complete -c gaml -n "__gaml_at 'topic vocab'" -l max-df -r -F -d 'Drop words in more than this share of training documents (> 1: a count).'
+complete -c gaml -n "__gaml_at 'topic vocab'" -l max-size -r -F -d 'At most this many words (the most frequent).'
+complete -c gaml -n "__gaml_at 'topic vocab'" -l min-len -r -F -d 'Shortest token kept (letters).'
+complete -c gaml -n "__gaml_at 'topic vocab'" -l stop-words -d 'Drop scikit-learns English stop words.'
+complete -c gaml -n "__gaml_at 'topic vocab'" -l no-stop-words
+complete -c gaml -n "__gaml_at 'topic vocab'" -l extra-stop -r -F -d 'More stop words, comma-separated.'
+complete -c gaml -n "__gaml_at 'topic vocab'" -l test-fraction -r -F -d 'Share of documents held out as test (stratified by label).'
+complete -c gaml -n "__gaml_at 'topic vocab'" -l seed -r -F -d 'Seed of the train/test split.'
+complete -c gaml -n "__gaml_at 'topic vocab'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'topic vocab'" -l quiet -s q -d 'No progress bars or logs on stderr.'
+complete -c gaml -n "__gaml_at 'topic vocab'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'train'" -F
 complete -c gaml -n "__gaml_at 'train'" -l data -s d -r -F -d 'An images artifact (gaml dataset digits|shapes).'
 complete -c gaml -n "__gaml_at 'train'" -l out -s o -r -F -d 'Teacher artifact to write (.safetensors).'

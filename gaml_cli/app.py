@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from . import __version__
-from .commands import completion, dataset, distill, eval as eval_cmd, graphgen, grid, info, inspect, models, run, sample, train, unlearn
+from .commands import completion, dataset, distill, eval as eval_cmd, graphgen, grid, info, inspect, models, run, sample, topic, train, unlearn
 
 app = typer.Typer(
     name="gaml",
@@ -46,6 +46,7 @@ app.add_typer(dataset.app, name="dataset")
 app.add_typer(models.app, name="models")
 app.add_typer(eval_cmd.app, name="eval")
 app.add_typer(graphgen.app, name="graphgen")
+app.add_typer(topic.app, name="topic")
 app.command("train")(train.train)
 app.command("sample")(sample.sample)
 app.command("distill")(distill.distill)

@@ -1,0 +1,172 @@
+"""Deep topic models, one run: generalized GBN vs linear GBN (gaml topic, through the CLI) vs
+scikit-learn LDA and gensim LDA at the same number of first-layer topics.
+
+Metrics, all on the same corpus, vocabulary and train/test split (gaml topic vocab):
+  perplexity  document completion on the test documents: 80% of each document's words
+              observed, the other 20% predicted (the same seeded split for every method)
+  npmi        mean NPMI coherence of each first-layer topic's top 10 words (document
+              co-occurrence over all documents of the corpus)
+  accuracy    logistic regression on first-layer topic proportions, train -> test split
+              (where the corpus has labels)
+  sparsity    share of first-layer document-topic proportions below 1e-3
+  fit_s       wall-clock fitting time (other jobs may share the CPU: compare with care)
+--synthetic adds the recovery check on a corpus drawn from a known two-layer GBN
+(Hungarian-matched cosine of first-layer topics).
+
+    OMP_NUM_THREADS=1 python bench/topic.py --corpus newsgroups --layers 32,16,8 --synthetic --out runs/bench-topic
+
+Prints one JSON row per method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+
+from _cli import gaml, row  # noqa: E402
+
+
+def lda_metrics(name, topic_word, theta_fn, bow, x_all, obs, held, fit_s, seed):
+    from gaml_cli.methods.gbn import metrics as M
+
+    tw = topic_word / topic_word.sum(1, keepdims=True)
+    p = theta_fn(obs)
+    p = p / p.sum(1, keepdims=True)
+    ppl = M.perplexity(p @ tw, held)
+    theta = theta_fn(x_all)
+    return metrics_row(name, ppl, tw, theta, bow, x_all, fit_s, seed)
+
+
+def metrics_row(name, ppl, topic_word, theta, bow, x_all, fit_s, seed, **extra):
+    from gaml_cli.methods.gbn import metrics as M
+
+    tr, te = bow.split == 0, bow.split == 1
+    acc = None
+    if bow.label_names:
+        acc = M.probe_accuracy(theta[tr], bow.labels[tr], theta[te], bow.labels[te], seed)
+    return {"method": name, "topics": int(topic_word.shape[0]), "perplexity": round(ppl, 1),
+            "npmi": round(M.npmi(M.top_words(topic_word, 10), x_all), 4),
+            "accuracy": None if acc is None else round(acc, 4), "sparsity": round(M.sparsity(theta), 4),
+            "fit_s": round(fit_s, 1), **extra}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--corpus", default="newsgroups", help="newsgroups, lee, a text/JSONL file")
+    ap.add_argument("--layers", default="32,16,8", help="GBN layers; the first is the LDA peers' topic count")
+    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--eta", type=float, default=1.0)
+    ap.add_argument("--refine", type=int, default=200)
+    ap.add_argument("--lda-iter", type=int, default=50, help="scikit-learn max_iter and gensim passes")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="runs/bench-topic")
+    ap.add_argument("--synthetic", action="store_true", help="also the two-layer GBN recovery check")
+    ap.add_argument("--skip", default="", help="comma-separated methods to leave out (gen,linear,sklearn,gensim)")
+    args = ap.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    import torch
+
+    from gaml_cli.core.artifacts import load_artifact
+    from gaml_cli.methods.gbn import metrics as M
+    from gaml_cli.methods.gbn.vocab import load_bow
+
+    torch.set_num_threads(1)
+    bow_path = out / "bow.safetensors"
+    gaml("topic", "vocab", "--corpus", args.corpus, "--out", bow_path, "--seed", args.seed)
+    bow = load_bow(str(bow_path))
+    K = int(args.layers.split(",")[0])
+    x_all = bow.dense()
+    x_test = bow.dense(bow.rows("test"))
+    x_train = bow.dense(bow.rows("train"))
+    obs, held = M.completion_split(x_test, 0.8, args.seed)
+    vocab_index = {w: i for i, w in enumerate(bow.vocab)}
+    print(json.dumps({"corpus": args.corpus, "documents": bow.n_docs, "train": len(x_train), "test": len(x_test),
+                      "vocab": bow.vocab_size, "heldout_words": int(held.sum()), "layers": args.layers}), flush=True)
+
+    for name, extra in (("generalized GBN", []), ("linear GBN", ["--linear"])):
+        if ("gen" if not extra else "linear") in skip:
+            continue
+        model = out / ("gbn-generalized.safetensors" if not extra else "gbn-linear.safetensors")
+        t0 = time.perf_counter()
+        fitted = gaml("topic", "fit", "--corpus", bow_path, "--out", model, "--layers", args.layers, "--steps",
+                      args.steps, "--eta", args.eta, "--seed", args.seed, "--checkpoint-every", 0, *extra)
+        fit_s = time.perf_counter() - t0
+        ppl = gaml("topic", "perplexity", "--model", model, "--corpus", bow_path, "--refine", args.refine,
+                   "--seed", args.seed)["perplexity"]
+        ppl0 = gaml("topic", "perplexity", "--model", model, "--corpus", bow_path, "--refine", 0,
+                    "--seed", args.seed)["perplexity"]
+        shown = gaml("topic", "show", "--model", model, "--layer", 1, "--top", bow.vocab_size)["layers"][0]
+        topic_word = np.zeros((len(shown), bow.vocab_size))
+        for j, t in enumerate(shown):
+            topic_word[j, [vocab_index[w] for w in t["words"]]] = t["weights"]
+        theta_path = out / (model.stem + "-theta.safetensors")
+        gaml("topic", "transform", "--model", model, "--corpus", bow_path, "--out", theta_path)
+        theta = load_artifact(theta_path, "topic-theta")["theta_1"]
+        row(**metrics_row(name, ppl, topic_word, theta, bow, x_all, fit_s, args.seed,
+                          perplexity_no_refine=round(ppl0, 1), layers=fitted["layers"],
+                          train_seconds=fitted["train_seconds"]))
+
+    if "sklearn" not in skip:
+        from sklearn.decomposition import LatentDirichletAllocation
+
+        t0 = time.perf_counter()
+        lda = LatentDirichletAllocation(K, max_iter=args.lda_iter, learning_method="batch",
+                                        random_state=args.seed).fit(x_train)
+        fit_s = time.perf_counter() - t0
+        row(**lda_metrics("scikit-learn LDA", lda.components_, lda.transform, bow, x_all, obs, held, fit_s, args.seed))
+
+    if "gensim" not in skip:
+        from gensim.models import LdaModel
+
+        def as_gensim(x):
+            return [[(int(i), float(v)) for i, v in zip(np.flatnonzero(r), r[np.flatnonzero(r)])] for r in x]
+
+        t0 = time.perf_counter()
+        lda = LdaModel(as_gensim(x_train), num_topics=K, id2word=dict(enumerate(bow.vocab)), passes=args.lda_iter,
+                       iterations=100, alpha="auto", eta="auto", random_state=args.seed)
+        fit_s = time.perf_counter() - t0
+
+        def theta_fn(x):
+            th = np.zeros((len(x), K))
+            for d, doc in enumerate(as_gensim(x)):
+                for k, v in lda.get_document_topics(doc, minimum_probability=0.0):
+                    th[d, k] = v
+            return th
+
+        row(**lda_metrics("gensim LDA", lda.get_topics(), theta_fn, bow, x_all, obs, held, fit_s, args.seed))
+
+    if args.synthetic:
+        from sklearn.decomposition import LatentDirichletAllocation
+
+        from gaml_cli.methods.gbn.synthetic import matched_cosine, two_layer_gbn
+        from gaml_cli.methods.gbn.train import FitConfig, fit
+
+        sbow, phi1, _ = two_layer_gbn(n_docs=2000, V=200, K1=10, K2=4, words_per_doc=120, seed=args.seed)
+        rows = np.arange(sbow.n_docs)
+        for linear in (False, True):
+            t0 = time.perf_counter()
+            model, _ = fit(sbow, rows, FitConfig(layers=(10, 4), linear=linear, hidden=128, steps=1500, batch_size=100,
+                                                 lr=1e-2, checkpoint_every=0, seed=args.seed), out / "synthetic.ckpt")
+            with torch.no_grad():
+                cos = matched_cosine(phi1, model.phi(0).numpy())
+            row(method=("linear GBN" if linear else "generalized GBN") + " (synthetic two-layer GBN)",
+                matched_cosine=round(cos, 4), fit_s=round(time.perf_counter() - t0, 1))
+        x = sbow.dense()
+        lda = LatentDirichletAllocation(10, max_iter=args.lda_iter, random_state=args.seed).fit(x)
+        row(method="scikit-learn LDA (synthetic two-layer GBN)",
+            matched_cosine=round(matched_cosine(phi1, (lda.components_ / lda.components_.sum(1, keepdims=True)).T), 4))
+
+
+if __name__ == "__main__":
+    main()
