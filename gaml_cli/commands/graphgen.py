@@ -89,7 +89,7 @@ def data(
 def train(
     data: Annotated[str, typer.Option("--data", "-d", help="Training graphs, JSONL one graph a line ('-' for stdin).")],
     out: Annotated[str, typer.Option("--out", "-o", help="GBD model artifact to write (.safetensors).")],
-    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps.")] = 4000,
+    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps.")] = 8000,
     batch_size: Annotated[int, typer.Option(min=1, help="Graphs per step.")] = 32,
     lr: Annotated[float, typer.Option(min=0.0, help="AdamW learning rate (GBD: 2e-4).")] = 2e-4,
     ema: Annotated[float, typer.Option(min=0.0, max=1.0, help="EMA decay of the saved weights.")] = 0.999,

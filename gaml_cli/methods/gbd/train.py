@@ -31,7 +31,7 @@ KIND = "gbd"
 
 @dataclass
 class TrainConfig:
-    steps: int = 4000
+    steps: int = 8000
     batch_size: int = 32
     lr: float = 2e-4
     weight_decay: float = 1e-12
