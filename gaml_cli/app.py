@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from . import __version__
-from .commands import completion, dataset, distill, eval as eval_cmd, grid, info, inspect, models, run, sample, train, unlearn
+from .commands import boost, completion, dataset, distill, eval as eval_cmd, grid, info, inspect, models, run, sample, train, unlearn
 
 app = typer.Typer(
     name="gaml",
@@ -45,6 +45,7 @@ def root(
 app.add_typer(dataset.app, name="dataset")
 app.add_typer(models.app, name="models")
 app.add_typer(eval_cmd.app, name="eval")
+app.add_typer(boost.app, name="boost")
 app.command("train")(train.train)
 app.command("sample")(sample.sample)
 app.command("distill")(distill.distill)

@@ -97,7 +97,10 @@ def defer_test(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     b = probs[rows, :, second]
     d = a - b
     sd = d.std(axis=1, ddof=1) if d.shape[1] > 1 else np.zeros(len(d))
-    with np.errstate(all="ignore"):
+    import warnings
+
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         p = stats.ttest_rel(a, b, axis=1).pvalue
     # degenerate cases: identical differences in every sample
     const = ~(sd > 0)

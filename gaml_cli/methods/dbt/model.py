@@ -58,7 +58,7 @@ class DBTConfig:
     mean_learning_rate: float = 0.1
     mean_num_leaves: int = 31
     cross_fit: int = 5  # folds of out-of-fold f(x) for the trees' training rows (0 = in-sample f)
-    temperature: float = 1.0  # classification: softmax(-(y0 - 1)^2 / temperature)
+    temperature: float = 0.1  # classification: softmax(-(y0 - 1)^2 / temperature)
     seed: int = 0
     num_threads: int = 1
 

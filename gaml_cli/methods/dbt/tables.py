@@ -162,3 +162,21 @@ class Schema:
     @classmethod
     def from_dict(cls, d: dict) -> "Schema":
         return cls(columns=list(d["columns"]), categorical={k: list(v) for k, v in d.get("categorical", {}).items()})
+
+
+def write_table(df, path: str) -> None:
+    """Write a DataFrame as .csv/.tsv/.parquet/.jsonl (by suffix), atomically."""
+    from ...core.artifacts import atomic_path
+
+    kind = SUFFIXES.get(Path(path).suffix.lower())
+    if kind is None:
+        raise UsageError(f"{path}: unknown table type; use .csv, .tsv, .parquet or .jsonl")
+    with atomic_path(path) as tmp:
+        if kind == "csv":
+            df.to_csv(tmp, index=False)
+        elif kind == "tsv":
+            df.to_csv(tmp, index=False, sep="\t")
+        elif kind == "parquet":
+            df.to_parquet(tmp, index=False)
+        else:
+            df.to_json(tmp, orient="records", lines=True)
