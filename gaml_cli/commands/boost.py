@@ -27,6 +27,17 @@ class DataName(str, Enum):
     bimodal = "bimodal"
 
 
+def _need() -> None:
+    """One clear line when the boost extra is not installed."""
+    import importlib.util
+
+    from ..core.errors import UsageError
+
+    missing = [m for m in ("lightgbm", "pandas", "scipy") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UsageError(f"gaml boost needs {', '.join(missing)}: pip install 'gaml[boost]'")
+
+
 DataOpt = Annotated[str, typer.Option("--data", "-d", help="Table: .csv, .tsv, .parquet or .jsonl.")]
 ThreadsOpt = Annotated[int, typer.Option("--threads", min=1, help="LightGBM threads.")]
 
@@ -68,6 +79,7 @@ def fit(
         gaml boost fit --data cancer.csv --target diagnosis --task classify --out cancer.dbt
     """
     setup(fmt, quiet)
+    _need()
     import time
 
     from ..core import console
@@ -179,6 +191,7 @@ def predict(
         gaml boost predict --model model.dbt --data test.csv --quantiles 0.05,0.5,0.95 --no-samples
     """
     setup(fmt, quiet)
+    _need()
     import numpy as np
 
     from ..core import console
@@ -253,6 +266,7 @@ def evaluate(
         gaml boost predict --model model.dbt --data test.csv | gaml boost eval --predictions - --data test.csv --target y --format json
     """
     setup(fmt, quiet)
+    _need()
     import numpy as np
 
     from ..core import console
@@ -347,6 +361,7 @@ def data_cmd(
         gaml boost data diabetes --train train.csv --test test.csv --test-fraction 0.1 --seed 0
     """
     setup(fmt, quiet)
+    _need()
     from ..core import console
     from ..core.errors import UsageError
     from ..methods.dbt import data as ds
