@@ -161,7 +161,7 @@ def test_sigterm_keeps_the_trees_and_resume_finishes_the_same_model(tables, tmp_
     it to the model an uninterrupted fit makes."""
     from gaml_cli.__main__ import main
 
-    args = ["boost", "fit", "--data", str(tables / "train.csv"), "--target", "y", "--timesteps", "400",
+    args = ["boost", "fit", "--data", str(tables / "train.csv"), "--target", "y", "--timesteps", "150",
             "--noise-samples", "2", "--mean-estimators", "10", "-q"]
     out = tmp_path / "k.dbt"
     proc = subprocess.Popen([sys.executable, "-m", "gaml_cli", *args, "--out", str(out)], cwd=ROOT,

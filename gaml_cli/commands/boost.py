@@ -123,6 +123,10 @@ def fit(
     Xe, _ = Schema.infer(X).encode(X)
     meta = {"config": cfg.__dict__, "task": task.value, "columns": [str(c) for c in X.columns],
             "data": dbt_io.data_fingerprint(Xe, np.asarray([str(v) for v in yv]))}
+    from pathlib import Path
+
+    if resume and not Path(out + ".ckpt").exists():
+        console.warn(f"--resume: no checkpoint {out}.ckpt, starting from the beginning")
     ckpt = dbt_io.DirStore(out + ".ckpt", meta, resume=resume)
     done = {"t": 0}
     t0 = time.perf_counter()
