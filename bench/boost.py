@@ -14,7 +14,7 @@ multi-modality), with fit and predict seconds:
   - lightgbm-quantile  LightGBM's quantile objective at levels 0.01 .. 0.99 (15 models);
                    draws by inverse-CDF interpolation between the predicted quantiles
   - ngboost        NGBRegressor (Normal) at its defaults; draws from the predicted Normal
-  - treeffuser     Treeffuser at its defaults (a LightGBM score-based diffusion)
+  - treeffuser     Treeffuser at its defaults (a LightGBM score-based diffusion), n_jobs=1
   - card           a CARD-style neural diffusion: the same out-of-fold LightGBM f(x), CARD's
                    conditional-linear MLP (3 x 128, timestep embeddings) predicting eps,
                    T = 1000, 4,000 Adam steps
@@ -141,7 +141,7 @@ def run_treeffuser(Xtr, ytr, Xte, seed, args):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         t0 = time.perf_counter()
-        m = Treeffuser(seed=seed)
+        m = Treeffuser(seed=seed, n_jobs=1)
         m.fit(a, ytr)
         t1 = time.perf_counter()
         s = m.sample(b, n_samples=S, seed=seed, verbose=False)  # (S, n) or (S, n, 1)
