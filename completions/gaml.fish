@@ -4,7 +4,9 @@
 function __gaml_subcommands
     switch "$argv"
         case ''
-            printf '%s\n' completion dataset distill eval graphgen grid info inspect models run sample topic train unlearn
+            printf '%s\n' boost completion dataset distill eval graphgen grid info inspect models run sample topic train unlearn
+        case 'boost'
+            printf '%s\n' data eval fit predict
         case 'dataset'
             printf '%s\n' digits shapes
         case 'eval'
@@ -39,6 +41,7 @@ function __gaml_at
 end
 
 complete -c gaml -f
+complete -c gaml -n "__gaml_at ''" -a boost -d 'Diffusion Boosted Trees: p(y|x) for tables from one...'
 complete -c gaml -n "__gaml_at ''" -a completion -d 'Print a completion script; it lists every command and...'
 complete -c gaml -n "__gaml_at ''" -a dataset -d 'Data sets that work offline: scikit-learns digits and...'
 complete -c gaml -n "__gaml_at ''" -a distill -d 'Distil a diffusion teacher into a one-step generator,...'
@@ -56,6 +59,65 @@ complete -c gaml -n "__gaml_at ''" -a unlearn -d 'Forget classes or concepts whi
 complete -c gaml -n "__gaml_at ''" -l version -d 'Print the version and exit.'
 complete -c gaml -n "__gaml_at ''" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at ''" -l help -s h -d 'Show help and exit.'
+complete -c gaml -n "__gaml_at 'boost'" -a data -d 'Write an offline table (no download) split into train and...'
+complete -c gaml -n "__gaml_at 'boost'" -a eval -d 'Score predictions against the truth.'
+complete -c gaml -n "__gaml_at 'boost'" -a fit -d 'Fit a DBT model: a LightGBM mean model f(x), then one...'
+complete -c gaml -n "__gaml_at 'boost'" -a predict -d 'Sample p(y|x) for every row of a table; one JSON line per...'
+complete -c gaml -n "__gaml_at 'boost'" -l help -s h -d 'Show help and exit.'
+complete -c gaml -n "__gaml_at 'boost data'" -a 'diabetes breast-cancer engel bimodal'
+complete -c gaml -n "__gaml_at 'boost data'" -l train -r -F -d 'Training table to write (.csv, .parquet or .jsonl).'
+complete -c gaml -n "__gaml_at 'boost data'" -l test -r -F -d 'Test table to write (a random --test-fraction of the rows).'
+complete -c gaml -n "__gaml_at 'boost data'" -l test-fraction -r -F -d 'Share of rows held out for --test.'
+complete -c gaml -n "__gaml_at 'boost data'" -l n -s n -r -F -d 'bimodal: number of rows (default 2000).'
+complete -c gaml -n "__gaml_at 'boost data'" -l seed -r -F -d 'Seed of the split (and of the synthetic data).'
+complete -c gaml -n "__gaml_at 'boost data'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'boost data'" -l quiet -s q -d 'No progress bars or logs on stderr.'
+complete -c gaml -n "__gaml_at 'boost data'" -l help -s h -d 'Show help and exit.'
+complete -c gaml -n "__gaml_at 'boost eval'" -F
+complete -c gaml -n "__gaml_at 'boost eval'" -l predictions -s p -r -F -d 'JSONL from gaml boost predict (- = stdin).'
+complete -c gaml -n "__gaml_at 'boost eval'" -l data -s d -r -F -d 'Table: .csv, .tsv, .parquet or .jsonl.'
+complete -c gaml -n "__gaml_at 'boost eval'" -l target -s t -r -F -d 'The column holding the truth.'
+complete -c gaml -n "__gaml_at 'boost eval'" -l alpha -r -F -d 'classify: re-decide deferral at this alpha from the p-values (default: the lines defer flags).'
+complete -c gaml -n "__gaml_at 'boost eval'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'boost eval'" -l quiet -s q -d 'No progress bars or logs on stderr.'
+complete -c gaml -n "__gaml_at 'boost eval'" -l help -s h -d 'Show help and exit.'
+complete -c gaml -n "__gaml_at 'boost fit'" -F
+complete -c gaml -n "__gaml_at 'boost fit'" -l data -s d -r -F -d 'Table: .csv, .tsv, .parquet or .jsonl.'
+complete -c gaml -n "__gaml_at 'boost fit'" -l target -s t -r -F -d 'The column to model.'
+complete -c gaml -n "__gaml_at 'boost fit'" -l out -s o -r -F -d 'Model file to write (.dbt).'
+complete -c gaml -n "__gaml_at 'boost fit'" -l task -x -a 'regress classify' -d 'regress: real-valued y; classify: class labels (with learning to defer).'
+complete -c gaml -n "__gaml_at 'boost fit'" -l drop -r -F -d 'A column that is not a feature (an id, say); repeatable.'
+complete -c gaml -n "__gaml_at 'boost fit'" -l timesteps -s T -r -F -d 'Diffusion timesteps T = number of trees (per class for classify).'
+complete -c gaml -n "__gaml_at 'boost fit'" -l noise-samples -r -F -d 'Draws of y_t per training row and timestep.'
+complete -c gaml -n "__gaml_at 'boost fit'" -l num-leaves -r -F -d 'Leaves of each timesteps tree.'
+complete -c gaml -n "__gaml_at 'boost fit'" -l min-child-samples -r -F -d 'Minimum rows in a leaf of a timesteps tree.'
+complete -c gaml -n "__gaml_at 'boost fit'" -l trees-per-step -r -F -d 'Boosting rounds per timestep (1 = the papers single tree).'
+complete -c gaml -n "__gaml_at 'boost fit'" -l learning-rate -r -F -d 'Shrinkage of each timesteps booster (1 for a single tree).'
+complete -c gaml -n "__gaml_at 'boost fit'" -l mean-estimators -r -F -d 'Boosting rounds of the mean model f(x).'
+complete -c gaml -n "__gaml_at 'boost fit'" -l cross-fit -r -F -d 'Folds of out-of-fold f(x) the trees train around (0 = in-sample).'
+complete -c gaml -n "__gaml_at 'boost fit'" -l temperature -r -F -d 'classify: softmax(-(y0-1)^2 / temperature).'
+complete -c gaml -n "__gaml_at 'boost fit'" -l seed -r -F -d 'Seed of the noise (timestep t uses (seed, t)) and of LightGBM.'
+complete -c gaml -n "__gaml_at 'boost fit'" -l threads -r -F -d 'LightGBM threads.'
+complete -c gaml -n "__gaml_at 'boost fit'" -l resume -d 'Continue from the checkpoint folder OUT.ckpt of an interrupted fit.'
+complete -c gaml -n "__gaml_at 'boost fit'" -l no-resume
+complete -c gaml -n "__gaml_at 'boost fit'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'boost fit'" -l quiet -s q -d 'No progress bars or logs on stderr.'
+complete -c gaml -n "__gaml_at 'boost fit'" -l help -s h -d 'Show help and exit.'
+complete -c gaml -n "__gaml_at 'boost predict'" -F
+complete -c gaml -n "__gaml_at 'boost predict'" -l model -s m -r -F -d 'A .dbt model from gaml boost fit.'
+complete -c gaml -n "__gaml_at 'boost predict'" -l data -s d -r -F -d 'Table: .csv, .tsv, .parquet or .jsonl.'
+complete -c gaml -n "__gaml_at 'boost predict'" -l out -s o -r -F -d 'Predictions JSONL (- = stdout).'
+complete -c gaml -n "__gaml_at 'boost predict'" -l samples -s S -r -F -d 'Draws from p(y|x) per row.'
+complete -c gaml -n "__gaml_at 'boost predict'" -l quantiles -r -F -d 'Quantiles to report, comma-separated.'
+complete -c gaml -n "__gaml_at 'boost predict'" -l interval -r -F -d 'Coverage of the central interval reported per row.'
+complete -c gaml -n "__gaml_at 'boost predict'" -d 'regress: leave the raw draws out of each line (eval needs them).'
+complete -c gaml -n "__gaml_at 'boost predict'" -l no-samples
+complete -c gaml -n "__gaml_at 'boost predict'" -l alpha -r -F -d 'classify: defer a row when the top-two paired t-test has p >= alpha.'
+complete -c gaml -n "__gaml_at 'boost predict'" -l seed -r -F -d 'Row i draws from the stream (seed, i): results do not depend on batching.'
+complete -c gaml -n "__gaml_at 'boost predict'" -l threads -r -F -d 'LightGBM threads.'
+complete -c gaml -n "__gaml_at 'boost predict'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'boost predict'" -l quiet -s q -d 'No progress bars or logs on stderr.'
+complete -c gaml -n "__gaml_at 'boost predict'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'completion'" -a 'bash zsh fish'
 complete -c gaml -n "__gaml_at 'completion'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'dataset'" -a digits -d 'Write scikit-learns 8x8 digits (1,797 images, labels...'
