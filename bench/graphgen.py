@@ -7,14 +7,14 @@ the test set with both kernels (emd: GraphRNN/GDSS; tv: GBD's tables), training 
 sampling time per graph. Published numbers are printed as rows marked "reference" (not
 measured here).
 
-    python bench/graphgen.py                       # defaults: about 20-25 min on 2 CPU cores
+    python bench/graphgen.py                       # defaults: about 35 min on 2 idle CPU cores
+    python bench/graphgen.py --model gbd.safetensors -n 64   # score a trained model (about 3 min)
     python bench/graphgen.py --steps 500 -n 64     # a quick look
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path

@@ -129,7 +129,7 @@ def test_denoiser_is_permutation_equivariant_and_symmetric():
 
 def test_sampling_is_per_graph_seeded(tmp_path):
     from gaml_cli.methods.gbd.sample import sample
-    from gaml_cli.methods.gbd.train import TrainConfig, prepare
+    from gaml_cli.methods.gbd.train import prepare
     from gaml_cli.methods.gbd.gbd import build_net
 
     graphs = [from_networkx(nx.cycle_graph(5)), from_networkx(nx.path_graph(4)), from_networkx(nx.star_graph(4))]

@@ -27,7 +27,7 @@ class Kernel(str, Enum):
     tv = "tv"
 
 
-def _int_list(text: str, option: str, count: int | None = None) -> list[float]:
+def _numbers(text: str, option: str, count: int | None = None) -> list[float]:
     from ..core.errors import UsageError
 
     try:
@@ -132,12 +132,13 @@ def train(
     from ..methods.gbd.train import TrainConfig, train as train_gbd
 
     check_out(out, ".safetensors")
-    etas = _int_list(eta, "--eta", 3)
+    etas = _numbers(eta, "--eta", 3)
     if any(e <= 0 for e in etas):
         raise UsageError("--eta: concentrations must be positive")
-    dims = [int(v) for v in _int_list(hidden, "--hidden", 3)]
-    if any(d <= 0 for d in dims) or dims[0] % heads:
-        raise UsageError(f"--hidden {hidden}: widths must be positive and dx divisible by --heads {heads}")
+    widths = _numbers(hidden, "--hidden", 3)
+    dims = [int(v) for v in widths]
+    if dims != widths or any(d <= 0 for d in dims) or dims[0] % heads:
+        raise UsageError(f"--hidden {hidden}: widths must be positive integers and dx divisible by --heads {heads}")
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else Path(out[: -len(".safetensors")] + ".ckpt")
     if resume and not ckpt_dir.is_dir():
         raise UsageError(f"--resume: no checkpoint folder {ckpt_dir}")
@@ -182,8 +183,6 @@ def sample(
     """
     setup(fmt, quiet)
     import time
-
-    import torch
 
     from ..core import console, runtime
     from ..core.artifacts import JsonlWriter

@@ -201,7 +201,8 @@ class _DBTBase:
     # ----------------------------------------------------------------- sampling
 
     def _f(self, Xe: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """The mean model f(x) on encoded features; DBTRegressor and DBTClassifier each define it."""
+        raise NotImplementedError(f"{type(self).__name__} must define _f")
 
     def _sample_internal(self, Xe: np.ndarray, n_samples: int, seed: int, row_ids: np.ndarray | None = None,
                          progress: Callable[[int], None] | None = None, chunk_rows: int | None = None) -> np.ndarray:

@@ -11,7 +11,6 @@ generator seeded by (seed, i), so a sample does not depend on the batch or on -n
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Iterator
@@ -52,10 +51,6 @@ def load_model(path, device="cpu"):
     except (KeyError, TypeError, RuntimeError) as exc:
         raise InputError(f"{path}: not a usable GBD model ({str(exc).splitlines()[0][:120]})") from None
     return net.to(device).eval(), cfg, prof, art.config
-
-
-def _draw(gen: torch.Generator, fn, *args):
-    return fn(*args, generator=gen)
 
 
 @torch.no_grad()
