@@ -366,7 +366,7 @@ complete -c gaml -n "__gaml_at 'topic fit'" -l out -s o -r -F -d 'Topic model ar
 complete -c gaml -n "__gaml_at 'topic fit'" -l layers -r -F -d 'Topics per layer, first (widest) layer first.'
 complete -c gaml -n "__gaml_at 'topic fit'" -l linear -d 'Classic GBN/WHAI linear links (the baseline) instead of the generalized non-linear ones.'
 complete -c gaml -n "__gaml_at 'topic fit'" -l steps -r -F -d 'Optimizer steps.'
-complete -c gaml -n "__gaml_at 'topic fit'" -l batch-size -r -F -d 'Documents per step.'
+complete -c gaml -n "__gaml_at 'topic fit'" -l batch-size -r -F -d 'Documents per step (all of them when the corpus is smaller).'
 complete -c gaml -n "__gaml_at 'topic fit'" -l lr -r -F -d 'Adam learning rate.'
 complete -c gaml -n "__gaml_at 'topic fit'" -l link -r -F -d 'Form of the non-linear link: gate (linear term times a learned gate in (0, 2)) or residual (linear term plus a non-negative MLP).'
 complete -c gaml -n "__gaml_at 'topic fit'" -l hidden -r -F -d 'Width of the inference network and of the non-linear links.'

@@ -148,3 +148,21 @@ def test_completion_split_in_chunks_matches_one_call():
     assert np.array_equal(np.concatenate([p[0] for p in parts]), obs)
     assert np.array_equal(np.concatenate([p[1] for p in parts]), held)
     assert np.array_equal(obs + held, x) and held.sum() > 0
+
+
+@pytest.mark.parametrize("linear", [False, True])
+def test_gamma_shapes_are_floored_at_the_smallest_weibull_shape(linear):
+    """(G5): the link's gamma shapes never go below k_min, even for an almost empty upper layer;
+    a model config from before the floor (no 'shape_min') keeps the unfloored link."""
+    from gaml_cli.methods.gbn.model import GBN, K_MIN, default_config
+
+    torch.manual_seed(0)
+    cfg = default_config(20, [5, 3], linear=linear, hidden=8)
+    theta_up = torch.full((4, 3), 1e-3)
+    with torch.no_grad():
+        floored = GBN(cfg).link(0, theta_up)
+    assert cfg["shape_min"] == K_MIN and float(floored.min()) == pytest.approx(K_MIN)
+    old = {k: v for k, v in cfg.items() if k != "shape_min"}
+    torch.manual_seed(0)
+    with torch.no_grad():
+        assert float(GBN(old).link(0, theta_up).max()) < 0.01

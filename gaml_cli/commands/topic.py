@@ -165,7 +165,7 @@ def fit(
     layers: Annotated[str, typer.Option(help="Topics per layer, first (widest) layer first.")] = "128,64,32",
     linear: Annotated[bool, typer.Option("--linear", help="Classic GBN/WHAI linear links (the baseline) instead of the generalized non-linear ones.")] = False,
     steps: Annotated[int, typer.Option(min=1, help="Optimizer steps.")] = 2000,
-    batch_size: Annotated[int, typer.Option(min=1, help="Documents per step.")] = 64,
+    batch_size: Annotated[int, typer.Option(min=1, help="Documents per step (all of them when the corpus is smaller).")] = 256,
     lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate.")] = 3e-3,
     link: Annotated[str, typer.Option(help="Form of the non-linear link: gate (linear term times a learned gate in (0, 2)) or residual (linear term plus a non-negative MLP).")] = "gate",
     hidden: Annotated[int, typer.Option(min=1, help="Width of the inference network and of the non-linear links.")] = 256,

@@ -6,6 +6,15 @@ Generative model, layers l = 1..L (theta_l: K_l non-negative hidden units of a d
     (G2)  theta_l       ~ Gamma(g_{l+1}(theta_{l+1}), rate c_{l+1})     l = L-1..1
     (G3)  x             ~ Pois(Phi_1 theta_1)                          word counts
     (G4)  Phi_l columns ~ Dir(eta)                                     topics and links (MAP point estimates)
+    (G5)  g_{l+1}(theta) >= k_min = 0.1                                the smallest Weibull shape q can take
+
+(G5) is ours. A gamma prior of shape alpha behaves like theta**(alpha - 1) near 0 and a
+Weibull(k) posterior like theta**(k - 1), so with k clamped at k_min the posterior of a topic a
+document does not use cannot follow a prior sparser than alpha = k_min. Without the floor,
+training drove the learned rate c_2 and the shapes of layer 1 down (alpha ~ 0.04 after 3,000
+full-batch steps on the newsgroups subset), half the refined posteriors sat at k = k_min, and
+held-out perplexity got worse the longer the model trained (seed 7: 1244 after 2,000 steps,
+1334 after 3,000); with it, 1230 after 3,000.
 
 Classic (linear) GBN / WHAI: g_{l+1}(theta) = Phi_{l+1} theta. Generalized GBN: the link
 is a non-negative non-linear function of theta_{l+1}. The paper's exact form of the link
@@ -53,7 +62,7 @@ EPS = 1e-10
 def default_config(vocab_size: int, layers: list[int], linear: bool = False, hidden: int = 256,
                    link: str = "gate") -> dict[str, Any]:
     return {"arch": "gbn", "vocab_size": int(vocab_size), "layers": [int(k) for k in layers],
-            "linear": bool(linear), "hidden": int(hidden), "top_shape": 1.0, "link": link}
+            "linear": bool(linear), "hidden": int(hidden), "top_shape": 1.0, "link": link, "shape_min": K_MIN}
 
 
 class GBN(nn.Module):
@@ -63,6 +72,8 @@ class GBN(nn.Module):
         V, Ks, H = config["vocab_size"], list(config["layers"]), config["hidden"]
         self.V, self.Ks, self.L, self.linear = V, Ks, len(Ks), bool(config["linear"])
         self.link_form = config.get("link", "gate")
+        # (G5): floor of the gamma shapes g_{l+1}(theta_{l+1}); artifacts made before it existed had none
+        self.shape_min = float(config.get("shape_min", 0.0))
         if self.link_form not in ("gate", "residual"):
             raise ValueError(f"unknown link {self.link_form!r}")
         dims = [V] + Ks
@@ -109,7 +120,7 @@ class GBN(nn.Module):
                 shape = shape * 2 * torch.sigmoid(self.link_b[l](hid))
             else:
                 shape = shape + F.softplus(self.link_b[l](hid))
-        return shape
+        return shape.clamp_min(self.shape_min)  # (G5)
 
     def top_shape(self, like: torch.Tensor) -> torch.Tensor:
         return torch.full_like(like, float(self.config.get("top_shape", 1.0)))
