@@ -18,8 +18,10 @@ held-out perplexity got worse the longer the model trained (seed 7: 1244 after 2
 
 Classic (linear) GBN / WHAI: g_{l+1}(theta) = Phi_{l+1} theta. Generalized GBN: the link
 is a non-negative non-linear function of theta_{l+1}. The paper's exact form of the link
-could not be confirmed offline (PAPERS.md only says "a non-negative non-linear function";
-the paper's text was not reachable); we use the most plausible reading that keeps the
+could not be confirmed (PAPERS.md only says "a non-negative non-linear function"; a search
+of stored public pages, code and issue threads in 2026-11 reached the arXiv HTML of
+2408.03388 only as far as its abstract and the start of its introduction, and found no
+public code); we use the most plausible reading that keeps the
 GBN's interpretable connection weights: a non-negative non-linear function built around the
 linear GBN term, so `--linear` is the same code with the non-linear part switched off. Two
 forms are implemented:
