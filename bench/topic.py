@@ -1,5 +1,5 @@
 """Deep topic models, one run: generalized GBN vs linear GBN (gaml topic, through the CLI) vs
-scikit-learn LDA and gensim LDA at the same number of first-layer topics.
+scikit-learn LDA, gensim LDA and ProdLDA (bench/prodlda.py) at the same number of first-layer topics.
 
 Metrics, all on the same corpus, vocabulary and train/test split (gaml topic vocab):
   perplexity  document completion on the test documents: 80% of each document's words
@@ -69,7 +69,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="runs/bench-topic")
     ap.add_argument("--synthetic", action="store_true", help="also the two-layer GBN recovery check")
-    ap.add_argument("--skip", default="", help="comma-separated methods to leave out (gen,linear,sklearn,gensim)")
+    ap.add_argument("--prodlda-epochs", type=int, default=300, help="ProdLDA training epochs")
+    ap.add_argument("--skip", default="", help="comma-separated methods to leave out (gen,linear,sklearn,gensim,prodlda)")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     out = Path(args.out)
@@ -145,6 +146,18 @@ def main() -> None:
             return th
 
         row(**lda_metrics("gensim LDA", lda.get_topics(), theta_fn, bow, x_all, obs, held, fit_s, args.seed))
+
+    if "prodlda" not in skip:
+        from prodlda import fit_prodlda
+
+        t0 = time.perf_counter()
+        plda = fit_prodlda(x_train, K, epochs=args.prodlda_epochs, seed=args.seed)
+        fit_s = time.perf_counter() - t0
+        ppl = M.perplexity(plda.word_probs(torch.from_numpy(obs)).numpy(), held)
+        theta = plda.theta(torch.from_numpy(x_all)).numpy()
+        # its topics' top words: the rows of beta (unnormalised log-weights; the order is what NPMI reads)
+        topic_word = plda.beta.weight.detach().numpy().T
+        row(**metrics_row("ProdLDA", ppl, topic_word, theta, bow, x_all, fit_s, args.seed))
 
     if args.synthetic:
         from sklearn.decomposition import LatentDirichletAllocation

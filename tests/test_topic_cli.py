@@ -99,6 +99,19 @@ def test_vocab_fit_show_transform_perplexity(gaml, tmp_path, jsonl_corpus):
     assert res.code == 0, res.err
     ppl = json.loads(res.out)
     assert ppl["documents"] == 12 and 1.0 < ppl["perplexity"] < 20  # 30 words: uniform guessing scores 30, knowing the group ~11
+    # scored in chunks of 5 (3 chunks): the same split, the same draws, the same perplexity
+    res = gaml("topic", "perplexity", "--model", model, "--corpus", bow, "--refine", "5", "--batch-size", "5", "-f", "json")
+    assert res.code == 0, res.err
+    chunked = json.loads(res.out)
+    assert chunked["heldout_words"] == ppl["heldout_words"]
+    assert chunked["perplexity"] == pytest.approx(ppl["perplexity"], rel=1e-6)
+    chunked_theta = tmp_path / "theta5.safetensors"
+    assert gaml("topic", "transform", "--model", model, "--corpus", bow, "--split", "test", "--refine", "5",
+                "--batch-size", "5", "--out", chunked_theta).code == 0
+    assert gaml("topic", "transform", "--model", model, "--corpus", bow, "--split", "test", "--refine", "5",
+                "--out", theta_file).code == 0
+    assert np.allclose(load_artifact(chunked_theta, "topic-theta")["theta_1"], load_artifact(theta_file, "topic-theta")["theta_1"],
+                       rtol=1e-5, atol=1e-7)
 
 
 def test_pipes_and_linear_baseline(gaml, tmp_path, text_corpus):

@@ -11,6 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from gaml_cli.methods.gbn import distributions as D  # noqa: E402
+from gaml_cli.methods.gbn import metrics as M  # noqa: E402
 
 
 @pytest.mark.parametrize("k,lam", [(0.5, 2.0), (1.0, 1.0), (2.5, 0.3), (8.0, 5.0)])
@@ -116,3 +117,52 @@ def test_elbo_increases_on_a_toy_corpus(tmp_path, linear):
     after = report["train_elbo_per_word"]
     assert after == pytest.approx(evaluate_elbo(model, bow, rows))
     assert after > before + 0.25, (before, after)  # per word
+
+
+def test_refined_inference_does_not_depend_on_the_batch():
+    """A document's refined posterior (Monte Carlo draws from its own generator, Adam
+    elementwise) is the same whether it is scored alone, in a chunk or with the whole set;
+    the control shows the draws matter (another position's draws give another answer)."""
+    from gaml_cli.methods.gbn.model import GBN, default_config
+
+    torch.manual_seed(0)
+    bow = _toy_bow(n_docs=10)
+    x = torch.from_numpy(bow.dense())
+    model = GBN(default_config(bow.vocab_size, [6, 3], hidden=16))
+    whole = model.word_probs(x, refine_steps=20, seed=3)
+    chunk = model.word_probs(x[4:7], refine_steps=20, seed=3, offset=4)
+    assert torch.allclose(chunk, whole[4:7], rtol=1e-5, atol=1e-8)
+    thetas = model.transform(x[4:7], refine_steps=20, seed=3, offset=4)
+    assert all(torch.allclose(t, w[4:7], rtol=1e-5, atol=1e-8)
+               for t, w in zip(thetas, model.transform(x, refine_steps=20, seed=3)))
+    shifted = model.word_probs(x[4:7], refine_steps=20, seed=3, offset=0)
+    assert not torch.allclose(shifted, whole[4:7], rtol=1e-3, atol=1e-6)
+
+
+def test_completion_split_in_chunks_matches_one_call():
+    rng = np.random.default_rng(1)
+    x = rng.poisson(1.0, size=(9, 12)).astype(np.float32)
+    obs, held = M.completion_split(x, 0.8, seed=5)
+    stream = np.random.default_rng(5)
+    parts = [M.completion_split(x[a:a + 4], 0.8, rng=stream) for a in range(0, 9, 4)]
+    assert np.array_equal(np.concatenate([p[0] for p in parts]), obs)
+    assert np.array_equal(np.concatenate([p[1] for p in parts]), held)
+    assert np.array_equal(obs + held, x) and held.sum() > 0
+
+
+@pytest.mark.parametrize("linear", [False, True])
+def test_gamma_shapes_are_floored_at_the_smallest_weibull_shape(linear):
+    """(G5): the link's gamma shapes never go below k_min, even for an almost empty upper layer;
+    a model config from before the floor (no 'shape_min') keeps the unfloored link."""
+    from gaml_cli.methods.gbn.model import GBN, K_MIN, default_config
+
+    torch.manual_seed(0)
+    cfg = default_config(20, [5, 3], linear=linear, hidden=8)
+    theta_up = torch.full((4, 3), 1e-3)
+    with torch.no_grad():
+        floored = GBN(cfg).link(0, theta_up)
+    assert cfg["shape_min"] == K_MIN and float(floored.min()) == pytest.approx(K_MIN)
+    old = {k: v for k, v in cfg.items() if k != "shape_min"}
+    torch.manual_seed(0)
+    with torch.no_grad():
+        assert float(GBN(old).link(0, theta_up).max()) < 0.01

@@ -165,7 +165,7 @@ def fit(
     layers: Annotated[str, typer.Option(help="Topics per layer, first (widest) layer first.")] = "128,64,32",
     linear: Annotated[bool, typer.Option("--linear", help="Classic GBN/WHAI linear links (the baseline) instead of the generalized non-linear ones.")] = False,
     steps: Annotated[int, typer.Option(min=1, help="Optimizer steps.")] = 2000,
-    batch_size: Annotated[int, typer.Option(min=1, help="Documents per step.")] = 64,
+    batch_size: Annotated[int, typer.Option(min=1, help="Documents per step (all of them when the corpus is smaller).")] = 256,
     lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate.")] = 3e-3,
     link: Annotated[str, typer.Option(help="Form of the non-linear link: gate (linear term times a learned gate in (0, 2)) or residual (linear term plus a non-negative MLP).")] = "gate",
     hidden: Annotated[int, typer.Option(min=1, help="Width of the inference network and of the non-linear links.")] = 256,
@@ -337,6 +337,7 @@ def transform(
     split: Annotated[str, typer.Option(help="Documents: all, train or test.")] = "all",
     refine: Annotated[int, typer.Option(min=0, help="Per-document refinement steps of the Weibull posterior after the inference network (0: the network's answer).")] = 0,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the refinement's Monte Carlo draws.")] = 0,
+    batch_size: Annotated[int, typer.Option(min=1, help="Documents encoded at a time (memory); the result does not depend on it.")] = 256,
     fmt: FormatOpt = "human",
     quiet: QuietOpt = False,
 ):
@@ -375,9 +376,9 @@ def transform(
     rows = _rows(bow, split)
     thetas = [[] for _ in range(model.L)]
     with console.progress(len(rows), "transform") as bar:
-        for a in range(0, len(rows), 256):
-            x = torch.from_numpy(bow.dense(rows[a:a + 256]))
-            for l, t in enumerate(model.transform(x, refine_steps=refine, seed=seed)):
+        for a in range(0, len(rows), batch_size):
+            x = torch.from_numpy(bow.dense(rows[a:a + batch_size]))
+            for l, t in enumerate(model.transform(x, refine_steps=refine, seed=seed, offset=a)):
                 thetas[l].append(t.numpy())
             bar.update(len(x))
     thetas = [np.concatenate(t) for t in thetas]
@@ -409,6 +410,7 @@ def perplexity(
     observed: Annotated[float, typer.Option(min=0.05, max=0.95, help="Share of each document's words shown to the model; the rest are predicted.")] = 0.8,
     refine: Annotated[int, typer.Option(min=0, help="Per-document refinement steps of the Weibull posterior on the observed words.")] = 200,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the observed/held-out word split.")] = 0,
+    batch_size: Annotated[int, typer.Option(min=1, help="Documents scored at a time (memory); the result does not depend on it.")] = 256,
     fmt: FormatOpt = "human",
     quiet: QuietOpt = False,
 ):
@@ -417,7 +419,9 @@ def perplexity(
     Each document's words are split at random into an observed share (--observed) and the
     rest; the topic proportions are inferred from the observed words only, and the rest are
     predicted with Phi_1 theta_1: perplexity = exp(-sum ln p(held-out word) / #held-out words).
-    bench/topic.py scores scikit-learn's and gensim's LDA on the very same split.
+    bench/topic.py scores scikit-learn's and gensim's LDA on the very same split. Documents
+    are read and scored --batch-size at a time, so a large corpus is never densified whole;
+    the result is the same for any --batch-size.
 
     Example:
 
@@ -430,6 +434,7 @@ def perplexity(
     if split not in ("all", "test", "train"):
         raise UsageError(f"--split must be test, all or train, not {split!r}")
     _threads()
+    import numpy as np
     import torch
 
     from ..core import console
@@ -438,10 +443,18 @@ def perplexity(
     model, vocab, cfg = _load_model(model_path)
     bow = _bow_for_model(corpus, cfg, model_path)
     rows = _rows(bow, split)
-    x = bow.dense(rows)
-    obs, held = M.completion_split(x, observed, seed)
-    probs = model.word_probs(torch.from_numpy(obs), refine_steps=refine, seed=seed).numpy()
-    ppl = M.perplexity(probs, held)
-    console.summary({"perplexity": ppl, "documents": int(len(rows)), "heldout_words": int(held.sum()),
+    # chunk by chunk: the split draws from one stream in document order and each document's
+    # Monte Carlo draws are its own (GBN.infer), so --batch-size changes memory, not the result
+    rng = np.random.default_rng(seed)
+    loglik, words = 0.0, 0.0
+    with console.progress(len(rows), "perplexity") as bar:
+        for a in range(0, len(rows), batch_size):
+            obs, held = M.completion_split(bow.dense(rows[a:a + batch_size]), observed, rng=rng)
+            probs = model.word_probs(torch.from_numpy(obs), refine_steps=refine, seed=seed, offset=a).numpy()
+            loglik += M.heldout_loglik(probs, held)
+            words += float(held.sum())
+            bar.update(len(obs))
+    ppl = M.perplexity_from(loglik, words)
+    console.summary({"perplexity": ppl, "documents": int(len(rows)), "heldout_words": int(words),
                      "observed": observed, "split": split, "refine_steps": refine, "model": model_path,
                      "corpus": corpus}, title="perplexity")

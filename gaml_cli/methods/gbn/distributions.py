@@ -26,6 +26,11 @@ _U_EPS = 1e-7
 def weibull_rsample(k: torch.Tensor, lam: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """(W1): a reparameterised Weibull(k, lambda) draw (differentiable in k and lambda)."""
     u = torch.rand(lam.shape, generator=generator, dtype=lam.dtype, device="cpu").to(lam.device)
+    return weibull_from_uniform(k, lam, u)
+
+
+def weibull_from_uniform(k: torch.Tensor, lam: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """(W1) for given uniforms u (the inverse CDF): lambda * (-ln(1 - u))**(1/k)."""
     u = u.clamp(_U_EPS, 1 - _U_EPS)
     return lam * (-torch.log1p(-u)) ** (1.0 / k)
 

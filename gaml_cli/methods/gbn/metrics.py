@@ -16,9 +16,12 @@ from __future__ import annotations
 import numpy as np
 
 
-def completion_split(x: np.ndarray, observed: float = 0.8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Split each row's tokens into (observed counts, held-out counts), token by token."""
-    rng = np.random.default_rng(seed)
+def completion_split(x: np.ndarray, observed: float = 0.8, seed: int = 0,
+                     rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Split each row's tokens into (observed counts, held-out counts), token by token. The
+    rows are split in order from one random stream, so passing the same `rng` to successive
+    chunks of a corpus splits it exactly as one call on the whole corpus with its seed would."""
+    rng = np.random.default_rng(seed) if rng is None else rng
     obs = np.zeros_like(x)
     held = np.zeros_like(x)
     for d in range(len(x)):
@@ -34,13 +37,19 @@ def completion_split(x: np.ndarray, observed: float = 0.8, seed: int = 0) -> tup
     return obs, held
 
 
+def heldout_loglik(word_probs: np.ndarray, held: np.ndarray) -> float:
+    """sum held * ln p: the held-out words' log-probability under predictive word distributions."""
+    return float((held * np.log(np.clip(word_probs, 1e-300, None))).sum())
+
+
+def perplexity_from(loglik: float, words: float) -> float:
+    """exp(-loglik / words); NaN without held-out words."""
+    return float(np.exp(-loglik / words)) if words > 0 else float("nan")
+
+
 def perplexity(word_probs: np.ndarray, held: np.ndarray) -> float:
     """exp(-sum held * ln p / sum held) for predictive word distributions (rows sum to 1)."""
-    n = held.sum()
-    if n <= 0:
-        return float("nan")
-    p = np.clip(word_probs, 1e-300, None)
-    return float(np.exp(-(held * np.log(p)).sum() / n))
+    return perplexity_from(heldout_loglik(word_probs, held), float(held.sum()))
 
 
 def npmi(topics_top: list[list[int]], x: np.ndarray) -> float:

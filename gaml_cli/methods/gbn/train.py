@@ -5,6 +5,12 @@ per layer, one Adam step (cosine-decayed learning rate) on -ELBO (loss.py, (E1))
 generative model and the inference network jointly. Checkpoints (model, optimizer, batch generator, step) go to a folder every N
 steps and on Ctrl-C / SIGTERM; `--resume` continues from the last one and reproduces the
 uninterrupted run bit for bit (same device, same thread count).
+
+A step takes up to 256 documents (--batch-size), the whole corpus when it is smaller. On the
+newsgroups subset (159 training posts) steps of 64 posts left the topics undertrained after
+2,000 steps (training ELBO -2.74 per word vs -2.24 with all 159 per step; held-out perplexity
+1302 vs 1244 on the development split, seed 7): Adam sees a rare word's gradient only in the
+batches that hold it, and its per-coordinate normalisation then moves that word slowly.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ class FitConfig:
     linear: bool = False
     hidden: int = 256
     steps: int = 2000
-    batch_size: int = 64
+    batch_size: int = 256  # the whole corpus when it is smaller (newsgroups subset: 159 documents)
     lr: float = 3e-3
     lr_final: float = 0.05  # cosine decay of the learning rate to lr * lr_final at the last step
     eta: float = 1.0
