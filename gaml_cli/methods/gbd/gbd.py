@@ -83,7 +83,7 @@ class GBD:
     def scale_shift(self, x: torch.Tensor) -> torch.Tensor:
         return self.cfg.scale * x + self.cfg.shift
 
-    def concentrations(self, norm_deg: torch.Tensor, node_mask: torch.Tensor):
+    def concentrations(self, norm_deg: torch.Tensor):
         eta_n = bd.node_eta(norm_deg, self.cfg.eta, self.cfg.thresholds)
         eta_e = bd.edge_eta(norm_deg, eta_n)
         return eta_n, eta_e
@@ -123,7 +123,7 @@ class GBD:
         t = self.sched.t_min + (1 - self.sched.t_min) * torch.rand(B, generator=generator).to(dev)
         s = self.sched.s_ratio * t
         alpha_t, alpha_s = self.sched.alpha(t), self.sched.alpha(s)
-        eta_n, eta_e = self.concentrations(norm_deg, node_mask)
+        eta_n, eta_e = self.concentrations(norm_deg)
         x0 = self.scale_shift(onehot)
         e0 = self.scale_shift(A)
         a_n = alpha_t.view(-1, 1, 1)

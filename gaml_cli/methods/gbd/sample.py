@@ -66,7 +66,7 @@ def sample_batch(net, cfg: GBDConfig, prof: dict, indices: list[int], seed: int,
     n = prof["profile_n"][pick]
     norm_deg = prof["profile_norm_deg"][pick].float()
     node_mask = torch.arange(N).unsqueeze(0) < n.unsqueeze(1)
-    eta_n, eta_e = gbd.concentrations(norm_deg, node_mask)
+    eta_n, eta_e = gbd.concentrations(norm_deg)
     # z at t = 1 as the forward process leaves an all-low graph (x0 = 0.01 before scale and shift,
     # as the GBD reference starts): at alpha_1 ~ 2e-6 the logits still carry the scale 1 / (eta
     # alpha x0), so the start must look like data the network was trained on, not like a mean

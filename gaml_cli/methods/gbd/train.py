@@ -31,9 +31,9 @@ KIND = "gbd"
 
 @dataclass
 class TrainConfig:
-    steps: int = 8000
+    steps: int = 7000
     batch_size: int = 32
-    lr: float = 2e-4
+    lr: float = 1e-3
     weight_decay: float = 1e-12
     ema: float = 0.999
     grad_clip: float = 1.0
