@@ -7,8 +7,8 @@ the test set with both kernels (emd: GraphRNN/GDSS; tv: GBD's tables), training 
 sampling time per graph. Published numbers are printed as rows marked "reference" (not
 measured here).
 
-    python bench/graphgen.py                       # defaults: about 35 min on 2 idle CPU cores
-    python bench/graphgen.py --model gbd.safetensors -n 64   # score a trained model (about 3 min)
+    python bench/graphgen.py                       # defaults: about 28 min on 2 idle CPU cores
+    python bench/graphgen.py --model gbd.safetensors         # score a trained model: 256 graphs, about 11 min
     python bench/graphgen.py --steps 500 -n 64     # a quick look
 """
 
