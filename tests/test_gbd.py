@@ -231,3 +231,71 @@ def test_structural_features_of_a_clean_graph():
     fiedler = fx[0, :6, 2]
     assert (torch.sign(fiedler[:3]) == torch.sign(fiedler[0])).all() and (torch.sign(fiedler[3:]) == -torch.sign(fiedler[0])).all()
     assert float(fy[0, 0]) == pytest.approx(0.0, abs=1e-5) and float(fy[0, -1]) == pytest.approx(1 / 6)  # one component
+
+
+def test_random_walk_features_by_hand():
+    from gaml_cli.methods.gbd.gbd import random_walk_features
+
+    # path 0 - 1 - 2 plus an isolated node 3: P = [[0, 1, 0], [1/2, 0, 1/2], [0, 1, 0]] on the path
+    A = torch.zeros(1, 4, 4)
+    A[0, 0, 1] = A[0, 1, 0] = A[0, 1, 2] = A[0, 2, 1] = 1.0
+    fx, fe = random_walk_features(A, steps=3)
+    assert fe.shape == (1, 4, 4, 3) and fx.shape == (1, 4, 2)
+    assert torch.allclose(fe[0, :, :, 0], A[0] / torch.tensor([1.0, 2.0, 1.0, 1.0]).unsqueeze(1))
+    # two steps: back home with 1/2 from an end, 1 from the middle; end to end with 1/2
+    assert torch.allclose(fx[0, :, 0], torch.tensor([0.5, 1.0, 0.5, 0.0]))
+    assert float(fe[0, 0, 2, 1]) == pytest.approx(0.5)
+    # three steps on a bipartite path never return
+    assert torch.allclose(fx[0, :, 1], torch.zeros(4))
+    assert float(fe[0, 0, 1, 2]) == pytest.approx(1.0) and float(fe[0, 3].abs().sum()) == 0.0
+
+
+def test_degree_input_reaches_the_denoiser():
+    from gaml_cli.methods.gbd.gbd import GBD, build_net
+    from gaml_cli.methods.gbd.train import prepare
+
+    graphs = [from_networkx(nx.cycle_graph(5)), from_networkx(nx.star_graph(4))]
+    small = {"layers": 1, "dx": 8, "de": 4, "dy": 8, "heads": 2, "ffx": 8, "ffe": 4}
+    for flags, changes in (({"degree_input": True, "rw_features": True}, True), ({}, False)):
+        cfg, tens, p_x, p_e = prepare(graphs, {"net": small, **flags})
+        torch.manual_seed(0)
+        net = build_net(cfg).eval()
+        gbd = GBD(cfg, p_x, p_e)
+        B, N = 2, cfg.max_nodes
+        mask = tens.node_mask
+        eta_n, eta_e = gbd.concentrations(tens.norm_deg)
+        lz_x, lz_e = torch.randn(B, N, cfg.D), torch.randn(B, N, N)
+        lz_e = lz_e + lz_e.transpose(1, 2)
+        t = torch.full((B,), 0.5)
+        args = (net, lz_x, lz_e, t, gbd.sched.alpha(t), eta_n, eta_e, mask, torch.ones(B))
+        with torch.no_grad():
+            a = gbd.predict_x0(*args, tens.norm_deg)[1]
+            b = gbd.predict_x0(*args, tens.norm_deg.flip(1) * mask)[1]
+        assert (not torch.allclose(a, b)) == changes
+
+
+def test_t_focus_draws_the_stated_share_from_the_band():
+    from gaml_cli.methods.gbd.gbd import GBD, build_net
+    from gaml_cli.methods.gbd.train import prepare
+
+    graphs = [from_networkx(nx.cycle_graph(5)), from_networkx(nx.star_graph(4))]
+    small = {"layers": 1, "dx": 8, "de": 4, "dy": 8, "heads": 2, "ffx": 8, "ffe": 4}
+    cfg, tens, p_x, p_e = prepare(graphs, {"net": small, "t_focus": (0.5, 0.4, 0.6)})
+    gbd = GBD(cfg, p_x, p_e)
+    seen = []
+
+    def spy(net, lz_x, lz_e, t, *rest):
+        seen.append(t)
+        return gbd.scale_shift(torch.zeros_like(lz_x)), gbd.scale_shift(torch.zeros_like(lz_e))
+
+    gbd.predict_x0 = spy
+    gen = torch.Generator().manual_seed(0)
+    B = 4000
+    idx = torch.arange(B) % 2
+    gbd.loss(None, tens.A[idx], tens.onehot[idx], tens.node_mask[idx], tens.norm_deg[idx], gen)
+    t = seen[0]
+    # half uniform on (0, 1) + half uniform on (0.4, 0.6): P(0.4 < t < 0.6) = 0.5 * 0.2 + 0.5 = 0.6
+    inside = float(((t > 0.4) & (t < 0.6)).float().mean())
+    assert inside == pytest.approx(0.6, abs=0.03)
+    assert float(t.min()) >= cfg.schedule["t_min"] and float(t.max()) <= 1.0
+    assert float((t < 0.4).float().mean()) == pytest.approx(0.2, abs=0.03)

@@ -129,6 +129,9 @@ def test_bad_usage_is_one_line_exit_2(comm, tmp_path, gaml, digits_artifact):
     assert res.code == 2 and "divisible" in res.err
     res = gaml("graphgen", "train", "--data", comm / "train.jsonl", "--out", tmp_path / "m.safetensors", "--eta", "1000,30")
     assert res.code == 2 and "--eta" in res.err
+    res = gaml("graphgen", "train", "--data", comm / "train.jsonl", "--out", tmp_path / "m.safetensors",
+               "--t-focus", "0.5,0.9,0.4")
+    assert res.code == 2 and "--t-focus" in res.err and not (tmp_path / "m.safetensors").exists()
     res = gaml("graphgen", "train", "--data", comm / "train.jsonl", "--out", tmp_path / "m.safetensors", "--resume")
     assert res.code == 2 and "no checkpoint" in res.err
     res = gaml("graphgen", "eval", "-", "--ref", "-")

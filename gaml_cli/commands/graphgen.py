@@ -96,6 +96,9 @@ def train(
     eta: Annotated[str, typer.Option(help="Concentrations for nodes of high (>0.8), middle and low (<=0.4) normalised degree; edges take their higher-degree end's.")] = "1000,30,10",
     lambda_e: Annotated[float, typer.Option("--lambda-e", min=0.0, help="Weight of the edge KLUB against the node KLUB.")] = 5.0,
     extra_features: Annotated[bool, typer.Option("--extra-features/--no-extra-features", help="Feed the denoiser structural features of the current noisy graph (degree, triangles, Laplacian eigenvectors and eigenvalues), as DiGress does (GBD's community-small setting has none; on by default in gaml, --no-extra-features for the plain model).")] = True,
+    degree_input: Annotated[bool, typer.Option("--degree-input/--no-degree-input", help="Feed the denoiser the degree profile that sets the concentrations (each node's degree over the graph's largest; at sampling, the profile drawn from the training set).")] = False,
+    rw_features: Annotated[bool, typer.Option("--rw-features/--no-rw-features", help="Feed the denoiser random-walk probabilities of the current noisy graph (RRWP: P^k per node pair and return probabilities per node, k = 1..4).")] = False,
+    t_focus: Annotated[str, typer.Option(help="SHARE,LO,HI: the share of each batch whose training time t is drawn from U(LO, HI) rather than U(0, 1).")] = "0,0.4,0.85",
     layers: Annotated[int, typer.Option(min=1, help="Graph-transformer layers.")] = 4,
     hidden: Annotated[str, typer.Option(help="Node, edge and global widths dx,de,dy (dx divisible by --heads).")] = "64,32,64",
     heads: Annotated[int, typer.Option(min=1, help="Attention heads.")] = 8,
@@ -135,6 +138,9 @@ def train(
     etas = _numbers(eta, "--eta", 3)
     if any(e <= 0 for e in etas):
         raise UsageError("--eta: concentrations must be positive")
+    focus = tuple(_numbers(t_focus, "--t-focus", 3))
+    if not (0 <= focus[0] <= 1 and 0 <= focus[1] < focus[2] <= 1):
+        raise UsageError(f"--t-focus {t_focus}: SHARE must be in [0, 1] and 0 <= LO < HI <= 1")
     widths = _numbers(hidden, "--hidden", 3)
     dims = [int(v) for v in widths]
     if dims != widths or any(d <= 0 for d in dims) or dims[0] % heads:
@@ -149,7 +155,9 @@ def train(
     tc = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, ema=ema, checkpoint_every=checkpoint_every, seed=seed)
     net, cfg, profiles, report = train_gbd(graphs, tc, ckpt_dir, dev, resume=resume,
                                            cfg_overrides={"eta": tuple(etas), "lambda_e": lambda_e, "net": net_cfg,
-                                                          "extra_features": extra_features})
+                                                          "extra_features": extra_features,
+                                                          "degree_input": degree_input, "rw_features": rw_features,
+                                                          "t_focus": focus})
     parents = [] if data == "-" else [data]
     path = save_model(out, net, cfg, profiles, {"train": {**asdict(tc), **report}, "sampling": {"steps": 1000}},
                       seed=seed, parents=parents)

@@ -27,6 +27,15 @@ class GBDConfig:
     # structural features of the current noisy graph as extra network inputs (DiGress's extra
     # features: degree, triangles, Laplacian spectrum); off in artifacts made before the option
     extra_features: bool = False
+    # the drawn degree profile (degree / the graph's largest, per node) as a network input: the
+    # sampler already holds it for the concentrations (GBD Sec. 3.3); off in older artifacts
+    degree_input: bool = False
+    # random-walk features of the noisy graph (RRWP, Ma et al. 2023): (P^k)_ij per pair and
+    # (P^k)_ii per node for k = 1..RW_STEPS, P = D^-1 A_t; off in older artifacts
+    rw_features: bool = False
+    # training times: a share of each batch draws t ~ U(lo, hi) instead of U(t_min, 1), the band
+    # where the noisy graph still tells something about the graph (share, lo, hi); 0 in older artifacts
+    t_focus: tuple = (0.0, 0.4, 0.85)
 
     @property
     def D(self) -> int:
@@ -34,14 +43,43 @@ class GBDConfig:
 
 
 N_EIGVEC, N_EIGVAL = 2, 5
+RW_STEPS = 4
 
 
 def build_net(cfg: GBDConfig) -> GraphTransformer:
     # inputs: preconditioned logit z_t per feature + the entry's log concentration
     # (+ structural features: degree, triangles, 2 eigenvectors per node; 5 eigenvalues, components)
-    fx = cfg.D + 1 + (2 + N_EIGVEC if cfg.extra_features else 0)
+    fx = (cfg.D + 1 + (2 + N_EIGVEC if cfg.extra_features else 0) + (1 if cfg.degree_input else 0)
+          + (RW_STEPS - 1 if cfg.rw_features else 0))
     fy = 1 + (N_EIGVAL + 1 if cfg.extra_features else 0)
-    return GraphTransformer(fx=fx, fe=2, out_x=cfg.D, out_e=1, fy=fy, **cfg.net)
+    fe = 2 + (RW_STEPS if cfg.rw_features else 0)
+    return GraphTransformer(fx=fx, fe=fe, out_x=cfg.D, out_e=1, fy=fy, **cfg.net)
+
+
+def noisy_adjacency(lz_e: torch.Tensor, alpha_t: torch.Tensor, node_mask: torch.Tensor, shift: float,
+                    scale: float) -> torch.Tensor:
+    """A_t = 1[x_t > 1/2], x_t = (clamp(z_t / alpha_t, 0, 1) - shift) / scale (E[z_t] = alpha_t x0):
+    the graph the noisy state points to."""
+    N = node_mask.shape[1]
+    z = torch.sigmoid(lz_e.double())
+    x = ((z / alpha_t.double().view(-1, 1, 1)).clamp(0, 1) - shift) / scale  # float64: alpha_t reaches 2e-6
+    pair = node_mask.unsqueeze(2) & node_mask.unsqueeze(1)
+    eye = torch.eye(N, dtype=torch.bool, device=lz_e.device).unsqueeze(0)
+    return ((x > 0.5) & pair & ~eye).float()
+
+
+def random_walk_features(A: torch.Tensor, steps: int = RW_STEPS) -> tuple[torch.Tensor, torch.Tensor]:
+    """(P^k)_ij for k = 1..steps as edge channels (B, N, N, steps) and the return probabilities
+    (P^k)_ii for k = 2..steps as node channels (B, N, steps - 1), P = D^-1 A (rows of isolated
+    nodes stay 0)."""
+    P = A / A.sum(-1, keepdim=True).clamp_min(1.0)
+    mats, Pk = [], P
+    for _ in range(steps):
+        mats.append(Pk)
+        Pk = Pk @ P
+    E = torch.stack(mats, dim=-1)
+    X = torch.stack([torch.diagonal(m, dim1=1, dim2=2) for m in mats[1:]], dim=-1)
+    return X, E
 
 
 @torch.no_grad()
@@ -52,11 +90,7 @@ def structural_features(lz_e: torch.Tensor, alpha_t: torch.Tensor, node_mask: to
     triangles / N and the 2 Laplacian eigenvectors after the lowest (community indicators); per
     graph: the 5 lowest Laplacian eigenvalues / N and the share of zero ones (components)."""
     B, N = node_mask.shape
-    z = torch.sigmoid(lz_e.double())
-    x = ((z / alpha_t.double().view(-1, 1, 1)).clamp(0, 1) - shift) / scale  # float64: alpha_t reaches 2e-6
-    pair = node_mask.unsqueeze(2) & node_mask.unsqueeze(1)
-    eye = torch.eye(N, dtype=torch.bool, device=lz_e.device).unsqueeze(0)
-    A = ((x > 0.5) & pair & ~eye).float()
+    A = noisy_adjacency(lz_e, alpha_t, node_mask, shift, scale).float()
     deg = A.sum(-1)
     tri = torch.diagonal(A @ A @ A, dim1=1, dim2=2) / 2
     # padded nodes get a large diagonal so their eigenvalues sit above the real ones
@@ -95,8 +129,9 @@ class GBD:
         return pair, off
 
     # ---- network call
-    def predict_x0(self, net, lz_x, lz_e, t, alpha_t, eta_n, eta_e, node_mask, n_frac):
-        """x0_hat for X and E from the logits of z_t: preconditioned input, sigmoid output, scale/shift."""
+    def predict_x0(self, net, lz_x, lz_e, t, alpha_t, eta_n, eta_e, node_mask, n_frac, norm_deg=None):
+        """x0_hat for X and E from the logits of z_t: preconditioned input, sigmoid output, scale/shift.
+        `norm_deg`: the degree profile behind the concentrations (an input when cfg.degree_input)."""
         lo, hi = self.cfg.shift, self.cfg.shift + self.cfg.scale
         a_n = alpha_t.view(-1, 1, 1)
         mx, sx = bd.logit_stats(a_n, eta_n.unsqueeze(-1), lo, hi, self.p_x.to(lz_x.device))
@@ -113,6 +148,12 @@ class GBD:
             fx, fy = structural_features(lz_e, alpha_t, node_mask, self.cfg.shift, self.cfg.scale)
             X = torch.cat([X, fx * node_mask.unsqueeze(-1)], dim=-1)
             y = torch.cat([y, fy], dim=1)
+        if self.cfg.degree_input:
+            X = torch.cat([X, (norm_deg * node_mask).unsqueeze(-1)], dim=-1)
+        if self.cfg.rw_features:
+            rx, re = random_walk_features(noisy_adjacency(lz_e, alpha_t, node_mask, self.cfg.shift, self.cfg.scale))
+            X = torch.cat([X, rx.float() * node_mask.unsqueeze(-1)], dim=-1)
+            E = torch.cat([E, re.float() * off.unsqueeze(-1)], dim=-1)
         out_x, out_e = net(X, E, t, node_mask, y)
         return self.scale_shift(torch.sigmoid(out_x)), self.scale_shift(torch.sigmoid(out_e.squeeze(-1)))
 
@@ -120,7 +161,12 @@ class GBD:
     def loss(self, net, A, onehot, node_mask, norm_deg, generator: torch.Generator | None = None):
         B, N = node_mask.shape
         dev = A.device
-        t = self.sched.t_min + (1 - self.sched.t_min) * torch.rand(B, generator=generator).to(dev)
+        u = torch.rand(B, generator=generator)
+        share, lo, hi = self.cfg.t_focus
+        if share > 0:
+            band = torch.rand(B, generator=generator) < share
+            u = torch.where(band, (lo + (hi - lo) * u - self.sched.t_min) / (1 - self.sched.t_min), u)
+        t = (self.sched.t_min + (1 - self.sched.t_min) * u).to(dev)
         s = self.sched.s_ratio * t
         alpha_t, alpha_s = self.sched.alpha(t), self.sched.alpha(s)
         eta_n, eta_e = self.concentrations(norm_deg)
@@ -131,7 +177,7 @@ class GBD:
         lz_e = bd.q_sample_logit(e0.cpu(), a_n.cpu(), eta_e.cpu(), generator).to(dev)
         lz_e = torch.triu(lz_e, 1) + torch.triu(lz_e, 1).transpose(1, 2)  # one draw per node pair
         n_frac = node_mask.float().sum(1) / self.cfg.max_nodes
-        xh, eh = self.predict_x0(net, lz_x, lz_e, t, alpha_t, eta_n, eta_e, node_mask, n_frac)
+        xh, eh = self.predict_x0(net, lz_x, lz_e, t, alpha_t, eta_n, eta_e, node_mask, n_frac, norm_deg)
         gap = self.sched.alpha_gap(s, t).double().view(-1, 1, 1)
         at, as_ = alpha_t.double().view(-1, 1, 1), alpha_s.double().view(-1, 1, 1)
         # alpha (B, 1, 1) broadcasts over (B, N, D) node features and (B, N, N) pairs alike
