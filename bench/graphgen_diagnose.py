@@ -1,0 +1,117 @@
+"""Where a GBD model loses the structure of its training graphs: one JSON row per line.
+
+Three probes of a trained `gaml graphgen` model against the training graphs it was fitted to:
+
+- denoise: noise every training graph to time t (the forward process, GBD's concentrations)
+  and cut the single x0 prediction at 0.5: the edge errors per graph, beside the errors of the
+  noisy state alone (z_t / alpha_t cut at 0.5), for t = 0.5 .. 0.8 (below 0.45 both are ~0);
+- reconstruct: noise to t0 and run the reverse sampler from there to 0 (--steps grid): the share
+  of graphs that come back isomorphic to the one that was noised, and the edge errors;
+- sizes (with --samples): mean local clustering per node count in the samples beside the
+  training graphs (community-small's communities are fixed graphs, so each size has its own
+  clustering; a model that blends sizes shows here before it shows in the MMD).
+
+    python bench/graphgen_diagnose.py --model gbd.safetensors --data data/comm/train.jsonl \\
+        --samples samples.jsonl
+
+The probes use fixed seeds, so two models can be compared on the same noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+
+import numpy as np
+import torch
+
+from _cli import row  # bench/ is on sys.path when a bench runs as a script
+
+
+def noised(gbd, tens, t0: float, gen: torch.Generator):
+    from gaml_cli.methods.gbd import diffusion as bd
+
+    B = tens.A.shape[0]
+    eta_n, eta_e = gbd.concentrations(tens.norm_deg)
+    a = gbd.sched.alpha(torch.full((B,), t0)).view(-1, 1, 1)
+    lz_x = bd.q_sample_logit(gbd.scale_shift(tens.onehot), a, eta_n.unsqueeze(-1), gen)
+    up = torch.triu(bd.q_sample_logit(gbd.scale_shift(tens.A), a, eta_e, gen), 1)
+    return lz_x, up + up.transpose(1, 2), eta_n, eta_e
+
+
+def edge_errors(eh: torch.Tensor, cfg, tens) -> torch.Tensor:
+    """Wrong node pairs per graph when x0_hat (scaled) is cut at 0.5."""
+    M = tens.node_mask
+    pair = (M.unsqueeze(2) & M.unsqueeze(1)) & ~torch.eye(M.shape[1], dtype=torch.bool).unsqueeze(0)
+    wrong = (((eh - cfg.shift) / cfg.scale > 0.5) != (tens.A > 0.5)) & pair
+    return wrong.sum((1, 2)).float() / 2
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--data", required=True, help="the training graphs (JSONL) the model was fitted to")
+    ap.add_argument("--samples", default=None, help="the model's samples (JSONL), for the per-size clustering")
+    ap.add_argument("--steps", type=int, default=100, help="reverse-step grid of the reconstruction probe")
+    args = ap.parse_args()
+
+    import networkx as nx
+
+    from gaml_cli.graphs.io import read_graphs, to_networkx
+    from gaml_cli.methods.gbd import data as gd, diffusion as bd
+    from gaml_cli.methods.gbd.gbd import GBD
+    from gaml_cli.methods.gbd.sample import load_model
+
+    net, cfg, prof, _ = load_model(args.model)
+    graphs = read_graphs(args.data)
+    tens = gd.to_tensors(graphs, cfg.max_nodes, cfg.max_degree)
+    gbd = GBD(cfg, prof["p_x"], float(prof["p_e"][0]))
+    B, M = len(graphs), tens.node_mask
+    n_frac = M.float().sum(1) / cfg.max_nodes
+    base = {"bench": "graphgen-diagnose", "model": args.model, "graphs": B}
+
+    with torch.no_grad():
+        for t0 in (0.5, 0.6, 0.7, 0.8):
+            gen = torch.Generator().manual_seed(0)
+            lz_x, lz_e, eta_n, eta_e = noised(gbd, tens, t0, gen)
+            t = torch.full((B,), t0)
+            a = gbd.sched.alpha(t)
+            _, eh = gbd.predict_x0(net, lz_x, lz_e, t, a, eta_n, eta_e, M, n_frac, tens.norm_deg)
+            naive = (torch.sigmoid(lz_e) / a.view(-1, 1, 1)).clamp(0, 1)
+            row(**base, probe="denoise", t=t0, edge_errors=round(float(edge_errors(eh, cfg, tens).mean()), 3),
+                noisy_state_errors=round(float(edge_errors(naive, cfg, tens).mean()), 3))
+
+        K = args.steps
+        for t0 in (0.55, 0.65, 0.75):
+            gen = torch.Generator().manual_seed(1)
+            lz_x, lz_e, eta_n, eta_e = noised(gbd, tens, t0, gen)
+            for k in range(round(t0 * K), 0, -1):
+                t, s = torch.full((B,), k / K), torch.full((B,), (k - 1) / K)
+                at, as_ = gbd.sched.alpha(t), gbd.sched.alpha(s)
+                xh, eh = gbd.predict_x0(net, lz_x, lz_e, t, at, eta_n, eta_e, M, n_frac, tens.norm_deg)
+                if k > 1:
+                    a_s, a_t = as_.view(-1, 1, 1), at.view(-1, 1, 1)
+                    lz_x = bd.reverse_step_logit(lz_x, xh, a_s, a_t, eta_n.unsqueeze(-1), gen)
+                    up = torch.triu(bd.reverse_step_logit(lz_e, eh, a_s, a_t, eta_e, gen), 1)
+                    lz_e = up + up.transpose(1, 2)
+            err = edge_errors(eh, cfg, tens)
+            row(**base, probe="reconstruct", t0=t0, reverse_steps=K, exact=round(float((err == 0).float().mean()), 3),
+                edge_errors=round(float(err.mean()), 3))
+
+    if args.samples:
+        def by_size(gs):
+            out = defaultdict(list)
+            for g in gs:
+                out[g.num_nodes].append(float(np.mean(list(nx.clustering(to_networkx(g)).values()))))
+            return out
+
+        tr, sa = by_size(graphs), by_size(read_graphs(args.samples))
+        for n in sorted(set(tr) | set(sa)):
+            row(**base, probe="sizes", nodes=n, train_graphs=len(tr.get(n, [])), sample_graphs=len(sa.get(n, [])),
+                train_clustering=round(float(np.mean(tr[n])), 4) if n in tr else None,
+                sample_clustering=round(float(np.mean(sa[n])), 4) if n in sa else None,
+                sample_clustering_std=round(float(np.std(sa[n])), 4) if n in sa else None)
+
+
+if __name__ == "__main__":
+    main()
