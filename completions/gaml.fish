@@ -284,11 +284,11 @@ complete -c gaml -n "__gaml_at 'graphgen train'" -l eta -r -F -d 'Concentrations
 complete -c gaml -n "__gaml_at 'graphgen train'" -l lambda-e -r -F -d 'Weight of the edge KLUB against the node KLUB.'
 complete -c gaml -n "__gaml_at 'graphgen train'" -l extra-features -d 'Feed the denoiser structural features of the current noisy graph (degree, triangles, Laplacian eigenvectors and eigenvalues), as DiGress does (GBDs community-small setting has none; on by default in gaml, --no-extra-features for the plain model).'
 complete -c gaml -n "__gaml_at 'graphgen train'" -l no-extra-features
-complete -c gaml -n "__gaml_at 'graphgen train'" -l degree-input -d 'Feed the denoiser the degree profile that sets the concentrations (each nodes degree over the graphs largest; at sampling, the profile drawn from the training set).'
+complete -c gaml -n "__gaml_at 'graphgen train'" -l degree-input -d 'Feed the denoiser the degree profile that sets the concentrations (each nodes degree over the graphs largest; at sampling, the profile drawn from the training set); on by default in gaml, --no-degree-input for GBDs plain inputs.'
 complete -c gaml -n "__gaml_at 'graphgen train'" -l no-degree-input
 complete -c gaml -n "__gaml_at 'graphgen train'" -l rw-features -d 'Feed the denoiser random-walk probabilities of the current noisy graph (RRWP: P^k per node pair and return probabilities per node, k = 1..4).'
 complete -c gaml -n "__gaml_at 'graphgen train'" -l no-rw-features
-complete -c gaml -n "__gaml_at 'graphgen train'" -l t-focus -r -F -d 'SHARE,LO,HI: the share of each batch whose training time t is drawn from U(LO, HI) rather than U(0, 1).'
+complete -c gaml -n "__gaml_at 'graphgen train'" -l t-focus -r -F -d 'SHARE,LO,HI: the share of each batch whose training time t is drawn from U(LO, HI) rather than U(0, 1). The default spends 80% of the steps above t = 0.45, where the noisy graph no longer gives the answer away (below it the loss is ~0); 0,0,1 draws t ~ U(0, 1) as GBD does.'
 complete -c gaml -n "__gaml_at 'graphgen train'" -l layers -r -F -d 'Graph-transformer layers.'
 complete -c gaml -n "__gaml_at 'graphgen train'" -l hidden -r -F -d 'Node, edge and global widths dx,de,dy (dx divisible by --heads).'
 complete -c gaml -n "__gaml_at 'graphgen train'" -l heads -r -F -d 'Attention heads.'
