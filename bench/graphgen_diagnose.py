@@ -1,7 +1,8 @@
 """Where a GBD model loses the structure of its training graphs: one JSON row per line.
 
-Three probes of a trained `gaml graphgen` model against the training graphs it was fitted to:
+Four probes of a trained `gaml graphgen` model against the training graphs it was fitted to:
 
+- loss: the training loss (KLUB_X + lambda KLUB_E) at fixed times t over all training graphs;
 - denoise: noise every training graph to time t (the forward process, GBD's concentrations)
   and cut the single x0 prediction at 0.5: the edge errors per graph, beside the errors of the
   noisy state alone (z_t / alpha_t cut at 0.5), for t = 0.5 .. 0.8 (below 0.45 both are ~0);
@@ -9,7 +10,10 @@ Three probes of a trained `gaml graphgen` model against the training graphs it w
   of graphs that come back isomorphic to the one that was noised, and the edge errors;
 - sizes (with --samples): mean local clustering per node count in the samples beside the
   training graphs (community-small's communities are fixed graphs, so each size has its own
-  clustering; a model that blends sizes shows here before it shows in the MMD).
+  clustering; a model that blends sizes shows here before it shows in the MMD);
+- halves (with --samples): the share of samples whose two halves (networkx's Kernighan-Lin
+  bisection, best of 3 seeds) are both isomorphic to a half of some training graph, i.e. that
+  rebuild training communities.
 
     python bench/graphgen_diagnose.py --model gbd.safetensors --data data/comm/train.jsonl \\
         --samples samples.jsonl
@@ -71,6 +75,10 @@ def main() -> None:
     base = {"bench": "graphgen-diagnose", "model": args.model, "graphs": B}
 
     with torch.no_grad():
+        for t0 in (0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.97):
+            gen = torch.Generator().manual_seed(2)
+            loss, kx, ke = gbd.loss(net, tens.A, tens.onehot, M, tens.norm_deg, gen, t=torch.full((B,), t0))
+            row(**base, probe="loss", t=t0, loss=round(float(loss), 5), klub_x=round(kx, 6), klub_e=round(ke, 6))
         for t0 in (0.5, 0.6, 0.7, 0.8):
             gen = torch.Generator().manual_seed(0)
             lz_x, lz_e, eta_n, eta_e = noised(gbd, tens, t0, gen)
@@ -105,12 +113,30 @@ def main() -> None:
                 out[g.num_nodes].append(float(np.mean(list(nx.clustering(to_networkx(g)).values()))))
             return out
 
-        tr, sa = by_size(graphs), by_size(read_graphs(args.samples))
+        samples = read_graphs(args.samples)
+        tr, sa = by_size(graphs), by_size(samples)
         for n in sorted(set(tr) | set(sa)):
             row(**base, probe="sizes", nodes=n, train_graphs=len(tr.get(n, [])), sample_graphs=len(sa.get(n, [])),
                 train_clustering=round(float(np.mean(tr[n])), 4) if n in tr else None,
                 sample_clustering=round(float(np.mean(sa[n])), 4) if n in sa else None,
                 sample_clustering_std=round(float(np.std(sa[n])), 4) if n in sa else None)
+
+        from networkx.algorithms.community import kernighan_lin_bisection
+
+        def halves(g):
+            G = to_networkx(g)
+            best = min((kernighan_lin_bisection(G, seed=k) for k in range(3)), key=lambda ab: nx.cut_size(G, *ab))
+            return [G.subgraph(h).copy() for h in best]
+
+        known = defaultdict(list)
+        for g in graphs:
+            for h in halves(g):
+                if not any(nx.is_isomorphic(h, k) for k in known[h.number_of_nodes()]):
+                    known[h.number_of_nodes()].append(h)
+        both = sum(all(any(nx.is_isomorphic(h, k) for k in known[h.number_of_nodes()]) for h in halves(g))
+                   for g in samples)
+        row(**base, probe="halves", sample_graphs=len(samples), both_halves_seen=round(both / len(samples), 3),
+            distinct_training_halves=sum(len(v) for v in known.values()))
 
 
 if __name__ == "__main__":

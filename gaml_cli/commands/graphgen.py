@@ -89,7 +89,7 @@ def data(
 def train(
     data: Annotated[str, typer.Option("--data", "-d", help="Training graphs, JSONL one graph a line ('-' for stdin).")],
     out: Annotated[str, typer.Option("--out", "-o", help="GBD model artifact to write (.safetensors).")],
-    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps (7,000: about 17 minutes on 2 idle CPU cores for community-small, measured).")] = 7000,
+    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps (7,000: 17.5 minutes on 2 idle CPU cores for community-small, measured).")] = 7000,
     batch_size: Annotated[int, typer.Option(min=1, help="Graphs per step.")] = 32,
     lr: Annotated[float, typer.Option(min=0.0, help="AdamW learning rate (GBD's 2e-4 is for GPU-length runs; 1e-3 reaches the same quality in about 3x fewer steps).")] = 1e-3,
     ema: Annotated[float, typer.Option(min=0.0, max=1.0, help="EMA decay of the saved weights.")] = 0.999,

@@ -158,15 +158,19 @@ class GBD:
         return self.scale_shift(torch.sigmoid(out_x)), self.scale_shift(torch.sigmoid(out_e.squeeze(-1)))
 
     # ---- training loss (BD Eq. 11 on nodes and edges; GBD: KLUB_X + lambda KLUB_E)
-    def loss(self, net, A, onehot, node_mask, norm_deg, generator: torch.Generator | None = None):
+    def loss(self, net, A, onehot, node_mask, norm_deg, generator: torch.Generator | None = None,
+             t: torch.Tensor | None = None):
+        """The training loss at random times (or at the given times `t`, (B,), for probes)."""
         B, N = node_mask.shape
         dev = A.device
-        u = torch.rand(B, generator=generator)
-        share, lo, hi = self.cfg.t_focus
-        if share > 0:
-            band = torch.rand(B, generator=generator) < share
-            u = torch.where(band, (lo + (hi - lo) * u - self.sched.t_min) / (1 - self.sched.t_min), u)
-        t = (self.sched.t_min + (1 - self.sched.t_min) * u).to(dev)
+        if t is None:
+            u = torch.rand(B, generator=generator)
+            share, lo, hi = self.cfg.t_focus
+            if share > 0:
+                band = torch.rand(B, generator=generator) < share
+                u = torch.where(band, (lo + (hi - lo) * u - self.sched.t_min) / (1 - self.sched.t_min), u)
+            t = self.sched.t_min + (1 - self.sched.t_min) * u
+        t = t.to(dev)
         s = self.sched.s_ratio * t
         alpha_t, alpha_s = self.sched.alpha(t), self.sched.alpha(s)
         eta_n, eta_e = self.concentrations(norm_deg)
