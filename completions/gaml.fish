@@ -279,6 +279,7 @@ complete -c gaml -n "__gaml_at 'graphgen train'" -l out -s o -r -F -d 'GBD model
 complete -c gaml -n "__gaml_at 'graphgen train'" -l steps -r -F -d 'Optimizer steps (7,000: 17.5 minutes on 2 idle CPU cores for community-small, measured).'
 complete -c gaml -n "__gaml_at 'graphgen train'" -l batch-size -r -F -d 'Graphs per step.'
 complete -c gaml -n "__gaml_at 'graphgen train'" -l lr -r -F -d 'AdamW learning rate (GBDs 2e-4 is for GPU-length runs; 1e-3 reaches the same quality in about 3x fewer steps).'
+complete -c gaml -n "__gaml_at 'graphgen train'" -l lr-schedule -x -a 'constant cosine' -d 'Learning rate over the run: constant, or cosine (a half cosine from --lr to 0 at the last step).'
 complete -c gaml -n "__gaml_at 'graphgen train'" -l ema -r -F -d 'EMA decay of the saved weights.'
 complete -c gaml -n "__gaml_at 'graphgen train'" -l eta -r -F -d 'Concentrations for nodes of high (>0.8), middle and low (<=0.4) normalised degree; edges take their higher-degree ends.'
 complete -c gaml -n "__gaml_at 'graphgen train'" -l lambda-e -r -F -d 'Weight of the edge KLUB against the node KLUB.'

@@ -299,3 +299,19 @@ def test_t_focus_draws_the_stated_share_from_the_band():
     assert inside == pytest.approx(0.6, abs=0.03)
     assert float(t.min()) >= cfg.schedule["t_min"] and float(t.max()) <= 1.0
     assert float((t < 0.4).float().mean()) == pytest.approx(0.2, abs=0.03)
+
+
+def test_cosine_learning_rate_by_hand_and_in_the_loop(tmp_path):
+    from gaml_cli.core.checkpoint import CheckpointDir
+    from gaml_cli.methods.gbd.train import TrainConfig, lr_at, train
+
+    tc = TrainConfig(steps=4, batch_size=2, lr=1e-3, lr_schedule="cosine", checkpoint_every=0)
+    # lr (1 + cos(pi k / K)) / 2 for K = 4: 1e-3, 8.5355e-4, 5e-4, 1.4645e-4
+    assert [round(lr_at(tc, k), 8) for k in range(4)] == [1e-3, 8.5355e-4, 5e-4, 1.4645e-4]
+    assert lr_at(TrainConfig(lr=2e-3), 1234) == 2e-3
+    graphs = [from_networkx(nx.cycle_graph(5)), from_networkx(nx.star_graph(4))]
+    small = {"layers": 1, "dx": 8, "de": 4, "dy": 8, "heads": 2, "ffx": 8, "ffe": 4}
+    train(graphs, tc, tmp_path / "ck", torch.device("cpu"), cfg_overrides={"net": small})
+    _, state, _ = CheckpointDir(tmp_path / "ck").load(device="cpu")
+    # the optimizer's last step (k = 3) ran at the schedule's rate
+    assert state["opt"]["param_groups"][0]["lr"] == pytest.approx(1.4645e-4, rel=1e-4)

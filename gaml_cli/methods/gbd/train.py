@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ class TrainConfig:
     steps: int = 7000
     batch_size: int = 32
     lr: float = 1e-3
+    lr_schedule: str = "constant"   # or "cosine": lr * (1 + cos(pi * step / steps)) / 2
     weight_decay: float = 1e-12
     ema: float = 0.999
     grad_clip: float = 1.0
@@ -52,6 +54,16 @@ def prepare(graphs: Sequence[Graph], cfg_overrides: dict[str, Any] | None = None
     tens = gd.to_tensors(graphs, max_nodes, max_degree)
     p_x, p_e = gd.marginals(tens)
     return cfg, tens, p_x, p_e
+
+
+def lr_at(tc: TrainConfig, step: int) -> float:
+    """The learning rate of optimizer step `step` (0-based): constant, or a half cosine from lr at
+    step 0 to 0 after the last step (Loshchilov & Hutter 2017, SGDR without restarts)."""
+    if tc.lr_schedule == "constant":
+        return tc.lr
+    if tc.lr_schedule == "cosine":
+        return tc.lr * 0.5 * (1 + math.cos(math.pi * step / tc.steps))
+    raise UsageError(f"unknown learning-rate schedule {tc.lr_schedule!r}")
 
 
 @torch.no_grad()
@@ -74,8 +86,10 @@ def train(graphs: Sequence[Graph], tc: TrainConfig, ckpt_dir: Path, device: torc
     G = len(graphs)
     A, X, M, ND = (x.to(device) for x in (tens.A, tens.onehot, tens.node_mask, tens.norm_deg))
     ckpt = CheckpointDir(ckpt_dir, keep=2)
+    # (a constant schedule is left out so that checkpoints made before --lr-schedule still resume)
     run_cfg = {"model": asdict(cfg), "graphs": G, "train": {k: v for k, v in asdict(tc).items()
-                                                           if k not in ("steps", "checkpoint_every")}}
+                                                           if k not in ("steps", "checkpoint_every")
+                                                           and (k, v) != ("lr_schedule", "constant")}}
     start, seconds = 0, 0.0
     if resume:
         step, state, saved = ckpt.load(device="cpu")
@@ -105,6 +119,8 @@ def train(graphs: Sequence[Graph], tc: TrainConfig, ckpt_dir: Path, device: torc
         with console.progress(tc.steps, "graphgen train", completed=start) as bar:
             for step in range(start, tc.steps):
                 idx = torch.randperm(G, generator=gen)[:bs].to(device)
+                for group in opt.param_groups:
+                    group["lr"] = lr_at(tc, step)
                 loss, lx, le = gbd.loss(net, A[idx], X[idx], M[idx], ND[idx], gen)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
