@@ -98,7 +98,8 @@ def train(
     batch_size: Annotated[int, typer.Option(min=1, help="Graphs per step.")] = 32,
     lr: Annotated[float, typer.Option(min=0.0, help="AdamW learning rate (GBD's 2e-4 is for GPU-length runs; 1e-3 reaches the same quality in about 3x fewer steps).")] = 1e-3,
     lr_schedule: Annotated[LRSchedule, typer.Option(help="Learning rate over the run: constant, or cosine (a half cosine from --lr to 0 at the last step).")] = "constant",
-    ema: Annotated[float, typer.Option(min=0.0, max=1.0, help="EMA decay of the saved weights.")] = 0.999,
+    ema: Annotated[float, typer.Option(min=0.0, max=1.0, help="EMA decay of the saved weights (reached after (1 + k) / (10 + k) exceeds it).")] = 0.999,
+    ema_std: Annotated[float, typer.Option(min=0.0, max=0.28, help="If > 0: EDM2's power-function EMA instead of --ema, an average of all iterates whose profile has this relative width (EDM2 uses 0.05-0.15).")] = 0.0,
     eta: Annotated[str, typer.Option(help="Concentrations for nodes of high (>0.8), middle and low (<=0.4) normalised degree; edges take their higher-degree end's.")] = "1000,30,10",
     lambda_e: Annotated[float, typer.Option("--lambda-e", min=0.0, help="Weight of the edge KLUB against the node KLUB.")] = 5.0,
     extra_features: Annotated[bool, typer.Option("--extra-features/--no-extra-features", help="Feed the denoiser structural features of the current noisy graph (degree, triangles, Laplacian eigenvectors and eigenvalues), as DiGress does (GBD's community-small setting has none; on by default in gaml, --no-extra-features for the plain model).")] = True,
@@ -159,7 +160,7 @@ def train(
     net_cfg = {"layers": layers, "dx": dims[0], "de": dims[1], "dy": dims[2], "heads": heads,
                "ffx": 2 * dims[0], "ffe": 2 * dims[1]}
     tc = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, lr_schedule=getattr(lr_schedule, "value", lr_schedule),
-                     ema=ema, checkpoint_every=checkpoint_every, seed=seed)
+                     ema=ema, ema_std=ema_std, checkpoint_every=checkpoint_every, seed=seed)
     net, cfg, profiles, report = train_gbd(graphs, tc, ckpt_dir, dev, resume=resume,
                                            cfg_overrides={"eta": tuple(etas), "lambda_e": lambda_e, "net": net_cfg,
                                                           "extra_features": extra_features,

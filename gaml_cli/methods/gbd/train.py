@@ -38,6 +38,7 @@ class TrainConfig:
     lr_schedule: str = "constant"   # or "cosine": lr * (1 + cos(pi * step / steps)) / 2
     weight_decay: float = 1e-12
     ema: float = 0.999
+    ema_std: float = 0.0            # > 0: EDM2's power-function EMA of this relative width instead
     grad_clip: float = 1.0
     checkpoint_every: int = 500
     seed: int = 0
@@ -66,9 +67,28 @@ def lr_at(tc: TrainConfig, step: int) -> float:
     raise UsageError(f"unknown learning-rate schedule {tc.lr_schedule!r}")
 
 
+def power_ema_gamma(sigma_rel: float) -> float:
+    """The exponent gamma of EDM2's power-function EMA (Karras et al. 2024, Eq. 3-4) whose
+    averaging profile has relative standard deviation sigma_rel: the largest real root of
+    (gamma + 2)^2 (gamma + 3) = (gamma + 1) / sigma_rel^2."""
+    import numpy as np
+
+    t = sigma_rel ** -2
+    roots = np.roots([1.0, 7.0, 16.0 - t, 12.0 - t])
+    return float(max(r.real for r in roots if abs(r.imag) < 1e-9))
+
+
+def ema_decay(tc: TrainConfig, step: int) -> float:
+    """The EMA decay applied after optimizer step `step` (0-based). Classic: tc.ema, capped by
+    (1 + step) / (10 + step) early on. Power function (tc.ema_std > 0): (1 - 1/(step + 1))^(gamma + 1),
+    so the EMA is a weighted average of all iterates, the weights growing as k^gamma."""
+    if tc.ema_std > 0:
+        return (1.0 - 1.0 / (step + 1)) ** (power_ema_gamma(tc.ema_std) + 1.0)
+    return min(tc.ema, (1 + step) / (10 + step))
+
+
 @torch.no_grad()
-def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int, decay: float) -> None:
-    d = min(decay, (1 + step) / (10 + step))
+def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, d: float) -> None:
     for pe, pm in zip(ema.parameters(), model.parameters()):
         pe.lerp_(pm, 1 - d)
 
@@ -86,10 +106,11 @@ def train(graphs: Sequence[Graph], tc: TrainConfig, ckpt_dir: Path, device: torc
     G = len(graphs)
     A, X, M, ND = (x.to(device) for x in (tens.A, tens.onehot, tens.node_mask, tens.norm_deg))
     ckpt = CheckpointDir(ckpt_dir, keep=2)
-    # (a constant schedule is left out so that checkpoints made before --lr-schedule still resume)
+    # (a constant schedule and the classic EMA are left out so that checkpoints made before --lr-schedule still resume)
     run_cfg = {"model": asdict(cfg), "graphs": G, "train": {k: v for k, v in asdict(tc).items()
                                                            if k not in ("steps", "checkpoint_every")
-                                                           and (k, v) != ("lr_schedule", "constant")}}
+                                                           and (k, v) not in (("lr_schedule", "constant"),
+                                                                              ("ema_std", 0.0))}}
     start, seconds = 0, 0.0
     if resume:
         step, state, saved = ckpt.load(device="cpu")
@@ -127,7 +148,7 @@ def train(graphs: Sequence[Graph], tc: TrainConfig, ckpt_dir: Path, device: torc
                 if tc.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip)
                 opt.step()
-                _ema_update(ema, net, step, tc.ema)
+                _ema_update(ema, net, ema_decay(tc, step))
                 last = {"loss": float(loss.detach()), "klub_x": lx, "klub_e": le}
                 bar.update(1, **last)
                 if tc.checkpoint_every and (step + 1) % tc.checkpoint_every == 0 and step + 1 < tc.steps:
