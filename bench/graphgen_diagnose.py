@@ -1,6 +1,6 @@
 """Where a GBD model loses the structure of its training graphs: one JSON row per line.
 
-Four probes of a trained `gaml graphgen` model against the training graphs it was fitted to:
+Probes of a trained `gaml graphgen` model against the training graphs it was fitted to:
 
 - loss: the training loss (KLUB_X + lambda KLUB_E) at fixed times t over all training graphs;
 - denoise: noise every training graph to time t (the forward process, GBD's concentrations)
@@ -11,12 +11,14 @@ Four probes of a trained `gaml graphgen` model against the training graphs it wa
 - sizes (with --samples): mean local clustering per node count in the samples beside the
   training graphs (community-small's communities are fixed graphs, so each size has its own
   clustering; a model that blends sizes shows here before it shows in the MMD);
+- cuts (with --samples): the share of graphs whose best bisection cuts 0, 1-2 or 3+ edges, in
+  the training graphs and the samples, and (with --ref) each group's MMD against the test graphs;
 - halves (with --samples): the share of samples whose two halves (networkx's Kernighan-Lin
   bisection, best of 3 seeds) are both isomorphic to a half of some training graph, i.e. that
   rebuild training communities.
 
     python bench/graphgen_diagnose.py --model gbd.safetensors --data data/comm/train.jsonl \\
-        --samples samples.jsonl
+        --samples samples.jsonl --ref data/comm/test.jsonl
 
 The probes use fixed seeds, so two models can be compared on the same noise.
 """
@@ -56,6 +58,7 @@ def main() -> None:
     ap.add_argument("--model", required=True)
     ap.add_argument("--data", required=True, help="the training graphs (JSONL) the model was fitted to")
     ap.add_argument("--samples", default=None, help="the model's samples (JSONL), for the per-size clustering")
+    ap.add_argument("--ref", default=None, help="test graphs (JSONL): the cuts probe's MMD per group of samples")
     ap.add_argument("--steps", type=int, default=100, help="reverse-step grid of the reconstruction probe")
     args = ap.parse_args()
 
@@ -137,6 +140,30 @@ def main() -> None:
                    for g in samples)
         row(**base, probe="halves", sample_graphs=len(samples), both_halves_seen=round(both / len(samples), 3),
             distinct_training_halves=sum(len(v) for v in known.values()))
+
+        # cuts: group graphs by the edges between their two halves (0 / 1-2 / 3+; the training
+        # graphs have 1-2 bridges, 94% of them); with --ref, each group's MMD against it shows
+        # which kind of sample carries the error
+        from gaml_cli.graphs import mmd as M
+
+        ref = read_graphs(args.ref) if args.ref else None
+
+        def group(g):
+            G = to_networkx(g)
+            c = min(nx.cut_size(G, *kernighan_lin_bisection(G, seed=k)) for k in range(3))
+            return "0" if c == 0 else "1-2" if c <= 2 else "3+"
+
+        for name, gs in (("train", graphs), ("samples", samples)):
+            groups = defaultdict(list)
+            for g in gs:
+                groups[group(g)].append(g)
+            for key in ("0", "1-2", "3+"):
+                members = groups.get(key, [])
+                extra = {}
+                if ref is not None and len(members) >= 5:
+                    extra = {f"mmd_{k}": round(v, 4) for k, v in M.mmd_all(ref, members, kernel="emd").items()
+                             if k in M.STATS}
+                row(**base, probe="cuts", of=name, cut=key, share=round(len(members) / len(gs), 3), **extra)
 
 
 if __name__ == "__main__":
