@@ -280,7 +280,7 @@ complete -c gaml -n "__gaml_at 'graphgen train'" -l steps -r -F -d 'Optimizer st
 complete -c gaml -n "__gaml_at 'graphgen train'" -l batch-size -r -F -d 'Graphs per step.'
 complete -c gaml -n "__gaml_at 'graphgen train'" -l lr -r -F -d 'AdamW learning rate (GBDs 2e-4 is for GPU-length runs; 1e-3 reaches the same quality in about 3x fewer steps).'
 complete -c gaml -n "__gaml_at 'graphgen train'" -l lr-schedule -x -a 'constant cosine' -d 'Learning rate over the run: constant, or cosine (a half cosine from --lr to 0 at the last step).'
-complete -c gaml -n "__gaml_at 'graphgen train'" -l ema -r -F -d 'EMA decay of the saved weights (reached after (1 + k) / (10 + k) exceeds it).'
+complete -c gaml -n "__gaml_at 'graphgen train'" -l ema -r -F -d 'EMA decay of the saved weights, capped by (1 + k) / (10 + k) at step k (so 0.999 applies only after step 8,990).'
 complete -c gaml -n "__gaml_at 'graphgen train'" -l ema-std -r -F -d 'If > 0: EDM2s power-function EMA instead of --ema, an average of all iterates whose profile has this relative width (EDM2 uses 0.05-0.15).'
 complete -c gaml -n "__gaml_at 'graphgen train'" -l eta -r -F -d 'Concentrations for nodes of high (>0.8), middle and low (<=0.4) normalised degree; edges take their higher-degree ends.'
 complete -c gaml -n "__gaml_at 'graphgen train'" -l lambda-e -r -F -d 'Weight of the edge KLUB against the node KLUB.'

@@ -98,7 +98,7 @@ def train(
     batch_size: Annotated[int, typer.Option(min=1, help="Graphs per step.")] = 32,
     lr: Annotated[float, typer.Option(min=0.0, help="AdamW learning rate (GBD's 2e-4 is for GPU-length runs; 1e-3 reaches the same quality in about 3x fewer steps).")] = 1e-3,
     lr_schedule: Annotated[LRSchedule, typer.Option(help="Learning rate over the run: constant, or cosine (a half cosine from --lr to 0 at the last step).")] = "constant",
-    ema: Annotated[float, typer.Option(min=0.0, max=1.0, help="EMA decay of the saved weights (reached after (1 + k) / (10 + k) exceeds it).")] = 0.999,
+    ema: Annotated[float, typer.Option(min=0.0, max=1.0, help="EMA decay of the saved weights, capped by (1 + k) / (10 + k) at step k (so 0.999 applies only after step 8,990).")] = 0.999,
     ema_std: Annotated[float, typer.Option(min=0.0, max=0.28, help="If > 0: EDM2's power-function EMA instead of --ema, an average of all iterates whose profile has this relative width (EDM2 uses 0.05-0.15).")] = 0.0,
     eta: Annotated[str, typer.Option(help="Concentrations for nodes of high (>0.8), middle and low (<=0.4) normalised degree; edges take their higher-degree end's.")] = "1000,30,10",
     lambda_e: Annotated[float, typer.Option("--lambda-e", min=0.0, help="Weight of the edge KLUB against the node KLUB.")] = 5.0,

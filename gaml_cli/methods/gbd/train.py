@@ -10,6 +10,7 @@ Ctrl-C / SIGTERM; --resume continues and reproduces the uninterrupted run.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 import time
@@ -67,6 +68,7 @@ def lr_at(tc: TrainConfig, step: int) -> float:
     raise UsageError(f"unknown learning-rate schedule {tc.lr_schedule!r}")
 
 
+@functools.lru_cache(maxsize=8)
 def power_ema_gamma(sigma_rel: float) -> float:
     """The exponent gamma of EDM2's power-function EMA (Karras et al. 2024, Eq. 3-4) whose
     averaging profile has relative standard deviation sigma_rel: the largest real root of
@@ -106,7 +108,8 @@ def train(graphs: Sequence[Graph], tc: TrainConfig, ckpt_dir: Path, device: torc
     G = len(graphs)
     A, X, M, ND = (x.to(device) for x in (tens.A, tens.onehot, tens.node_mask, tens.norm_deg))
     ckpt = CheckpointDir(ckpt_dir, keep=2)
-    # (a constant schedule and the classic EMA are left out so that checkpoints made before --lr-schedule still resume)
+    # (a constant schedule and the classic EMA are left out so that checkpoints made before
+    # --lr-schedule and --ema-std existed still resume)
     run_cfg = {"model": asdict(cfg), "graphs": G, "train": {k: v for k, v in asdict(tc).items()
                                                            if k not in ("steps", "checkpoint_every")
                                                            and (k, v) not in (("lr_schedule", "constant"),
