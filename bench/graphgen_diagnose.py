@@ -126,18 +126,21 @@ def main() -> None:
 
         from networkx.algorithms.community import kernighan_lin_bisection
 
-        def halves(g):
+        def bisect(g):
+            """The graph's two halves (networkx's Kernighan-Lin, best of 3 seeds) and the edges between them."""
             G = to_networkx(g)
             best = min((kernighan_lin_bisection(G, seed=k) for k in range(3)), key=lambda ab: nx.cut_size(G, *ab))
-            return [G.subgraph(h).copy() for h in best]
+            return [G.subgraph(h).copy() for h in best], nx.cut_size(G, *best)
+
+        cut_train, cut_samples = [bisect(g) for g in graphs], [bisect(g) for g in samples]
 
         known = defaultdict(list)
-        for g in graphs:
-            for h in halves(g):
+        for hs, _ in cut_train:
+            for h in hs:
                 if not any(nx.is_isomorphic(h, k) for k in known[h.number_of_nodes()]):
                     known[h.number_of_nodes()].append(h)
-        both = sum(all(any(nx.is_isomorphic(h, k) for k in known[h.number_of_nodes()]) for h in halves(g))
-                   for g in samples)
+        both = sum(all(any(nx.is_isomorphic(h, k) for k in known[h.number_of_nodes()]) for h in hs)
+                   for hs, _ in cut_samples)
         row(**base, probe="halves", sample_graphs=len(samples), both_halves_seen=round(both / len(samples), 3),
             distinct_training_halves=sum(len(v) for v in known.values()))
 
@@ -148,15 +151,10 @@ def main() -> None:
 
         ref = read_graphs(args.ref) if args.ref else None
 
-        def group(g):
-            G = to_networkx(g)
-            c = min(nx.cut_size(G, *kernighan_lin_bisection(G, seed=k)) for k in range(3))
-            return "0" if c == 0 else "1-2" if c <= 2 else "3+"
-
-        for name, gs in (("train", graphs), ("samples", samples)):
+        for name, gs, cuts in (("train", graphs, cut_train), ("samples", samples, cut_samples)):
             groups = defaultdict(list)
-            for g in gs:
-                groups[group(g)].append(g)
+            for g, (_, c) in zip(gs, cuts):
+                groups["0" if c == 0 else "1-2" if c <= 2 else "3+"].append(g)
             for key in ("0", "1-2", "3+"):
                 members = groups.get(key, [])
                 extra = {}

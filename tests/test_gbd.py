@@ -318,9 +318,8 @@ def test_cosine_learning_rate_by_hand_and_in_the_loop(tmp_path):
 
 
 def test_power_function_ema_weights_by_hand():
-    from gaml_cli.methods.gbd.train import TrainConfig, _ema_update, ema_decay, power_ema_gamma
+    from gaml_cli.core.ema import ema_decay, ema_update, power_ema_gamma
 
-    tc = TrainConfig(ema_std=0.2)
     g = power_ema_gamma(0.2)
     # after T updates the EMA is sum_k theta_k (k^(g+1) - (k-1)^(g+1)) / T^(g+1) (the products telescope)
     T = 50
@@ -328,7 +327,7 @@ def test_power_function_ema_weights_by_hand():
     ema, model = torch.nn.Linear(1, 1, bias=False).double(), torch.nn.Linear(1, 1, bias=False).double()
     for step in range(T):
         model.weight.data.fill_(float(theta[step]))
-        _ema_update(ema, model, ema_decay(tc, step))
+        ema_update(ema, model, ema_decay(step, 0.999, power_std=0.2))
     k = torch.arange(1, T + 1, dtype=torch.float64)
     w = (k ** (g + 1) - (k - 1) ** (g + 1)) / T ** (g + 1)
     assert float(ema.weight.detach()) == pytest.approx(float((w * theta).sum()), rel=1e-9)
@@ -340,5 +339,5 @@ def test_power_function_ema_weights_by_hand():
     mean = float((w * x).sum())
     assert float((w * (x - mean) ** 2).sum()) ** 0.5 == pytest.approx(0.2, rel=1e-3)
     # the classic EMA: capped by (1 + k) / (10 + k), then the set decay
-    assert ema_decay(TrainConfig(ema=0.999), 0) == pytest.approx(0.1)
-    assert ema_decay(TrainConfig(ema=0.999), 20000) == 0.999
+    assert ema_decay(0, 0.999) == pytest.approx(0.1)
+    assert ema_decay(20000, 0.999) == 0.999

@@ -19,6 +19,7 @@ import torch
 
 from ..core import console
 from ..core.checkpoint import CheckpointDir
+from ..core.ema import ema_decay, ema_update
 from ..core.errors import UsageError
 from .data import ImageData, vocabulary
 from .edm import EDMPrecond, edm_loss, sample_sigma_train
@@ -61,15 +62,6 @@ def model_config(data: ImageData, tc: TrainConfig) -> dict[str, Any]:
 
 def _lr(step: int, tc: TrainConfig) -> float:
     return tc.lr * min(1.0, (step + 1) / max(1, tc.warmup))
-
-
-@torch.no_grad()
-def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int, decay: float) -> None:
-    d = min(decay, (1 + step) / (10 + step))  # short warm-up so early EMA is not the init
-    for pe, pm in zip(ema.parameters(), model.parameters()):
-        pe.lerp_(pm, 1 - d)
-    for be, bm in zip(ema.buffers(), model.buffers()):
-        be.copy_(bm)
 
 
 def train_teacher(data: ImageData, tc: TrainConfig, ckpt_dir: Path, device: torch.device,
@@ -141,7 +133,7 @@ def train_teacher(data: ImageData, tc: TrainConfig, ckpt_dir: Path, device: torc
                 if tc.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
                 opt.step()
-                _ema_update(ema, model, step, tc.ema)
+                ema_update(ema, model, ema_decay(step, tc.ema))
                 last_loss = float(loss.detach())
                 bar.update(1, loss=last_loss)
                 if tc.checkpoint_every and (step + 1) % tc.checkpoint_every == 0 and step + 1 < tc.steps:

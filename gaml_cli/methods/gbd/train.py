@@ -10,7 +10,6 @@ Ctrl-C / SIGTERM; --resume continues and reproduces the uninterrupted run.
 from __future__ import annotations
 
 import copy
-import functools
 import json
 import math
 import time
@@ -22,6 +21,7 @@ import torch
 
 from ...core import console
 from ...core.checkpoint import CheckpointDir
+from ...core.ema import ema_decay, ema_update
 from ...core.errors import InputError, UsageError
 from ...graphs.io import Graph
 from . import data as gd
@@ -66,33 +66,6 @@ def lr_at(tc: TrainConfig, step: int) -> float:
     if tc.lr_schedule == "cosine":
         return tc.lr * 0.5 * (1 + math.cos(math.pi * step / tc.steps))
     raise UsageError(f"unknown learning-rate schedule {tc.lr_schedule!r}")
-
-
-@functools.lru_cache(maxsize=8)
-def power_ema_gamma(sigma_rel: float) -> float:
-    """The exponent gamma of EDM2's power-function EMA (Karras et al. 2024, Eq. 3-4) whose
-    averaging profile has relative standard deviation sigma_rel: the largest real root of
-    (gamma + 2)^2 (gamma + 3) = (gamma + 1) / sigma_rel^2."""
-    import numpy as np
-
-    t = sigma_rel ** -2
-    roots = np.roots([1.0, 7.0, 16.0 - t, 12.0 - t])
-    return float(max(r.real for r in roots if abs(r.imag) < 1e-9))
-
-
-def ema_decay(tc: TrainConfig, step: int) -> float:
-    """The EMA decay applied after optimizer step `step` (0-based). Classic: tc.ema, capped by
-    (1 + step) / (10 + step) early on. Power function (tc.ema_std > 0): (1 - 1/(step + 1))^(gamma + 1),
-    so the EMA is a weighted average of all iterates, the weights growing as k^gamma."""
-    if tc.ema_std > 0:
-        return (1.0 - 1.0 / (step + 1)) ** (power_ema_gamma(tc.ema_std) + 1.0)
-    return min(tc.ema, (1 + step) / (10 + step))
-
-
-@torch.no_grad()
-def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, d: float) -> None:
-    for pe, pm in zip(ema.parameters(), model.parameters()):
-        pe.lerp_(pm, 1 - d)
 
 
 def train(graphs: Sequence[Graph], tc: TrainConfig, ckpt_dir: Path, device: torch.device,
@@ -151,7 +124,7 @@ def train(graphs: Sequence[Graph], tc: TrainConfig, ckpt_dir: Path, device: torc
                 if tc.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip)
                 opt.step()
-                _ema_update(ema, net, ema_decay(tc, step))
+                ema_update(ema, net, ema_decay(step, tc.ema, tc.ema_std))
                 last = {"loss": float(loss.detach()), "klub_x": lx, "klub_e": le}
                 bar.update(1, **last)
                 if tc.checkpoint_every and (step + 1) % tc.checkpoint_every == 0 and step + 1 < tc.steps:
