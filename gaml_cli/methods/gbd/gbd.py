@@ -95,7 +95,12 @@ def structural_features(lz_e: torch.Tensor, alpha_t: torch.Tensor, node_mask: to
     tri = torch.diagonal(A @ A @ A, dim1=1, dim2=2) / 2
     # padded nodes get a large diagonal so their eigenvalues sit above the real ones
     L = torch.diag_embed(deg + (~node_mask).float() * 4 * N) - A
-    evals, evecs = torch.linalg.eigh(L)
+    # On CUDA, cuSOLVER's batched eigh (Jacobi) fails to converge on such Laplacians, whose
+    # eigenvalues repeat (components, cliques, the padded block): "linalg.eigh: (Batch element 10):
+    # The algorithm failed to converge" on an H200, torch 2.11. These matrices are at most a few
+    # dozen nodes wide, so the decomposition runs on the CPU (LAPACK) on every device, which also
+    # gives the same features whether a model is trained or sampled on CPU or GPU.
+    evals, evecs = (r.to(L.device) for r in torch.linalg.eigh(L.cpu()))
     vec = evecs[:, :, 1: 1 + N_EIGVEC] * node_mask.unsqueeze(-1)
     n = node_mask.float().sum(1, keepdim=True).clamp_min(1)
     feats_x = torch.cat([(deg / N).unsqueeze(-1), (tri / N).unsqueeze(-1), vec], dim=-1)
