@@ -8,7 +8,7 @@ In one run, for each teacher given (default: the shipped digits teacher):
   - the paper's reference numbers (CIFAR-10, SD1.5), as rows marked "reference" (not measured here).
 With CUDA (--sd-step): one SiD-LSG iteration on a full-size SD1.5 UNet with random weights
 (4x64x64 latents, 77x768 prompts) in bf16: iterations/s and peak memory per batch size, with
-and without LoRA and gradient checkpointing.
+and without LoRA and gradient checkpointing, timed after one untimed warm-up iteration.
 
     python bench/distill.py                                   # digits, defaults (about 10 min on 2 cores)
     python bench/distill.py --teacher shapes-teacher.safetensors --ref shapes --lsg 1.5
@@ -21,6 +21,7 @@ import argparse
 import json
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from _cli import gaml, row  # bench/ is on sys.path when a bench runs as a script
@@ -179,8 +180,11 @@ def bench_sd_step(args) -> None:
                                        p_uncond=0.1, t_min=20, t_max=980, ema_halflife_kimg=0 if lora else 50,
                                        precision=prec, gradient_checkpointing=ckpt, lora_rank=lora,
                                        checkpoint_every=0)
+                    # one untimed iteration first: kernel selection and the allocator's first
+                    # allocations would otherwise dominate a few timed iterations
                     with tempfile.TemporaryDirectory() as d:
-                        # first iteration warms up kernels; time the rest
+                        distill(t, replace(dc, steps=1), Path(d), dev)
+                    with tempfile.TemporaryDirectory() as d:
                         t0 = time.perf_counter()
                         _, rep, _ = distill(t, dc, Path(d), dev)
                         if cuda:
