@@ -20,28 +20,24 @@ from pathlib import Path
 
 from _cli import row  # bench/ is on sys.path when a bench runs as a script
 
-# name: (network overrides of `gaml graphgen train`'s defaults, batch size or None for the default,
-# learning rate or None)
+# name: (layers, node/edge/global widths, batch size, learning rate); None: `gaml graphgen train`'s default
 SIZES = {
-    "default": ({}, None, None),
-    "reference": ({"layers": 6, "dx": 256, "de": 64, "dy": 64, "heads": 8, "ffx": 512, "ffe": 128}, 128, 2e-4),
+    "default": (None, None, None, None),
+    "reference": (6, (256, 64, 64), 128, 2e-4),
 }
 
 
-def cli_defaults() -> tuple[dict, dict]:
-    """(model overrides, option defaults) exactly as `gaml graphgen train` builds them with no options."""
+def cli_defaults() -> dict:
+    """`gaml graphgen train`'s option defaults, read off the command, with its list options parsed."""
     import inspect
 
     from gaml_cli.commands.graphgen import _numbers, train as train_cmd
 
     d = {k: p.default for k, p in inspect.signature(train_cmd).parameters.items()}
-    dims = [int(v) for v in _numbers(d["hidden"], "--hidden", 3)]
-    net = {"layers": d["layers"], "dx": dims[0], "de": dims[1], "dy": dims[2], "heads": d["heads"],
-           "ffx": 2 * dims[0], "ffe": 2 * dims[1]}
-    over = {"eta": tuple(_numbers(d["eta"], "--eta", 3)), "lambda_e": d["lambda_e"], "net": net,
-            "extra_features": d["extra_features"], "degree_input": d["degree_input"],
-            "rw_features": d["rw_features"], "t_focus": tuple(_numbers(d["t_focus"], "--t-focus", 3))}
-    return over, d
+    d["hidden"] = [int(v) for v in _numbers(d["hidden"], "--hidden", 3)]
+    d["eta"] = _numbers(d["eta"], "--eta", 3)
+    d["t_focus"] = _numbers(d["t_focus"], "--t-focus", 3)
+    return d
 
 
 def main() -> None:
@@ -61,7 +57,7 @@ def main() -> None:
     from gaml_cli.graphs.datasets import generate
     from gaml_cli.graphs.io import read_graphs
     from gaml_cli.methods.gbd.sample import sample
-    from gaml_cli.methods.gbd.train import TrainConfig, train
+    from gaml_cli.methods.gbd.train import TrainConfig, model_overrides, train
 
     console.set_options(quiet=True)
     dev = pick_device(args.device)
@@ -72,17 +68,20 @@ def main() -> None:
     def peak() -> float | None:
         return round(torch.cuda.max_memory_allocated() / 2**30, 3) if cuda else None
 
-    base, opts = cli_defaults()
+    opts = cli_defaults()
     for size in args.sizes.split(","):
-        net_over, bs, lr = SIZES[size]
-        net = {**base["net"], **net_over}
+        layers, hidden, bs, lr = SIZES[size]
+        layers, hidden = layers or opts["layers"], hidden or opts["hidden"]
         bs, lr = bs or opts["batch_size"], lr or opts["lr"]
+        over = model_overrides(layers, hidden, opts["heads"], opts["eta"], opts["lambda_e"], opts["extra_features"],
+                               opts["degree_input"], opts["rw_features"], opts["t_focus"])
+        net = over["net"]
         if cuda:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
         tc = TrainConfig(steps=args.steps, batch_size=bs, lr=lr, ema=opts["ema"], checkpoint_every=0)
         with tempfile.TemporaryDirectory() as d:
-            ema, cfg, prof, rep = train(graphs, tc, Path(d) / "ckpt", dev, cfg_overrides={**base, "net": net})
+            ema, cfg, prof, rep = train(graphs, tc, Path(d) / "ckpt", dev, cfg_overrides=over)
         row(bench="graphgen-speed", phase="train", size=size, layers=net["layers"],
             hidden=f"{net['dx']},{net['de']},{net['dy']}", parameters=rep["parameters"], batch=bs,
             steps=args.steps, seconds=rep["train_seconds"],

@@ -139,7 +139,7 @@ def train(
     from ..core.errors import UsageError
     from ..graphs.io import read_graphs
     from ..methods.gbd.sample import save_model
-    from ..methods.gbd.train import TrainConfig, train as train_gbd
+    from ..methods.gbd.train import TrainConfig, model_overrides, train as train_gbd
 
     check_out(out, ".safetensors")
     etas = _numbers(eta, "--eta", 3)
@@ -157,15 +157,12 @@ def train(
         raise UsageError(f"--resume: no checkpoint folder {ckpt_dir}")
     graphs = read_graphs(data)
     dev = runtime.pick_device(device.value if hasattr(device, "value") else device)
-    net_cfg = {"layers": layers, "dx": dims[0], "de": dims[1], "dy": dims[2], "heads": heads,
-               "ffx": 2 * dims[0], "ffe": 2 * dims[1]}
     tc = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, lr_schedule=getattr(lr_schedule, "value", lr_schedule),
                      ema=ema, ema_std=ema_std, checkpoint_every=checkpoint_every, seed=seed)
     net, cfg, profiles, report = train_gbd(graphs, tc, ckpt_dir, dev, resume=resume,
-                                           cfg_overrides={"eta": tuple(etas), "lambda_e": lambda_e, "net": net_cfg,
-                                                          "extra_features": extra_features,
-                                                          "degree_input": degree_input, "rw_features": rw_features,
-                                                          "t_focus": focus})
+                                           cfg_overrides=model_overrides(layers, dims, heads, etas, lambda_e,
+                                                                         extra_features, degree_input,
+                                                                         rw_features, focus))
     parents = [] if data == "-" else [data]
     path = save_model(out, net, cfg, profiles, {"train": {**asdict(tc), **report}, "sampling": {"steps": 1000}},
                       seed=seed, parents=parents)

@@ -58,6 +58,18 @@ def prepare(graphs: Sequence[Graph], cfg_overrides: dict[str, Any] | None = None
     return cfg, tens, p_x, p_e
 
 
+def model_overrides(layers: int, hidden: Sequence[int], heads: int, eta: Sequence[float], lambda_e: float,
+                    extra_features: bool, degree_input: bool, rw_features: bool,
+                    t_focus: Sequence[float]) -> dict[str, Any]:
+    """GBDConfig overrides from `gaml graphgen train`'s options; the feed-forward widths are twice
+    the node and edge widths."""
+    dx, de, dy = (int(v) for v in hidden)
+    return {"eta": tuple(eta), "lambda_e": lambda_e,
+            "net": {"layers": layers, "dx": dx, "de": de, "dy": dy, "heads": heads, "ffx": 2 * dx, "ffe": 2 * de},
+            "extra_features": extra_features, "degree_input": degree_input, "rw_features": rw_features,
+            "t_focus": tuple(t_focus)}
+
+
 def lr_at(tc: TrainConfig, step: int) -> float:
     """The learning rate of optimizer step `step` (0-based): constant, or a half cosine from lr at
     step 0 to 0 after the last step (Loshchilov & Hutter 2017, SGDR without restarts)."""
