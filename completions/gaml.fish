@@ -276,7 +276,7 @@ complete -c gaml -n "__gaml_at 'graphgen sample'" -l help -s h -d 'Show help and
 complete -c gaml -n "__gaml_at 'graphgen train'" -F
 complete -c gaml -n "__gaml_at 'graphgen train'" -l data -s d -r -F -d 'Training graphs, JSONL one graph a line (- for stdin).'
 complete -c gaml -n "__gaml_at 'graphgen train'" -l out -s o -r -F -d 'GBD model artifact to write (.safetensors).'
-complete -c gaml -n "__gaml_at 'graphgen train'" -l steps -r -F -d 'Optimizer steps (7,000: 17.5 minutes on 2 idle CPU cores for community-small, measured).'
+complete -c gaml -n "__gaml_at 'graphgen train'" -l steps -r -F -d 'Optimizer steps (4,700: 16.5 minutes on 2 idle CPU cores for community-small, measured).'
 complete -c gaml -n "__gaml_at 'graphgen train'" -l batch-size -r -F -d 'Graphs per step.'
 complete -c gaml -n "__gaml_at 'graphgen train'" -l lr -r -F -d 'AdamW learning rate (GBDs 2e-4 is for GPU-length runs; 1e-3 reaches the same quality in about 3x fewer steps).'
 complete -c gaml -n "__gaml_at 'graphgen train'" -l lr-schedule -x -a 'constant cosine' -d 'Learning rate over the run: constant, or cosine (a half cosine from --lr to 0 at the last step).'
@@ -290,7 +290,7 @@ complete -c gaml -n "__gaml_at 'graphgen train'" -l degree-input -d 'Feed the de
 complete -c gaml -n "__gaml_at 'graphgen train'" -l no-degree-input
 complete -c gaml -n "__gaml_at 'graphgen train'" -l rw-features -d 'Feed the denoiser random-walk probabilities of the current noisy graph (RRWP: P^k per node pair and return probabilities per node, k = 1..4).'
 complete -c gaml -n "__gaml_at 'graphgen train'" -l no-rw-features
-complete -c gaml -n "__gaml_at 'graphgen train'" -l t-focus -r -F -d 'SHARE,LO,HI: the share of each batch whose training time t is drawn from U(LO, HI) rather than U(0, 1). The default spends 80% of the steps above t = 0.45, where the noisy graph no longer gives the answer away (below it the loss is ~0); 0,0,1 draws t ~ U(0, 1) as GBD does.'
+complete -c gaml -n "__gaml_at 'graphgen train'" -l t-focus -r -F -d 'SHARE,LO,HI: the share of each batch whose training time t is drawn from U(LO, HI) rather than U(0, 1). The default spends 90% of the draws above t = 0.55, where the noisy graph no longer gives the answer away (below t = 0.45 the loss is ~0); 0,0,1 draws t ~ U(0, 1) as GBD does.'
 complete -c gaml -n "__gaml_at 'graphgen train'" -l layers -r -F -d 'Graph-transformer layers.'
 complete -c gaml -n "__gaml_at 'graphgen train'" -l hidden -r -F -d 'Node, edge and global widths dx,de,dy (dx divisible by --heads).'
 complete -c gaml -n "__gaml_at 'graphgen train'" -l heads -r -F -d 'Attention heads.'
