@@ -80,3 +80,52 @@ def test_empty_folder_and_corrupt_checkpoint(tmp_path):
     p.write_bytes(p.read_bytes()[:-4])
     with pytest.raises(InputError, match="truncated"):
         ck.load()
+
+
+def _run_loop(tmp_path, signal_at=None, signals=1, total=6, every=2, save_at_end=True):
+    """A StepLoop over `total` steps; at step `signal_at` it sends itself SIGINT `signals` times
+    half way through the step. Returns (saved steps, step halves finished, raised, handler after)."""
+    import os
+    import signal
+
+    from gaml_cli.core.checkpoint import StepLoop
+
+    saved, halves = [], []
+    before = signal.getsignal(signal.SIGINT)
+    loop = StepLoop(0, total, saved.append, CheckpointDir(tmp_path / "c"), every=every, save_at_end=save_at_end)
+    raised = False
+    try:
+        with loop:
+            for step in loop:
+                halves.append((step, "first"))
+                if step == signal_at:
+                    for _ in range(signals):
+                        os.kill(os.getpid(), signal.SIGINT)
+                halves.append((step, "second"))
+    except KeyboardInterrupt:
+        raised = True
+    return saved, halves, raised, loop, signal.getsignal(signal.SIGINT) is before
+
+
+def test_step_loop_saves_periodically_and_at_the_end(tmp_path):
+    saved, halves, raised, loop, restored = _run_loop(tmp_path, total=5, every=2)
+    assert saved == [2, 4, 5] and not raised and loop.done == 5 and restored
+    assert len(halves) == 10
+    saved, *_ = _run_loop(tmp_path, total=5, every=0, save_at_end=False)
+    assert saved == []
+
+
+def test_step_loop_signal_finishes_the_step_then_checkpoints(tmp_path):
+    """SIGINT inside step 2 (0-based): the step's second half still runs, the checkpoint is of 3
+    whole steps, KeyboardInterrupt follows; no later step starts."""
+    saved, halves, raised, loop, restored = _run_loop(tmp_path, signal_at=2, total=6, every=2)
+    assert raised and restored
+    assert halves[-1] == (2, "second") and len(halves) == 6
+    assert saved == [2, 3] and loop.done == 3
+
+
+def test_step_loop_second_signal_stops_at_once_without_a_checkpoint(tmp_path):
+    saved, halves, raised, loop, restored = _run_loop(tmp_path, signal_at=2, signals=2, total=6, every=2)
+    assert raised and restored
+    assert halves[-1] == (2, "first")      # stopped inside the step
+    assert saved == [2] and loop.done == 2  # the half-done step is not saved

@@ -167,3 +167,78 @@ class CheckpointDir:
             return int(cfg["step"]), state, cfg.get("run_config", {})
         except (KeyError, TypeError, ValueError):
             raise InputError(f"{path}: corrupt checkpoint (its skeleton does not match its tensors)") from None
+
+
+class StepLoop:
+    """The step loop of a resumable training run, with its checkpoints.
+
+        loop = StepLoop(start, steps, save, ckpt, every=500)
+        with loop, console.progress(steps, "train", completed=start) as bar:
+            for step in loop:
+                ...one optimizer step...
+        loop.done  # steps completed
+
+    `save(k)` is called every `every` steps (0: never between), after the last step when
+    `save_at_end`, and when the run is stopped. Ctrl-C / SIGTERM do not stop the loop where the
+    signal lands (a checkpoint taken half way through a step, say between the optimizer step and
+    the EMA update, would not resume to the uninterrupted run): they ask it to stop after the
+    current step, then the checkpoint of the whole steps is saved and KeyboardInterrupt raised.
+    A second signal stops at once, leaving the last checkpoint as it is. `announce` False keeps
+    the warnings quiet (the non-main processes of a distributed run)."""
+
+    def __init__(self, start: int, steps: int, save, ckpt: CheckpointDir, every: int = 0,
+                 save_at_end: bool = True, unit: str = "step", announce: bool = True):
+        self.start, self.steps, self.save, self.ckpt = start, steps, save, ckpt
+        self.every, self.save_at_end, self.unit, self.announce = every, save_at_end, unit, announce
+        self.done = start
+        self.requested = False      # a first signal came: stop after this step
+        self.mid_step = False       # a second one came: stopped inside a step
+        self._old: dict = {}
+
+    def _handler(self, signum, frame):
+        if self.requested:
+            self.mid_step = True
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __iter__(self):
+        for step in range(self.start, self.steps):
+            yield step
+            self.done = step + 1
+            if self.every and self.done % self.every == 0 and self.done < self.steps:
+                self.save(self.done)
+            if self.requested:
+                raise KeyboardInterrupt
+
+    def __enter__(self) -> StepLoop:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        import signal
+
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+        self._old = {}
+        if exc_type is None:
+            if self.save_at_end and self.done > self.start:
+                self.save(self.done)  # lets `--resume --steps MORE` extend the run
+        elif issubclass(exc_type, KeyboardInterrupt):
+            from . import console
+
+            if self.mid_step:
+                if self.announce:
+                    latest = self.ckpt.latest()
+                    console.warn(f"stopped inside {self.unit} {self.done + 1} by a second signal; "
+                                 + (f"the last checkpoint is {latest}" if latest else "no checkpoint was saved"))
+            elif self.done > self.start:
+                self.save(self.done)
+                if self.announce:
+                    console.warn(f"interrupted after {self.unit} {self.done}; checkpoint saved to "
+                                 f"{self.ckpt.folder} (rerun with --resume)")
+        return False

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from ..core import console
-from ..core.checkpoint import CheckpointDir
+from ..core.checkpoint import CheckpointDir, StepLoop
 from ..core.ema import ema_decay, ema_update
 from ..core.errors import UsageError
 from .data import ImageData, vocabulary
@@ -112,40 +112,29 @@ def train_teacher(data: ImageData, tc: TrainConfig, ckpt_dir: Path, device: torc
                 f"{n} images {tuple(images.shape[1:])}, {tc.steps} steps of {tc.batch_size} on {device}")
     t0 = time.perf_counter()
     last_loss = float("nan") if last_loss_resumed is None else float(last_loss_resumed)
-    step = start
-    try:
-        with console.progress(tc.steps, "train", completed=start) as bar:
-            for step in range(start, tc.steps):
-                idx = torch.randint(n, (tc.batch_size,), generator=gen).to(device)
-                x0 = images[idx]
-                cond = None
-                if conds is not None:
-                    cond = conds[idx].clone()
-                    drop = (torch.rand(tc.batch_size, generator=gen) < tc.p_uncond).to(device)
-                    cond[drop] = null[0]
-                sigma = sample_sigma_train(tc.batch_size, tc.p_mean, tc.p_std, generator=gen).to(device)
-                noise = torch.randn(x0.shape, generator=gen).to(device)
-                loss = edm_loss(model, x0, cond, sigma, noise, precond).mean()
-                for g in opt.param_groups:
-                    g["lr"] = _lr(step, tc)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if tc.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-                opt.step()
-                ema_update(ema, model, ema_decay(step, tc.ema))
-                last_loss = float(loss.detach())
-                bar.update(1, loss=last_loss)
-                if tc.checkpoint_every and (step + 1) % tc.checkpoint_every == 0 and step + 1 < tc.steps:
-                    save_ckpt(step + 1)
-            step = tc.steps
-        if tc.checkpoint_every and step > start:
-            save_ckpt(step)  # lets a later run extend training with --resume --steps MORE
-    except KeyboardInterrupt:
-        if step > start:
-            save_ckpt(step)
-            console.warn(f"interrupted at step {step}; checkpoint saved to {ckpt_dir} (rerun with --resume)")
-        raise
+    loop = StepLoop(start, tc.steps, save_ckpt, ckpt, every=tc.checkpoint_every, save_at_end=bool(tc.checkpoint_every))
+    with loop, console.progress(tc.steps, "train", completed=start) as bar:
+        for step in loop:
+            idx = torch.randint(n, (tc.batch_size,), generator=gen).to(device)
+            x0 = images[idx]
+            cond = None
+            if conds is not None:
+                cond = conds[idx].clone()
+                drop = (torch.rand(tc.batch_size, generator=gen) < tc.p_uncond).to(device)
+                cond[drop] = null[0]
+            sigma = sample_sigma_train(tc.batch_size, tc.p_mean, tc.p_std, generator=gen).to(device)
+            noise = torch.randn(x0.shape, generator=gen).to(device)
+            loss = edm_loss(model, x0, cond, sigma, noise, precond).mean()
+            for g in opt.param_groups:
+                g["lr"] = _lr(step, tc)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if tc.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            opt.step()
+            ema_update(ema, model, ema_decay(step, tc.ema))
+            last_loss = float(loss.detach())
+            bar.update(1, loss=last_loss)
     # ---- report
     seconds += time.perf_counter() - t0
     if start >= tc.steps:

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import torch
 
 from ...core import console
-from ...core.checkpoint import CheckpointDir
+from ...core.checkpoint import CheckpointDir, StepLoop
 from ...core.ema import ema_decay, ema_update
 from ...core.errors import InputError, UsageError
 from ...graphs.io import Graph
@@ -122,33 +122,22 @@ def train(graphs: Sequence[Graph], tc: TrainConfig, ckpt_dir: Path, device: torc
     console.log(f"training GBD: {param_count(net) / 1e6:.2f}M parameters, {G} graphs of up to {cfg.max_nodes} "
                 f"nodes, {tc.steps} steps of {min(tc.batch_size, G)} on {device}")
     bs = min(tc.batch_size, G)
-    step = start
     last = {"loss": float("nan"), "klub_x": float("nan"), "klub_e": float("nan")}
-    try:
-        with console.progress(tc.steps, "graphgen train", completed=start) as bar:
-            for step in range(start, tc.steps):
-                idx = torch.randperm(G, generator=gen)[:bs].to(device)
-                for group in opt.param_groups:
-                    group["lr"] = lr_at(tc, step)
-                loss, lx, le = gbd.loss(net, A[idx], X[idx], M[idx], ND[idx], gen)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if tc.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip)
-                opt.step()
-                ema_update(ema, net, ema_decay(step, tc.ema, tc.ema_std))
-                last = {"loss": float(loss.detach()), "klub_x": lx, "klub_e": le}
-                bar.update(1, **last)
-                if tc.checkpoint_every and (step + 1) % tc.checkpoint_every == 0 and step + 1 < tc.steps:
-                    save_ckpt(step + 1)
-            step = tc.steps
-        if step > start:
-            save_ckpt(step)
-    except KeyboardInterrupt:
-        if step > start:
-            save_ckpt(step)
-            console.warn(f"interrupted at step {step}; checkpoint saved to {ckpt_dir} (rerun with --resume)")
-        raise
+    loop = StepLoop(start, tc.steps, save_ckpt, ckpt, every=tc.checkpoint_every)
+    with loop, console.progress(tc.steps, "graphgen train", completed=start) as bar:
+        for step in loop:
+            idx = torch.randperm(G, generator=gen)[:bs].to(device)
+            for group in opt.param_groups:
+                group["lr"] = lr_at(tc, step)
+            loss, lx, le = gbd.loss(net, A[idx], X[idx], M[idx], ND[idx], gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if tc.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip)
+            opt.step()
+            ema_update(ema, net, ema_decay(step, tc.ema, tc.ema_std))
+            last = {"loss": float(loss.detach()), "klub_x": lx, "klub_e": le}
+            bar.update(1, **last)
     seconds += time.perf_counter() - t0
     if start >= tc.steps:
         console.warn(f"the checkpoint is already at step {start} >= --steps {tc.steps}; saving it as it is")

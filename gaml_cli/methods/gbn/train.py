@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ...core import console
-from ...core.checkpoint import CheckpointDir
+from ...core.checkpoint import CheckpointDir, StepLoop
 from ...core.errors import UsageError
 from .loss import elbo, loss
 from .model import GBN, default_config
@@ -115,33 +115,22 @@ def fit(bow: Bow, rows: np.ndarray, fc: FitConfig, ckpt_dir: Path, resume: bool 
     console.log(f"fitting a {kind} with layers {list(fc.layers)} on {n} documents x {bow.vocab_size} words: "
                 f"{fc.steps} steps of {bs}")
     t0 = time.perf_counter()
-    step = start
-    try:
-        with console.progress(fc.steps, "fit", completed=start) as bar:
-            for step in range(start, fc.steps):
-                idx = torch.randperm(n, generator=gen)[:bs]
-                x = _batch(bow, rows, idx)
-                for g in opt.param_groups:
-                    g["lr"] = _lr(step, fc)
-                kl_w = min(1.0, (step + 1) / fc.kl_warmup) if fc.kl_warmup > 0 else 1.0
-                obj, stats = loss(model, x, generator=gen, eta=fc.eta, n_docs=n, kl_weight=kl_w)
-                opt.zero_grad(set_to_none=True)
-                obj.backward()
-                if fc.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), fc.grad_clip)
-                opt.step()
-                history.append([step + 1, stats["elbo_per_word"]])
-                bar.update(1, elbo=stats["elbo_per_word"])
-                if fc.checkpoint_every and (step + 1) % fc.checkpoint_every == 0 and step + 1 < fc.steps:
-                    save_ckpt(step + 1)
-            step = fc.steps
-        if fc.checkpoint_every and step > start:
-            save_ckpt(step)  # lets a later run extend training with --resume --steps MORE
-    except KeyboardInterrupt:
-        if step > start:
-            save_ckpt(step)
-            console.warn(f"interrupted at step {step}; checkpoint saved to {ckpt_dir} (rerun with --resume)")
-        raise
+    loop = StepLoop(start, fc.steps, save_ckpt, ckpt, every=fc.checkpoint_every, save_at_end=bool(fc.checkpoint_every))
+    with loop, console.progress(fc.steps, "fit", completed=start) as bar:
+        for step in loop:
+            idx = torch.randperm(n, generator=gen)[:bs]
+            x = _batch(bow, rows, idx)
+            for g in opt.param_groups:
+                g["lr"] = _lr(step, fc)
+            kl_w = min(1.0, (step + 1) / fc.kl_warmup) if fc.kl_warmup > 0 else 1.0
+            obj, stats = loss(model, x, generator=gen, eta=fc.eta, n_docs=n, kl_weight=kl_w)
+            opt.zero_grad(set_to_none=True)
+            obj.backward()
+            if fc.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), fc.grad_clip)
+            opt.step()
+            history.append([step + 1, stats["elbo_per_word"]])
+            bar.update(1, elbo=stats["elbo_per_word"])
     seconds += time.perf_counter() - t0
     if start >= fc.steps:
         console.warn(f"the checkpoint is already at step {start} >= --steps {fc.steps}; saving it as it is")

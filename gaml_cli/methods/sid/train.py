@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from ...core import console
-from ...core.checkpoint import CheckpointDir
+from ...core.checkpoint import CheckpointDir, StepLoop
 from ...core.errors import UsageError
 from ...diffusion.edm import cfg_denoiser
 from ..sfd.loss import remain_forget_sum
@@ -84,39 +84,6 @@ def _dist() -> tuple[int, int]:
 
 def _bcast(s: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return s.reshape(-1, *([1] * (x.ndim - 1))).to(x.dtype)
-
-
-class _StopAtIterationEnd:
-    """Ctrl-C / SIGTERM ask the loop to stop after the current iteration, so the checkpoint holds
-    a whole iteration (the fake score and the generator updated together) and --resume is exact.
-    A second signal stops at once (without a checkpoint of the half-done iteration)."""
-
-    def __init__(self):
-        self.requested = False
-        self.mid_iteration = False
-        self._old = {}
-
-    def _handler(self, signum, frame):
-        if self.requested:
-            self.mid_iteration = True
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __enter__(self):
-        import signal
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handler)
-        return self
-
-    def __exit__(self, *exc):
-        import signal
-
-        for sig, h in self._old.items():
-            signal.signal(sig, h)
-        return False
 
 
 def check_evaluable(teacher) -> None:
@@ -318,91 +285,73 @@ def distill(teacher, dc: DistillConfig, out_dir: Path, device: torch.device, res
                     f"{dc.precision} on {device}")
     t0 = time.perf_counter()
     loss_f = loss_g = float("nan")
-    step = done = start
     log_path = out_dir / "log.jsonl"
-    stop = _StopAtIterationEnd()
-    try:
-        with stop, console.progress(dc.steps, progress_label, completed=start) if main else nullcontext(None) as bar:
-            for step in range(start, dc.steps):
-                # 1. fake score network (generator frozen)
-                f_psi.train().requires_grad_(False)
-                for n, p in f_psi.named_parameters():
-                    p.requires_grad_(n in f_names)
-                opt_f.zero_grad(set_to_none=True)
-                total_f = 0.0
-                for _ in range(local_b // micro):
-                    c, _, is_forget = conditions(micro)
-                    if dc.p_uncond > 0 and c is not None:
-                        drop = (torch.rand(micro, generator=gen) < dc.p_uncond).to(device)
-                        if is_forget is not None:  # forget rows keep c_f (as in the SFD reference)
-                            drop &= ~is_forget
-                        # as in the SiD-LSG reference, a dropped prompt is dropped for G's sample too
-                        c = torch.where(_bcast(drop, c).bool(), teacher.null(micro).to(c.dtype), c)
-                    with torch.no_grad():
-                        x_g = generate(c, micro)
-                    sigma = teacher.fake_sigma(micro, gen, dc)
-                    noise = torch.randn(x_g.shape, generator=gen).to(device)
-                    x_t = x_g + _bcast(sigma, x_g) * noise
-                    with autocast():
-                        y = cfg_denoiser(f_train, teacher.null(micro), dc.kappa1)(x_t, sigma, c).float()
-                    ok = finite_rows(y, x_g)
-                    loss = batch_loss(fake_score_loss(y[ok], x_g[ok], teacher.fake_weight(sigma[ok])), is_forget, ok)
-                    backward(loss)
-                    total_f += float(loss.detach())
-                finish(opt_f, f_psi)
-                f_psi.eval().requires_grad_(False)
-
-                # 2. generator (score networks frozen; gradient flows through their inputs)
-                G.train()
-                opt_g.zero_grad(set_to_none=True)
-                total_g = 0.0
-                for _ in range(local_b // micro):
-                    c, c_phi, is_forget = conditions(micro)
+    loop = StepLoop(start, dc.steps, save_ckpt, ckpt, every=dc.checkpoint_every, unit="iteration", announce=main)
+    with loop, console.progress(dc.steps, progress_label, completed=start) if main else nullcontext(None) as bar:
+        for step in loop:
+            # 1. fake score network (generator frozen)
+            f_psi.train().requires_grad_(False)
+            for n, p in f_psi.named_parameters():
+                p.requires_grad_(n in f_names)
+            opt_f.zero_grad(set_to_none=True)
+            total_f = 0.0
+            for _ in range(local_b // micro):
+                c, _, is_forget = conditions(micro)
+                if dc.p_uncond > 0 and c is not None:
+                    drop = (torch.rand(micro, generator=gen) < dc.p_uncond).to(device)
+                    if is_forget is not None:  # forget rows keep c_f (as in the SFD reference)
+                        drop &= ~is_forget
+                    # as in the SiD-LSG reference, a dropped prompt is dropped for G's sample too
+                    c = torch.where(_bcast(drop, c).bool(), teacher.null(micro).to(c.dtype), c)
+                with torch.no_grad():
                     x_g = generate(c, micro)
-                    sigma = teacher.gen_sigma(micro, gen, dc)
-                    noise = torch.randn(x_g.shape, generator=gen).to(device)
-                    x_t = x_g + _bcast(sigma, x_g) * noise
-                    null = teacher.null(micro)
-                    with autocast():
-                        y_fake = cfg_denoiser(f_psi, null, dc.kappa2)(x_t, sigma, c).float()
-                        y_real = cfg_denoiser(f_phi, null, dc.kappa4)(x_t, sigma, c_phi).float()
-                    ok = finite_rows(x_g, y_real, y_fake)
-                    loss = batch_loss(sid_generator_loss(x_g[ok], y_real[ok], y_fake[ok], dc.alpha), is_forget, ok)
-                    backward(loss)
-                    total_g += float(loss.detach())
-                finish(opt_g, G)
-                if scaler is not None:
-                    scaler.update()
-                ema_update((step + 1) * dc.batch_size)
-                loss_f, loss_g = total_f, total_g
-                fields: dict[str, Any] = {"loss_fake": loss_f, "loss_g": loss_g}
-                if evaluator is not None and ((step + 1) % dc.eval_every == 0 or step + 1 == dc.steps):
-                    fields.update(evaluator(G_ema or G, dc.sigma_init))
-                    (G_ema or G).train(False)
-                if main:
-                    rec = {"step": step + 1, "seconds": round(seconds + time.perf_counter() - t0, 2), **fields}
-                    if "fd" in fields:
-                        history.append(rec)
-                    if "fd" in fields or (step + 1) % 10 == 0 or step + 1 == dc.steps:
-                        with open(log_path, "a") as fh:
-                            fh.write(json.dumps(console.finite(rec)) + "\n")
-                    bar.update(1, **{k: v for k, v in fields.items() if k not in ("floor", "attribute_accuracy")})
-                done = step + 1
-                if dc.checkpoint_every and done % dc.checkpoint_every == 0 and done < dc.steps:
-                    save_ckpt(done)
-                if stop.requested:
-                    raise KeyboardInterrupt
-        if done > start:
-            save_ckpt(done)  # lets `--resume --steps MORE` extend the run
-    except KeyboardInterrupt:
-        if main and stop.mid_iteration:
-            console.warn(f"stopped mid-iteration by a second signal; the last checkpoint is {ckpt.latest()}")
-        elif done > start:
-            save_ckpt(done)
+                sigma = teacher.fake_sigma(micro, gen, dc)
+                noise = torch.randn(x_g.shape, generator=gen).to(device)
+                x_t = x_g + _bcast(sigma, x_g) * noise
+                with autocast():
+                    y = cfg_denoiser(f_train, teacher.null(micro), dc.kappa1)(x_t, sigma, c).float()
+                ok = finite_rows(y, x_g)
+                loss = batch_loss(fake_score_loss(y[ok], x_g[ok], teacher.fake_weight(sigma[ok])), is_forget, ok)
+                backward(loss)
+                total_f += float(loss.detach())
+            finish(opt_f, f_psi)
+            f_psi.eval().requires_grad_(False)
+
+            # 2. generator (score networks frozen; gradient flows through their inputs)
+            G.train()
+            opt_g.zero_grad(set_to_none=True)
+            total_g = 0.0
+            for _ in range(local_b // micro):
+                c, c_phi, is_forget = conditions(micro)
+                x_g = generate(c, micro)
+                sigma = teacher.gen_sigma(micro, gen, dc)
+                noise = torch.randn(x_g.shape, generator=gen).to(device)
+                x_t = x_g + _bcast(sigma, x_g) * noise
+                null = teacher.null(micro)
+                with autocast():
+                    y_fake = cfg_denoiser(f_psi, null, dc.kappa2)(x_t, sigma, c).float()
+                    y_real = cfg_denoiser(f_phi, null, dc.kappa4)(x_t, sigma, c_phi).float()
+                ok = finite_rows(x_g, y_real, y_fake)
+                loss = batch_loss(sid_generator_loss(x_g[ok], y_real[ok], y_fake[ok], dc.alpha), is_forget, ok)
+                backward(loss)
+                total_g += float(loss.detach())
+            finish(opt_g, G)
+            if scaler is not None:
+                scaler.update()
+            ema_update((step + 1) * dc.batch_size)
+            loss_f, loss_g = total_f, total_g
+            fields: dict[str, Any] = {"loss_fake": loss_f, "loss_g": loss_g}
+            if evaluator is not None and ((step + 1) % dc.eval_every == 0 or step + 1 == dc.steps):
+                fields.update(evaluator(G_ema or G, dc.sigma_init))
+                (G_ema or G).train(False)
             if main:
-                console.warn(f"interrupted after iteration {done}; checkpoint saved to {ckpt.folder} "
-                             "(rerun with --resume)")
-        raise
+                rec = {"step": step + 1, "seconds": round(seconds + time.perf_counter() - t0, 2), **fields}
+                if "fd" in fields:
+                    history.append(rec)
+                if "fd" in fields or (step + 1) % 10 == 0 or step + 1 == dc.steps:
+                    with open(log_path, "a") as fh:
+                        fh.write(json.dumps(console.finite(rec)) + "\n")
+                bar.update(1, **{k: v for k, v in fields.items() if k not in ("floor", "attribute_accuracy")})
     seconds += time.perf_counter() - t0
     if start >= dc.steps and main:
         console.warn(f"the checkpoint is already at step {start} >= --steps {dc.steps}; saving it as it is")
@@ -412,7 +361,7 @@ def distill(teacher, dc: DistillConfig, out_dir: Path, device: torch.device, res
 
         dist.barrier()
         dist.destroy_process_group()
-    report = {"steps": max(start, done), "loss_fake": console.finite(loss_f), "loss_g": console.finite(loss_g),
+    report = {"steps": max(start, loop.done), "loss_fake": console.finite(loss_f), "loss_g": console.finite(loss_g),
               "train_seconds": round(seconds, 1), "trainable_parameters": n_params, "processes": world,
               "history": history}
     return final, report, rank
