@@ -127,6 +127,107 @@ def test_denoiser_is_permutation_equivariant_and_symmetric():
     assert torch.allclose(oe2[1, :4, :4], oe[1][full][:, full][:4, :4], atol=1e-5)
 
 
+def _plain_layer_forward(layer, X, E, y, node_mask):
+    """GraphTransformerLayer written out step by step, as the model's docstring states it, with
+    every intermediate masked (the form the layer had before it was rearranged for speed)."""
+    B, N, _ = X.shape
+    xm = node_mask.unsqueeze(-1).float()
+    em = (node_mask.unsqueeze(2) & node_mask.unsqueeze(1)).unsqueeze(-1).float()
+    Q, K, V = layer.q(X) * xm, layer.k(X) * xm, layer.v(X) * xm
+    S = Q.unsqueeze(2) * K.unsqueeze(1) / math.sqrt(layer.dh)
+    S = S * (layer.e_mul(E) * em + 1.0) + layer.e_add(E) * em
+    newE = layer.ye_add(y)[:, None, None] + (layer.ye_mul(y)[:, None, None] + 1.0) * S
+    newE = layer.e_out(newE) * em
+    Sh = S.view(B, N, N, layer.heads, layer.dh).masked_fill(~node_mask[:, None, :, None, None], float("-inf"))
+    A = torch.softmax(Sh, dim=2).nan_to_num(0.0)
+    wV = (A * V.view(B, 1, N, layer.heads, layer.dh)).sum(2).reshape(B, N, -1)
+    newX = layer.x_out(layer.yx_add(y).unsqueeze(1) + (layer.yx_mul(y).unsqueeze(1) + 1.0) * wV) * xm
+    emf = (node_mask.unsqueeze(2) & node_mask.unsqueeze(1)).view(B, N * N)
+    newy = layer.y_out(layer.y_y(y) + layer.y_x(X, node_mask) + layer.y_e(E.view(B, N * N, -1), emf))
+    X = layer.norm_x1(X + newX)
+    E = layer.norm_e1(E + newE)
+    y = layer.norm_y1(y + newy)
+    return layer.norm_x2(X + layer.ff_x(X)) * xm, layer.norm_e2(E + layer.ff_e(E)) * em, layer.norm_y2(y + layer.ff_y(y))
+
+
+def test_denoiser_layer_equals_its_plain_formulation():
+    from gaml_cli.methods.gbd.model import GraphTransformerLayer
+
+    torch.manual_seed(0)
+    layer = GraphTransformerLayer(dx=16, de=8, dy=8, heads=4, ffx=32, ffe=16).double()
+    for p in layer.parameters():  # nonzero biases everywhere, so a dropped mask would show
+        torch.nn.init.normal_(p, std=0.5)
+    B, N = 3, 7
+    mask = torch.arange(N).unsqueeze(0) < torch.tensor([[7], [5], [2]])
+    em = (mask.unsqueeze(2) & mask.unsqueeze(1)).unsqueeze(-1)
+    X = torch.randn(B, N, 16, dtype=torch.float64) * mask.unsqueeze(-1)   # zero at padding, as the net keeps it
+    E = torch.randn(B, N, N, 8, dtype=torch.float64)
+    E = (E + E.transpose(1, 2)) * em
+    y = torch.randn(B, 8, dtype=torch.float64)
+    outs = []
+    for fn in (layer, lambda *a: _plain_layer_forward(layer, *a)):
+        layer.zero_grad()
+        o = fn(X, E, y, mask)
+        sum((w * v).sum() for w, v in zip((1.0, 0.7, 1.3), o)).backward()
+        outs.append((o, [p.grad.clone() for p in layer.parameters()]))
+    (fast, g_fast), (plain, g_plain) = outs
+    for a, b in zip(fast, plain):
+        assert torch.allclose(a, b, atol=1e-10)
+    for a, b in zip(g_fast, g_plain):
+        assert torch.allclose(a, b, atol=1e-9)
+    assert fast[0][1, 5:].abs().max() == 0 and fast[1][2, 2:].abs().max() == 0
+
+
+def test_size_chunks_are_the_cheapest_split_of_the_sorted_sizes():
+    import itertools
+
+    from gaml_cli.methods.gbd.gbd import size_chunks
+
+    rng = np.random.default_rng(0)
+    for trial in range(30):
+        n = rng.choice([3, 5, 6, 9, 12, 20], size=int(rng.integers(1, 12))).tolist()
+        overhead = [0, 10, 1000][trial % 3]
+        chunks = size_chunks(n, overhead)
+        assert sorted(i for c in chunks for i in c) == list(range(len(n)))
+
+        def cost(groups):
+            return sum(len(g) * max(g) ** 2 + overhead for g in groups)
+
+        sizes = sorted(set(n))
+        by_size = [[v for v in n if v == s] for s in sizes]
+        brute = min(cost([sum(by_size[a:b], []) for a, b in zip((0,) + cut, cut + (len(sizes),))])
+                    for r in range(len(sizes)) for cut in itertools.combinations(range(1, len(sizes)), r))
+        assert cost([[n[i] for i in c] for c in chunks]) == brute
+    assert [sorted(c) for c in size_chunks([7, 4, 7, 4], 0)] == [[1, 3], [0, 2]]  # overhead 0: one size a chunk
+
+
+def test_denoiser_called_by_size_equals_one_padded_call():
+    from gaml_cli.methods.gbd.gbd import call_by_size
+    from gaml_cli.methods.gbd.model import GraphTransformer
+
+    torch.manual_seed(0)
+    net = GraphTransformer(fx=4, fe=2, out_x=3, layers=2, dx=16, de=8, dy=8, heads=4, ffx=16, ffe=8, fy=2).double()
+    counts = torch.tensor([9, 3, 5, 9, 3, 4])
+    B, N = len(counts), 12
+    mask = torch.arange(N).unsqueeze(0) < counts.unsqueeze(1)
+    em = (mask.unsqueeze(2) & mask.unsqueeze(1)).unsqueeze(-1)
+    X = torch.randn(B, N, 4, dtype=torch.float64) * mask.unsqueeze(-1)
+    E = torch.randn(B, N, N, 2, dtype=torch.float64)
+    E = (E + E.transpose(1, 2)) * em
+    t, y = torch.rand(B, dtype=torch.float64), torch.rand(B, 2, dtype=torch.float64)
+    res = []
+    for fn in (net, lambda *a: call_by_size(net, *a, overhead=0), lambda *a: call_by_size(net, *a, overhead=50)):
+        net.zero_grad()
+        ox, oe = fn(X, E, t, mask, y)
+        ox, oe = ox * mask.unsqueeze(-1), oe * em
+        (ox.square().sum() + oe.sum()).backward()
+        res.append((ox, oe, [p.grad.clone() for p in net.parameters() if p.grad is not None]))
+    assert len({len(r[2]) for r in res}) == 1
+    for ox, oe, g in res[1:]:
+        assert torch.allclose(ox, res[0][0], atol=1e-10) and torch.allclose(oe, res[0][1], atol=1e-10)
+        assert all(torch.allclose(a, b, atol=1e-9) for a, b in zip(g, res[0][2]))
+
+
 def test_sampling_is_per_graph_seeded(tmp_path):
     from gaml_cli.methods.gbd.sample import sample
     from gaml_cli.methods.gbd.train import prepare
