@@ -33,7 +33,7 @@ KIND = "gbd"
 
 @dataclass
 class TrainConfig:
-    steps: int = 4700
+    steps: int = 5500
     batch_size: int = 32
     lr: float = 1e-3
     lr_schedule: str = "constant"   # or "cosine": lr * (1 + cos(pi * step / steps)) / 2
