@@ -8,7 +8,7 @@ sampling time per graph. Published numbers are printed as rows marked "reference
 measured here).
 
     python bench/graphgen.py                       # defaults: about 28 min on 2 idle CPU cores
-    python bench/graphgen.py --model gbd.safetensors         # score a trained model: 256 graphs, about 11 min
+    python bench/graphgen.py --model gbd.safetensors         # score a trained model: 256 graphs, about 8 min
     python bench/graphgen.py --steps 500 -n 64     # a quick look
 """
 
