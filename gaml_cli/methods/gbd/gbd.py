@@ -135,15 +135,17 @@ def size_chunks(n: list[int], overhead: int = 1000) -> list[list[int]]:
     return chunks
 
 
-def call_by_size(net, X, E, t, node_mask, y, overhead: int = 1000):
+def call_by_size(net, X, E, t, node_mask, y, overhead: int | None = None):
     """net(X, E, t, node_mask, y) with the batch split by size_chunks, each chunk cut to its own
     largest graph. The denoiser treats every graph on its own and masks its padding, so the result
     is the same as one call on the whole padded batch (tests/test_gbd.py) at a fraction of the node
     pairs when sizes vary (community-small: 64% of the pairs of padding every graph to 20 nodes).
     Padded entries of the outputs are 0 (the callers mask them). With overhead 0 every chunk holds
     graphs of one size, so a graph's computation does not depend on the rest of the batch (the
-    sampler's per-sample seeding relies on that). On other devices: one padded call."""
-    if X.device.type != "cpu":
+    sampler's per-sample seeding relies on that). overhead None, or another device than the CPU: one
+    padded call (training uses that: at 2 threads the split did not pay, and the five training
+    seeds run with it were worse than those before it, unexplained; see the development notes)."""
+    if overhead is None or X.device.type != "cpu":
         # measured only on CPUs, where the work scales with the node pairs; on the H200 these
         # networks were launch-bound (README), where more, smaller calls would cost more
         return net(X, E, t, node_mask, y)
@@ -192,10 +194,10 @@ class GBD:
 
     # ---- network call
     def predict_x0(self, net, lz_x, lz_e, t, alpha_t, eta_n, eta_e, node_mask, n_frac, norm_deg=None,
-                   overhead: int = 1000):
+                   overhead: int | None = None):
         """x0_hat for X and E from the logits of z_t: preconditioned input, sigmoid output, scale/shift.
         `norm_deg`: the degree profile behind the concentrations (an input when cfg.degree_input);
-        `overhead`: how call_by_size groups the graphs by size."""
+        `overhead`: how call_by_size groups the graphs by size (None: no split)."""
         lo, hi = self.cfg.shift, self.cfg.shift + self.cfg.scale
         a_n = alpha_t.view(-1, 1, 1)
         mx, sx = bd.logit_stats(a_n, eta_n.unsqueeze(-1), lo, hi, self.p_x.to(lz_x.device))

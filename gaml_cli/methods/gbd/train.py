@@ -87,9 +87,7 @@ def train(graphs: Sequence[Graph], tc: TrainConfig, ckpt_dir: Path, device: torc
     cfg, tens, p_x, p_e = prepare(graphs, cfg_overrides)
     net = build_net(cfg).to(device).train()
     ema = copy.deepcopy(net).eval().requires_grad_(False)
-    # the fused kernel: one pass over all parameters (on CPU 2.5x faster than the per-tensor loop here)
-    opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, amsgrad=True,
-                            fused=device.type in ("cpu", "cuda") or None)
+    opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, amsgrad=True)
     gen = torch.Generator().manual_seed(tc.seed)
     gbd = GBD(cfg, p_x, p_e)
     G = len(graphs)
