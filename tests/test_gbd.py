@@ -178,29 +178,6 @@ def test_denoiser_layer_equals_its_plain_formulation():
     assert fast[0][1, 5:].abs().max() == 0 and fast[1][2, 2:].abs().max() == 0
 
 
-def test_size_chunks_are_the_cheapest_split_of_the_sorted_sizes():
-    import itertools
-
-    from gaml_cli.methods.gbd.gbd import size_chunks
-
-    rng = np.random.default_rng(0)
-    for trial in range(30):
-        n = rng.choice([3, 5, 6, 9, 12, 20], size=int(rng.integers(1, 12))).tolist()
-        overhead = [0, 10, 1000][trial % 3]
-        chunks = size_chunks(n, overhead)
-        assert sorted(i for c in chunks for i in c) == list(range(len(n)))
-
-        def cost(groups):
-            return sum(len(g) * max(g) ** 2 + overhead for g in groups)
-
-        sizes = sorted(set(n))
-        by_size = [[v for v in n if v == s] for s in sizes]
-        brute = min(cost([sum(by_size[a:b], []) for a, b in zip((0,) + cut, cut + (len(sizes),))])
-                    for r in range(len(sizes)) for cut in itertools.combinations(range(1, len(sizes)), r))
-        assert cost([[n[i] for i in c] for c in chunks]) == brute
-    assert [sorted(c) for c in size_chunks([7, 4, 7, 4], 0)] == [[1, 3], [0, 2]]  # overhead 0: one size a chunk
-
-
 def test_denoiser_called_by_size_equals_one_padded_call():
     from gaml_cli.methods.gbd.gbd import call_by_size
     from gaml_cli.methods.gbd.model import GraphTransformer
@@ -216,7 +193,7 @@ def test_denoiser_called_by_size_equals_one_padded_call():
     E = (E + E.transpose(1, 2)) * em
     t, y = torch.rand(B, dtype=torch.float64), torch.rand(B, 2, dtype=torch.float64)
     res = []
-    for fn in (net, lambda *a: call_by_size(net, *a, overhead=0), lambda *a: call_by_size(net, *a, overhead=50)):
+    for fn in (net, lambda *a: call_by_size(net, *a)):
         net.zero_grad()
         ox, oe = fn(X, E, t, mask, y)
         ox, oe = ox * mask.unsqueeze(-1), oe * em

@@ -109,55 +109,23 @@ def structural_features(lz_e: torch.Tensor, alpha_t: torch.Tensor, node_mask: to
     return feats_x, feats_y
 
 
-def size_chunks(n: list[int], overhead: int = 1000) -> list[list[int]]:
-    """Split a batch (node counts n) into chunks of graphs with similar sizes, each to be padded only
-    to its own largest graph: the chunks minimise sum(len(chunk) * max_n^2) + overhead * chunks
-    (node pairs the denoiser computes, plus a fixed cost per call in pair-equivalents), found
-    exactly over the sorted sizes by dynamic programming. Returns lists of batch indices."""
-    order = sorted(range(len(n)), key=lambda i: n[i])
-    sizes = sorted(set(n))
-    upto = [sum(1 for v in n if v <= s) for s in sizes]        # graphs with size <= sizes[k]
-    best = [0.0] + [math.inf] * len(sizes)                      # best[k]: the k smallest sizes
-    cut = [0] * (len(sizes) + 1)
-    for k in range(1, len(sizes) + 1):
-        for j in range(k):                                      # last chunk: sizes[j..k-1]
-            c = best[j] + (upto[k - 1] - (upto[j - 1] if j else 0)) * sizes[k - 1] ** 2 + overhead
-            if c < best[k]:
-                best[k], cut[k] = c, j
-    bounds, k = [], len(sizes)
-    while k > 0:
-        bounds.append((cut[k], k))
-        k = cut[k]
-    chunks = []
-    for j, k in reversed(bounds):
-        lo, hi = (upto[j - 1] if j else 0), upto[k - 1]
-        chunks.append(order[lo:hi])
-    return chunks
-
-
-def call_by_size(net, X, E, t, node_mask, y, overhead: int | None = None):
-    """net(X, E, t, node_mask, y) with the batch split by size_chunks, each chunk cut to its own
-    largest graph. The denoiser treats every graph on its own and masks its padding, so the result
-    is the same as one call on the whole padded batch (tests/test_gbd.py) at a fraction of the node
-    pairs when sizes vary (community-small: 64% of the pairs of padding every graph to 20 nodes).
-    Padded entries of the outputs are 0 (the callers mask them). With overhead 0 every chunk holds
-    graphs of one size, so a graph's computation does not depend on the rest of the batch (the
-    sampler's per-sample seeding relies on that). overhead None, or another device than the CPU: one
-    padded call (training uses that: at 2 threads the split did not pay, and the five training
-    seeds run with it were worse than those before it, unexplained; see the development notes)."""
-    if overhead is None or X.device.type != "cpu":
-        # measured only on CPUs, where the work scales with the node pairs; on the H200 these
-        # networks were launch-bound (README), where more, smaller calls would cost more
+def call_by_size(net, X, E, t, node_mask, y):
+    """net(X, E, t, node_mask, y) with the graphs of each size run as their own chunk, padded only to
+    that size. The denoiser treats every graph on its own and masks its padding, so the result is
+    the same as one call on the whole padded batch (tests/test_gbd.py) at a fraction of the node
+    pairs when sizes vary, and a graph's computation does not depend on the rest of the batch (the
+    sampler's per-sample seeding relies on that). Padded entries of the outputs are 0 (the callers
+    mask them). CPU only: on the H200 these networks were launch-bound (README), where more,
+    smaller calls would cost more; training does not use it (at 2 threads it did not pay, and the
+    training seeds run with it were worse, unexplained: bench/results/graphgen-development.md)."""
+    if X.device.type != "cpu":
         return net(X, E, t, node_mask, y)
     counts = node_mask.sum(1)
-    chunks = size_chunks(counts.tolist(), overhead)
-    if len(chunks) == 1 and int(counts.max()) == node_mask.shape[1]:
-        return net(X, E, t, node_mask, y)
     B, N = node_mask.shape
     out_x = out_e = None
-    for idx in chunks:
-        m = int(counts[idx].max())
-        ii = torch.tensor(idx, device=X.device)
+    for m in counts.unique().tolist():
+        ii = (counts == m).nonzero().squeeze(1)
+        m = int(m)
         ox, oe = net(X[ii, :m], E[ii, :m, :m], t[ii], node_mask[ii, :m], y[ii])
         if out_x is None:
             out_x = ox.new_zeros(B, N, ox.shape[-1])
@@ -194,10 +162,10 @@ class GBD:
 
     # ---- network call
     def predict_x0(self, net, lz_x, lz_e, t, alpha_t, eta_n, eta_e, node_mask, n_frac, norm_deg=None,
-                   overhead: int | None = None):
+                   by_size: bool = False):
         """x0_hat for X and E from the logits of z_t: preconditioned input, sigmoid output, scale/shift.
         `norm_deg`: the degree profile behind the concentrations (an input when cfg.degree_input);
-        `overhead`: how call_by_size groups the graphs by size (None: no split)."""
+        `by_size`: run the denoiser by graph size (call_by_size; the sampler's choice)."""
         lo, hi = self.cfg.shift, self.cfg.shift + self.cfg.scale
         a_n = alpha_t.view(-1, 1, 1)
         mx, sx = bd.logit_stats(a_n, eta_n.unsqueeze(-1), lo, hi, self.p_x.to(lz_x.device))
@@ -220,7 +188,7 @@ class GBD:
             rx, re = random_walk_features(noisy_adjacency(lz_e, alpha_t, node_mask, self.cfg.shift, self.cfg.scale))
             X = torch.cat([X, rx.float() * node_mask.unsqueeze(-1)], dim=-1)
             E = torch.cat([E, re.float() * off.unsqueeze(-1)], dim=-1)
-        out_x, out_e = call_by_size(net, X, E, t, node_mask, y, overhead)
+        out_x, out_e = call_by_size(net, X, E, t, node_mask, y) if by_size else net(X, E, t, node_mask, y)
         return self.scale_shift(torch.sigmoid(out_x)), self.scale_shift(torch.sigmoid(out_e.squeeze(-1)))
 
     # ---- training loss (BD Eq. 11 on nodes and edges; GBD: KLUB_X + lambda KLUB_E)

@@ -92,7 +92,7 @@ def sample_batch(net, cfg: GBDConfig, prof: dict, indices: list[int], seed: int,
         at, as_ = sched.alpha(t), sched.alpha(s)
         xh, eh = gbd.predict_x0(net, lz_x.to(device), lz_e.to(device), t.to(device), at.to(device),
                                 eta_n.to(device), eta_e.to(device), node_mask.to(device), n_frac.to(device),
-                                norm_deg.to(device), overhead=0)  # one size per network call: per-sample seeding
+                                norm_deg.to(device), by_size=True)
         xh, eh = xh.cpu(), eh.cpu()
         if k > 1:
             a_t, a_s = at.view(-1, 1, 1), as_.view(-1, 1, 1)
