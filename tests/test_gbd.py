@@ -395,6 +395,20 @@ def test_cosine_learning_rate_by_hand_and_in_the_loop(tmp_path):
     assert state["opt"]["param_groups"][0]["lr"] == pytest.approx(1.4645e-4, rel=1e-4)
 
 
+def test_ema_update_moves_every_parameter_by_the_decay():
+    from gaml_cli.core.ema import ema_update
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 2))
+    ema = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 2))
+    before = [p.detach().clone() for p in ema.parameters()]
+    ema_update(ema, model, 0.9)
+    for pe, b, pm in zip(ema.parameters(), before, model.parameters()):
+        assert torch.allclose(pe, 0.9 * b + 0.1 * pm, atol=1e-7)
+        # the same bits as the per-tensor update it replaced
+        assert torch.equal(pe, b.clone().lerp_(pm, 0.1))
+
+
 def test_power_function_ema_weights_by_hand():
     from gaml_cli.core.ema import ema_decay, ema_update, power_ema_gamma
 

@@ -35,7 +35,10 @@ def ema_update(ema, model, d: float) -> None:
     import torch
 
     with torch.no_grad():
-        for pe, pm in zip(ema.parameters(), model.parameters()):
-            pe.lerp_(pm, 1 - d)
+        # one foreach call instead of a lerp_ per tensor: the same result bit for bit (checked on
+        # the GBD network), a few hundred fewer Python-level calls a step
+        pe, pm = list(ema.parameters()), list(model.parameters())
+        if pe:
+            torch._foreach_lerp_(pe, pm, 1 - d)
         for be, bm in zip(ema.buffers(), model.buffers()):
             be.copy_(bm)

@@ -33,7 +33,7 @@ KIND = "gbd"
 
 @dataclass
 class TrainConfig:
-    steps: int = 5500
+    steps: int = 5000
     batch_size: int = 32
     lr: float = 1e-3
     lr_schedule: str = "constant"   # or "cosine": lr * (1 + cos(pi * step / steps)) / 2
@@ -87,7 +87,9 @@ def train(graphs: Sequence[Graph], tc: TrainConfig, ckpt_dir: Path, device: torc
     cfg, tens, p_x, p_e = prepare(graphs, cfg_overrides)
     net = build_net(cfg).to(device).train()
     ema = copy.deepcopy(net).eval().requires_grad_(False)
-    opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, amsgrad=True)
+    # foreach: the per-tensor update's results bit for bit on CPU (checked), fewer Python-level
+    # calls; not fused (training runs with fused AdamW were worse, unexplained: development notes)
+    opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, amsgrad=True, foreach=True)
     gen = torch.Generator().manual_seed(tc.seed)
     gbd = GBD(cfg, p_x, p_e)
     G = len(graphs)
