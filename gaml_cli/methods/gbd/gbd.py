@@ -116,9 +116,9 @@ def call_by_size(net, X, E, t, node_mask, y):
     pairs when sizes vary, and a graph's computation does not depend on the rest of the batch (the
     sampler's per-sample seeding relies on that). Padded entries of the outputs are 0 (the callers
     mask them). CPU only: on the H200 these networks were launch-bound (README), where more,
-    smaller calls would cost more. Training does not use it: at 2 threads it did not pay, and the
-    five training seeds run with it (and fused AdamW) were worse than those run without, for no
-    reason found (bench/results/graphgen-development.md, sixth and seventh passes)."""
+    smaller calls would cost more. Training does not use it: at 2 threads it did not pay (the bad
+    training seeds of the runs that used it are more likely fused AdamW's, which was worse on its
+    own too: bench/results/graphgen-development.md, sixth and seventh passes)."""
     if X.device.type != "cpu":
         return net(X, E, t, node_mask, y)
     counts = node_mask.sum(1)

@@ -88,7 +88,7 @@ def train(graphs: Sequence[Graph], tc: TrainConfig, ckpt_dir: Path, device: torc
     net = build_net(cfg).to(device).train()
     ema = copy.deepcopy(net).eval().requires_grad_(False)
     # foreach: the per-tensor update's results bit for bit on CPU (checked), fewer Python-level
-    # calls; not fused (training runs with fused AdamW were worse, unexplained: development notes)
+    # calls; not fused (training runs with fused AdamW were worse, mechanism unknown: development notes)
     opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, amsgrad=True, foreach=True)
     gen = torch.Generator().manual_seed(tc.seed)
     gbd = GBD(cfg, p_x, p_e)
