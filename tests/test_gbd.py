@@ -433,3 +433,85 @@ def test_power_function_ema_weights_by_hand():
     # the classic EMA: capped by (1 + k) / (10 + k), then the set decay
     assert ema_decay(0, 0.999) == pytest.approx(0.1)
     assert ema_decay(20000, 0.999) == 0.999
+
+
+def test_size_grouped_batches_cover_each_draw_once_sorted_by_size():
+    from gaml_cli.methods.gbd.train import TrainConfig, batch_indices, size_groups
+
+    n = torch.from_numpy(np.random.default_rng(0).integers(5, 30, size=50))
+    tc, bs = TrainConfig(size_groups=3, seed=4), 8
+    assert size_groups(tc, 50, bs) == 3 and size_groups(tc, 20, bs) == 2 and size_groups(tc, 12, bs) == 1
+    counts = np.zeros(50, dtype=int)
+    for draw in range(200):
+        # the generator is not used: any state gives the same batches (resume at any step)
+        batches = [batch_indices(tc, 3 * draw + j, n, bs, torch.Generator().manual_seed(draw * 7 + j))
+                   for j in range(3)]
+        flat = torch.cat(batches).numpy()
+        assert all(len(b) == bs for b in batches) and len(set(flat.tolist())) == 3 * bs  # without replacement
+        spans = sorted((int(n[b].min()), int(n[b].max())) for b in batches)
+        assert all(hi <= lo for (_, hi), (lo, _) in zip(spans, spans[1:]))  # cut from one sorted draw
+        counts[flat] += 1
+    # every graph comes up as often as with uniform batches: Binomial(200, 24 / 50), mean 96, sd 7
+    assert counts.min() > 60 and counts.max() < 135
+    # the draws differ between steps of different draws and between seeds
+    assert not torch.equal(batch_indices(tc, 0, n, bs, None), batch_indices(tc, 3, n, bs, None))
+    assert not torch.equal(batch_indices(tc, 0, n, bs, None),
+                           batch_indices(TrainConfig(size_groups=3, seed=5), 0, n, bs, None))
+    # one group: uniform batches from the run's generator
+    one = TrainConfig(size_groups=1)
+    a = batch_indices(one, 0, n, bs, torch.Generator().manual_seed(1))
+    assert torch.equal(a, torch.randperm(50, generator=torch.Generator().manual_seed(1))[:bs])
+
+
+def test_a_batch_padded_to_its_largest_graph_predicts_as_one_padded_to_the_model():
+    from gaml_cli.methods.gbd.gbd import GBD, build_net
+    from gaml_cli.methods.gbd.train import prepare
+
+    graphs = [from_networkx(g) for g in (nx.cycle_graph(5), nx.star_graph(4), nx.path_graph(9), nx.complete_graph(4))]
+    small = {"layers": 2, "dx": 8, "de": 4, "dy": 8, "heads": 2, "ffx": 8, "ffe": 4}
+    cfg, tens, p_x, p_e = prepare(graphs, {"net": small, "extra_features": True, "degree_input": True,
+                                           "rw_features": True})
+    torch.manual_seed(0)
+    net = build_net(cfg).eval()
+    gbd = GBD(cfg, p_x, p_e)
+    idx = torch.tensor([0, 1, 3])      # graphs of 5, 5 and 4 nodes: padded to 5 instead of 10
+    m, N = 5, cfg.max_nodes
+    mask, nd = tens.node_mask[idx], tens.norm_deg[idx]
+    eta_n, eta_e = gbd.concentrations(nd)
+    gen = torch.Generator().manual_seed(1)
+    lz_x, lz_e = torch.randn(3, N, cfg.D, generator=gen), torch.randn(3, N, N, generator=gen) * 4
+    lz_e = lz_e + lz_e.transpose(1, 2)
+    t = torch.tensor([0.3, 0.6, 0.9])
+    # the structural features are the padded batch's, to the bit (LAPACK may pick other signs or
+    # bases of the eigenvectors for a smaller matrix, so they are computed at the model's width)
+    from gaml_cli.methods.gbd.gbd import structural_features
+
+    fx, fy = structural_features(lz_e, gbd.sched.alpha(t), mask, cfg.shift, cfg.scale)
+    fx_m, fy_m = structural_features(lz_e[:, :m, :m], gbd.sched.alpha(t), mask[:, :m], cfg.shift, cfg.scale, N)
+    assert torch.equal(fx[:, :m], fx_m) and torch.equal(fy, fy_m)
+    with torch.no_grad():
+        full = gbd.predict_x0(net, lz_x, lz_e, t, gbd.sched.alpha(t), eta_n, eta_e, mask, torch.ones(3), nd)
+        trim = gbd.predict_x0(net, lz_x[:, :m], lz_e[:, :m, :m], t, gbd.sched.alpha(t), eta_n[:, :m],
+                              eta_e[:, :m, :m], mask[:, :m], torch.ones(3), nd[:, :m])
+    em = mask[:, :m].unsqueeze(2) & mask[:, :m].unsqueeze(1)
+    assert torch.allclose(full[0][:, :m] * mask[:, :m, None], trim[0] * mask[:, :m, None], atol=1e-5)
+    assert torch.allclose(full[1][:, :m, :m] * em, trim[1] * em, atol=1e-5)
+
+
+def test_loss_with_fixed_counts_divides_by_them():
+    from gaml_cli.methods.gbd.gbd import GBD, build_net
+    from gaml_cli.methods.gbd.train import prepare
+
+    graphs = [from_networkx(nx.cycle_graph(5)), from_networkx(nx.star_graph(6))]
+    small = {"layers": 1, "dx": 8, "de": 4, "dy": 8, "heads": 2, "ffx": 8, "ffe": 4}
+    cfg, tens, p_x, p_e = prepare(graphs, {"net": small})
+    torch.manual_seed(0)
+    net = build_net(cfg)
+    gbd = GBD(cfg, p_x, p_e)
+    batch = (net, tens.A, tens.onehot, tens.node_mask, tens.norm_deg)
+    t = torch.tensor([0.5, 0.7])
+    own = float(tens.node_mask.sum()) * cfg.D, float(5 * 4 + 7 * 6)   # node features, ordered off-diagonal pairs
+    runs = [gbd.loss(*batch, torch.Generator().manual_seed(3), t=t, per=per)
+            for per in (None, own, (2 * own[0], 4 * own[1]))]
+    assert runs[1][1] == pytest.approx(runs[0][1], rel=1e-6) and runs[1][2] == pytest.approx(runs[0][2], rel=1e-6)
+    assert runs[2][1] == pytest.approx(runs[0][1] / 2, rel=1e-6) and runs[2][2] == pytest.approx(runs[0][2] / 4, rel=1e-6)

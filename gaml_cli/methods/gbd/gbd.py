@@ -85,12 +85,22 @@ def random_walk_features(A: torch.Tensor, steps: int = RW_STEPS) -> tuple[torch.
 
 @torch.no_grad()
 def structural_features(lz_e: torch.Tensor, alpha_t: torch.Tensor, node_mask: torch.Tensor, shift: float,
-                        scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+                        scale: float, n_max: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """DiGress-style extra features of the graph the noisy state points to: A_t = 1[x_t > 1/2] with
     x_t = (clamp(z_t / alpha_t, 0, 1) - shift) / scale (E[z_t] = alpha_t x0). Per node: degree / N,
     triangles / N and the 2 Laplacian eigenvectors after the lowest (community indicators); per
-    graph: the 5 lowest Laplacian eigenvalues / N and the share of zero ones (components)."""
-    B, N = node_mask.shape
+    graph: the 5 lowest Laplacian eigenvalues / N and the share of zero ones (components).
+    N is the padded width, or `n_max` (the model's largest graph) when the batch is padded less:
+    the graphs are then padded to n_max for these features, so that they are the same, to the
+    bit, however far a batch is padded (the eigenvectors' signs and bases come from LAPACK, which
+    need not give the same ones for a differently padded matrix)."""
+    B, N0 = node_mask.shape
+    if n_max is not None and n_max > N0:
+        pad = n_max - N0
+        fx, fy = structural_features(F.pad(lz_e, (0, pad, 0, pad)), alpha_t, F.pad(node_mask, (0, pad)),
+                                     shift, scale)
+        return fx[:, :N0], fy
+    N = N0
     A = noisy_adjacency(lz_e, alpha_t, node_mask, shift, scale).float()
     deg = A.sum(-1)
     tri = torch.diagonal(A @ A @ A, dim1=1, dim2=2) / 2
@@ -180,7 +190,7 @@ class GBD:
         E = torch.stack([ein, eta_e.log() / self.log_eta_scale * off], dim=-1)
         y = n_frac.unsqueeze(1)
         if self.cfg.extra_features:
-            fx, fy = structural_features(lz_e, alpha_t, node_mask, self.cfg.shift, self.cfg.scale)
+            fx, fy = structural_features(lz_e, alpha_t, node_mask, self.cfg.shift, self.cfg.scale, self.cfg.max_nodes)
             X = torch.cat([X, fx * node_mask.unsqueeze(-1)], dim=-1)
             y = torch.cat([y, fy], dim=1)
         if self.cfg.degree_input:
@@ -194,8 +204,12 @@ class GBD:
 
     # ---- training loss (BD Eq. 11 on nodes and edges; GBD: KLUB_X + lambda KLUB_E)
     def loss(self, net, A, onehot, node_mask, norm_deg, generator: torch.Generator | None = None,
-             t: torch.Tensor | None = None):
-        """The training loss at random times (or at the given times `t`, (B,), for probes)."""
+             t: torch.Tensor | None = None, per: tuple[float, float] | None = None):
+        """The training loss at random times (or at the given times `t`, (B,), for probes).
+        KLUB_X is averaged over the batch's node features and KLUB_E over its node pairs, or, with
+        `per` = (node features, node pairs), divided by these fixed counts instead (the expected
+        counts of a uniform batch: what size-grouped batches use so that every pair weighs the same
+        whichever batch it falls in)."""
         B, N = node_mask.shape
         dev = A.device
         if t is None:
@@ -223,6 +237,10 @@ class GBD:
         kx = bd.klub(xh.double(), x0.double(), as_, at, eta_n.double().unsqueeze(-1), self.cfg.omega, gap=gap)
         ke = bd.klub(eh.double(), e0.double(), as_, at, eta_e.double(), self.cfg.omega, gap=gap)
         pair, off = self.masks(node_mask)
-        loss_x = (kx * node_mask.unsqueeze(-1)).sum() / (node_mask.sum() * self.cfg.D).clamp_min(1)
-        loss_e = (ke * off).sum() / off.sum().clamp_min(1)
+        if per is None:
+            loss_x = (kx * node_mask.unsqueeze(-1)).sum() / (node_mask.sum() * self.cfg.D).clamp_min(1)
+            loss_e = (ke * off).sum() / off.sum().clamp_min(1)
+        else:
+            loss_x = (kx * node_mask.unsqueeze(-1)).sum() / per[0]
+            loss_e = (ke * off).sum() / per[1]
         return (loss_x + self.cfg.lambda_e * loss_e).float(), float(loss_x.detach()), float(loss_e.detach())

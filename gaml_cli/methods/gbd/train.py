@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from ...core import console
@@ -43,6 +44,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     checkpoint_every: int = 500
     seed: int = 0
+    size_groups: int = 1            # > 1: size-grouped batches (batch_indices)
 
 
 def prepare(graphs: Sequence[Graph], cfg_overrides: dict[str, Any] | None = None):
@@ -80,6 +82,33 @@ def lr_at(tc: TrainConfig, step: int) -> float:
     raise UsageError(f"unknown learning-rate schedule {tc.lr_schedule!r}")
 
 
+def size_groups(tc: TrainConfig, graphs: int, batch: int) -> int:
+    """How many batches one size-sorted draw is cut into: --size-groups, at most graphs // batch
+    (each draw is made without replacement)."""
+    return max(1, min(tc.size_groups, graphs // batch))
+
+
+def batch_indices(tc: TrainConfig, step: int, n: torch.Tensor, batch: int, gen: torch.Generator) -> torch.Tensor:
+    """The training graphs of optimizer step `step` (0-based); n: (G,) node counts.
+
+    Uniform batches: `batch` graphs drawn without replacement from `gen`. Size-grouped batches
+    (k = size_groups(...) > 1, the idea of "group by length" batching in sequence models): step
+    `step` belongs to draw step // k, which picks k * batch graphs without replacement, sorts them
+    by node count and cuts them into k batches taken in a random order. Every graph still comes
+    up as often as with uniform batches, but a batch holds graphs of similar size and is padded
+    only to its own largest one. Each draw comes from its own generator, seeded by (seed, draw),
+    so a run resumed at any step takes the same batches."""
+    G = n.shape[0]
+    k = size_groups(tc, G, batch)
+    if k == 1:
+        return torch.randperm(G, generator=gen)[:batch]
+    rng = np.random.default_rng([tc.seed, step // k])
+    pick = rng.permutation(G)[: k * batch]
+    pick = pick[np.argsort(n.numpy()[pick], kind="stable")]
+    j = int(rng.permutation(k)[step % k])
+    return torch.from_numpy(pick[j * batch: (j + 1) * batch].copy())
+
+
 def train(graphs: Sequence[Graph], tc: TrainConfig, ckpt_dir: Path, device: torch.device,
           resume: bool = False, cfg_overrides: dict[str, Any] | None = None):
     """Returns (EMA network, GBDConfig, tensors to save beside it, report)."""
@@ -100,7 +129,8 @@ def train(graphs: Sequence[Graph], tc: TrainConfig, ckpt_dir: Path, device: torc
     run_cfg = {"model": asdict(cfg), "graphs": G, "train": {k: v for k, v in asdict(tc).items()
                                                            if k not in ("steps", "checkpoint_every")
                                                            and (k, v) not in (("lr_schedule", "constant"),
-                                                                              ("ema_std", 0.0))}}
+                                                                              ("ema_std", 0.0),
+                                                                              ("size_groups", 1))}}
     start, seconds = 0, 0.0
     if resume:
         step, state, saved = ckpt.load(device="cpu")
@@ -124,14 +154,22 @@ def train(graphs: Sequence[Graph], tc: TrainConfig, ckpt_dir: Path, device: torc
     console.log(f"training GBD: {param_count(net) / 1e6:.2f}M parameters, {G} graphs of up to {cfg.max_nodes} "
                 f"nodes, {tc.steps} steps of {min(tc.batch_size, G)} on {device}")
     bs = min(tc.batch_size, G)
+    k = size_groups(tc, G, bs)
+    # size-grouped batches divide the KLUBs by a uniform batch's expected node features and pairs
+    n_all = tens.n.double()
+    per = None if k == 1 else (bs * float(n_all.mean()) * cfg.D, bs * float((n_all * (n_all - 1)).mean()))
+    if k > 1:
+        console.log(f"size-grouped batches: each draw of {k * bs} graphs sorted by size and cut into {k}")
     last = {"loss": float("nan"), "klub_x": float("nan"), "klub_e": float("nan")}
     loop = StepLoop(start, tc.steps, save_ckpt, ckpt, every=tc.checkpoint_every)
     with loop, console.progress(tc.steps, "graphgen train", completed=start) as bar:
         for step in loop:
-            idx = torch.randperm(G, generator=gen)[:bs].to(device)
+            idx = batch_indices(tc, step, tens.n, bs, gen)
+            m = int(tens.n[idx].max())  # pad the batch only to its largest graph
+            idx = idx.to(device)
             for group in opt.param_groups:
                 group["lr"] = lr_at(tc, step)
-            loss, lx, le = gbd.loss(net, A[idx], X[idx], M[idx], ND[idx], gen)
+            loss, lx, le = gbd.loss(net, A[idx, :m, :m], X[idx, :m], M[idx, :m], ND[idx, :m], gen, per=per)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if tc.grad_clip > 0:
