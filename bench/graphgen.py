@@ -7,7 +7,7 @@ the test set with both kernels (emd: GraphRNN/GDSS; tv: GBD's tables), training 
 sampling time per graph. Published numbers are printed as rows marked "reference" (not
 measured here).
 
-    python bench/graphgen.py                       # defaults: about 28 min on 2 idle CPU cores (--sets 2: 36 min)
+    python bench/graphgen.py                       # defaults: about 37 min on 2 idle CPU cores (--sets 2: 46 min)
     python bench/graphgen.py --model gbd.safetensors         # score a trained model: 256 graphs, about 8 min
     python bench/graphgen.py --steps 500 -n 64     # a quick look
     python bench/graphgen.py --sets 2              # GBD scored on 2 sample sets (seeds S, S+1): mean and each set

@@ -34,7 +34,7 @@ KIND = "gbd"
 
 @dataclass
 class TrainConfig:
-    steps: int = 5000
+    steps: int = 5500
     batch_size: int = 32
     lr: float = 1e-3
     lr_schedule: str = "constant"   # or "cosine": lr * (1 + cos(pi * step / steps)) / 2
@@ -44,7 +44,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     checkpoint_every: int = 500
     seed: int = 0
-    size_groups: int = 1            # > 1: size-grouped batches (batch_indices)
+    size_groups: int = 2            # > 1: size-grouped batches (batch_indices); 1: uniform
 
 
 def prepare(graphs: Sequence[Graph], cfg_overrides: dict[str, Any] | None = None):
