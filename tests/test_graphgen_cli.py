@@ -84,6 +84,16 @@ def test_resume_reproduces_the_uninterrupted_run(comm, tmp_path, gaml, grouping)
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
+def test_resume_with_other_options_names_them(comm, tmp_path, gaml):
+    out = tmp_path / "m.safetensors"
+    args = ["graphgen", "train", "--data", comm / "train.jsonl", "--out", out, *TINY, "-q"]
+    assert gaml(*args, "--steps", "1", "--size-groups", "1").code == 0
+    res = gaml(*args, "--steps", "2", "--resume")   # the default --size-groups is 2
+    assert res.code == 2 and "--size-groups 1 (now 2)" in res.err and len(res.err.strip().splitlines()) == 1
+    res = gaml(*args, "--steps", "2", "--size-groups", "1", "--resume", "--seed", "3")
+    assert res.code == 2 and "--seed 0 (now 3)" in res.err
+
+
 def test_sigterm_saves_a_checkpoint_and_resume_counts_on(comm, tmp_path):
     out = tmp_path / "gbd.safetensors"
     ckpt = tmp_path / "gbd.ckpt"

@@ -47,6 +47,23 @@ class TrainConfig:
     size_groups: int = 2            # > 1: size-grouped batches (batch_indices); 1: uniform
 
 
+# TrainConfig values a checkpoint does not record, so that checkpoints made before --lr-schedule,
+# --ema-std and --size-groups existed still resume (with these values)
+OMITTED = {"lr_schedule": "constant", "ema_std": 0.0, "size_groups": 1}
+
+
+def settings_diff(saved: dict, want: dict) -> str:
+    """What differs between a checkpoint's run config and this run's, for the resume error:
+    the training options by name (with both values), else the data or the network."""
+    a, b = {**OMITTED, **saved.get("train", {})}, {**OMITTED, **want.get("train", {})}
+    opts = [f"--{k.replace('_', '-')} {a.get(k)} (now {b.get(k)})" for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
+    if opts:
+        return "other settings: " + ", ".join(opts)
+    if saved.get("graphs") != want.get("graphs"):
+        return f"other data ({saved.get('graphs')} graphs, now {want.get('graphs')})"
+    return "other data or network settings"
+
+
 def prepare(graphs: Sequence[Graph], cfg_overrides: dict[str, Any] | None = None):
     if not graphs:
         raise InputError("no training graphs")
@@ -124,18 +141,15 @@ def train(graphs: Sequence[Graph], tc: TrainConfig, ckpt_dir: Path, device: torc
     G = len(graphs)
     A, X, M, ND = (x.to(device) for x in (tens.A, tens.onehot, tens.node_mask, tens.norm_deg))
     ckpt = CheckpointDir(ckpt_dir, keep=2)
-    # (a constant schedule and the classic EMA are left out so that checkpoints made before
-    # --lr-schedule and --ema-std existed still resume)
     run_cfg = {"model": asdict(cfg), "graphs": G, "train": {k: v for k, v in asdict(tc).items()
                                                            if k not in ("steps", "checkpoint_every")
-                                                           and (k, v) not in (("lr_schedule", "constant"),
-                                                                              ("ema_std", 0.0),
-                                                                              ("size_groups", 1))}}
+                                                           and OMITTED.get(k, ...) != v}}
     start, seconds = 0, 0.0
     if resume:
         step, state, saved = ckpt.load(device="cpu")
-        if saved != json.loads(json.dumps(run_cfg)):  # the checkpoint stores it as JSON (tuples -> lists)
-            raise UsageError(f"{ckpt_dir}: the checkpoint was made with other data or settings; "
+        want = json.loads(json.dumps(run_cfg))  # the checkpoint stores it as JSON (tuples -> lists)
+        if saved != want:
+            raise UsageError(f"{ckpt_dir}: the checkpoint was made with {settings_diff(saved, want)}; "
                              "resume with the same --data and options")
         net.load_state_dict(state["net"])
         ema.load_state_dict(state["ema"])
