@@ -22,7 +22,8 @@ import torch
 
 from ...core import console
 from ...core.checkpoint import CheckpointDir, StepLoop
-from ...core.ema import ema_decay, ema_update
+from ...core.ema import ema_decay
+from ...core.flat import FlatParams
 from ...core.errors import InputError, UsageError
 from ...graphs.io import Graph
 from . import data as gd
@@ -62,6 +63,10 @@ def settings_diff(saved: dict, want: dict) -> str:
     if saved.get("graphs") != want.get("graphs"):
         return f"other data ({saved.get('graphs')} graphs, now {want.get('graphs')})"
     return "other data or network settings"
+
+
+def _own(sd: dict) -> dict:
+    return {k: v.clone() for k, v in sd.items()}
 
 
 def prepare(graphs: Sequence[Graph], cfg_overrides: dict[str, Any] | None = None):
@@ -133,9 +138,6 @@ def train(graphs: Sequence[Graph], tc: TrainConfig, ckpt_dir: Path, device: torc
     cfg, tens, p_x, p_e = prepare(graphs, cfg_overrides)
     net = build_net(cfg).to(device).train()
     ema = copy.deepcopy(net).eval().requires_grad_(False)
-    # foreach: the per-tensor update's results bit for bit on CPU (checked), fewer Python-level
-    # calls; not fused (training runs with fused AdamW were worse, mechanism unknown: development notes)
-    opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, amsgrad=True, foreach=True)
     gen = torch.Generator().manual_seed(tc.seed)
     gbd = GBD(cfg, p_x, p_e)
     G = len(graphs)
@@ -153,15 +155,27 @@ def train(graphs: Sequence[Graph], tc: TrainConfig, ckpt_dir: Path, device: torc
                              "resume with the same --data and options")
         net.load_state_dict(state["net"])
         ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["opt"])
         gen.set_state(state["gen"])
         start, seconds = step, float(state.get("seconds", 0.0))
+    # The parameters, their gradients and the EMA's parameters as views of flat buffers, so that
+    # clipping, AdamW and the EMA update are a few calls a step instead of a few per tensor: the
+    # per-tensor results bit for bit (core/flat.py, tests), ~10% of a step cheaper on 2 CPU threads.
+    flat, flat_ema = FlatParams(net.parameters()), FlatParams(ema.parameters(), grads=False)
+    # AdamW with foreach: the per-tensor update bit for bit on CPU (checked); not fused (training
+    # runs with fused AdamW were worse, mechanism unknown: development notes)
+    opt = torch.optim.AdamW([flat.param], lr=tc.lr, weight_decay=tc.weight_decay, amsgrad=True, foreach=True)
+    if resume:
+        saved_opt = state["opt"]
+        if len(saved_opt["param_groups"][0]["params"]) > 1:  # per-tensor state: checkpoints made before
+            saved_opt = flat.optimizer_state_from_per_tensor(saved_opt)
+        opt.load_state_dict(saved_opt)
         console.log(f"resumed from {ckpt.latest()} at step {start}")
 
     t0 = time.perf_counter()
 
     def save_ckpt(step: int) -> None:
-        ckpt.save(step, {"net": net.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+        # clones: the parameters are views of one flat buffer; a checkpoint stores them on their own
+        ckpt.save(step, {"net": _own(net.state_dict()), "ema": _own(ema.state_dict()), "opt": opt.state_dict(),
                          "gen": gen.get_state(), "seconds": seconds + time.perf_counter() - t0},
                   config=run_cfg, seed=tc.seed)
 
@@ -184,15 +198,19 @@ def train(graphs: Sequence[Graph], tc: TrainConfig, ckpt_dir: Path, device: torc
             for group in opt.param_groups:
                 group["lr"] = lr_at(tc, step)
             loss, lx, le = gbd.loss(net, A[idx, :m, :m], X[idx, :m], M[idx, :m], ND[idx, :m], gen, per=per)
-            opt.zero_grad(set_to_none=True)
+            flat.zero_grad()
             loss.backward()
+            flat.collect()
             if tc.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip)
+                flat.clip_grad_norm_(tc.grad_clip)
             opt.step()
-            ema_update(ema, net, ema_decay(step, tc.ema, tc.ema_std))
+            flat_ema.lerp_to(flat, 1 - ema_decay(step, tc.ema, tc.ema_std))  # ema <- d ema + (1 - d) net
+            for be, bm in zip(ema.buffers(), net.buffers()):
+                be.copy_(bm)
             last = {"loss": float(loss.detach()), "klub_x": lx, "klub_e": le}
             bar.update(1, **last)
     seconds += time.perf_counter() - t0
+    flat_ema.release()
     if start >= tc.steps:
         console.warn(f"the checkpoint is already at step {start} >= --steps {tc.steps}; saving it as it is")
     profiles = {"profile_n": tens.n, "profile_norm_deg": tens.norm_deg, "p_x": p_x, "p_e": torch.tensor([p_e])}
