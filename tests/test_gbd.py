@@ -167,9 +167,11 @@ def test_denoiser_layer_equals_its_plain_formulation():
     outs = []
     for fn in (layer, lambda *a: _plain_layer_forward(layer, *a)):
         layer.zero_grad()
-        o = fn(X, E, y, mask)
+        Xg, Eg, yg = (v.clone().requires_grad_(True) for v in (X, E, y))
+        o = fn(Xg, Eg, yg, mask)
         sum((w * v).sum() for w, v in zip((1.0, 0.7, 1.3), o)).backward()
-        outs.append((o, [p.grad.clone() for p in layer.parameters()]))
+        # parameter and input gradients (the edge FiLM has its own backward: model._EdgeFiLM)
+        outs.append((o, [p.grad.clone() for p in layer.parameters()] + [Xg.grad, Eg.grad, yg.grad]))
     (fast, g_fast), (plain, g_plain) = outs
     for a, b in zip(fast, plain):
         assert torch.allclose(a, b, atol=1e-10)

@@ -39,13 +39,46 @@ class Pool(nn.Module):
         m = mask.unsqueeze(-1).float()
         cnt = m.sum(1).clamp_min(1.0)
         mean = (h * m).sum(1) / cnt
-        big = torch.finfo(h.dtype).max / 4
-        mn = torch.where(mask.unsqueeze(-1), h, torch.full_like(h, big)).amin(1)
-        mx = torch.where(mask.unsqueeze(-1), h, torch.full_like(h, -big)).amax(1)
+        # padded entries pushed out of the min and max by adding +-big (h + 0 elsewhere is h, to
+        # the bit): the same values and gradients as filling them, one full-size pass fewer each
+        big = (~mask).unsqueeze(-1).to(h.dtype) * (torch.finfo(h.dtype).max / 4)
+        mn = (h + big).amin(1)
+        mx = (h - big).amax(1)
         std = (((h - mean.unsqueeze(1)) ** 2 * m).sum(1) / cnt + 1e-8).sqrt()  # eps: finite gradient at 0
         z = torch.cat([mean, mn, mx, std], dim=-1)
         z = torch.where(cnt > 0, z, torch.zeros_like(z))
         return self.lin(z)
+
+
+class _EdgeFiLM(torch.autograd.Function):
+    """S = e_add + (Q_i * K_j) * e_mul1 with [e_mul1, e_add] the two halves of L (B, N, N, 2 dx):
+    the layer's edge-modulated scores. Autograd's backward of chunk + addcmul scales both factors
+    by addcmul's value (1) and concatenates the halves' gradients, three full-size passes that this
+    backward skips by writing L's gradient in place; the gradients are the same to the bit
+    (tests/test_gbd.py)."""
+
+    @staticmethod
+    def forward(ctx, L, Q, K):
+        e_mul1, e_add = L.chunk(2, dim=-1)
+        P = Q.unsqueeze(2) * K.unsqueeze(1)
+        ctx.save_for_backward(L, P, Q, K)
+        return torch.addcmul(e_add, P, e_mul1)
+
+    @staticmethod
+    def backward(ctx, gS):
+        L, P, Q, K = ctx.saved_tensors
+        d = gS.shape[-1]
+        gL = gQ = gK = None
+        if ctx.needs_input_grad[0]:
+            gL = gS.new_empty(L.shape)
+            torch.mul(gS, P, out=gL[..., :d])
+            gL[..., d:].copy_(gS)
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            gP = gS * L[..., :d]
+            # as autograd reduces a broadcast product's gradient: sum over the broadcast dimension
+            gQ = (gP * K.unsqueeze(1)).sum(2, keepdim=True).squeeze(2) if ctx.needs_input_grad[1] else None
+            gK = (gP * Q.unsqueeze(2)).sum(1, keepdim=True).squeeze(1) if ctx.needs_input_grad[2] else None
+        return gL, gQ, gK
 
 
 class GraphTransformerLayer(nn.Module):
@@ -71,8 +104,9 @@ class GraphTransformerLayer(nn.Module):
         # The same layer as the docstring's, arranged to touch each (B, N, N, dx) tensor as few
         # times as possible (tests/test_gbd.py checks it against the plain formulation):
         # - no masks on the edge FiLM: X and E are zero at padded entries, so padded pairs only
-        #   reach outputs that are masked below (padded keys are filled before the softmax);
-        # - score * (1 + E_mul) + E_add as one addcmul, both edge maps as one matmul;
+        #   reach outputs that are masked below (padded keys get -1e9 before the softmax);
+        # - score * (1 + E_mul) + E_add as one addcmul, both edge maps as one matmul, with a
+        #   backward of its own (_EdgeFiLM);
         # - e_out(ye_add + (1 + ye_mul) * S) as S @ (e_out.W * (1 + ye_mul))^T per graph plus
         #   e_out(ye_add), so the y-FiLM of the edge state is folded into the output weights.
         B, N, _ = X.shape
@@ -83,19 +117,18 @@ class GraphTransformerLayer(nn.Module):
         # per-channel scores, scaled per head, modulated by the edge state: (B, N, N, dx)
         w = torch.cat([self.e_mul.weight, self.e_add.weight])
         b = torch.cat([self.e_mul.bias + 1.0, self.e_add.bias])
-        e_mul1, e_add = torch.nn.functional.linear(E, w, b).chunk(2, dim=-1)
-        S = torch.addcmul(e_add, Q.unsqueeze(2) * K.unsqueeze(1), e_mul1)
+        S = _EdgeFiLM.apply(torch.nn.functional.linear(E, w, b), Q, K)
         # new edge state from the modulated scores, FiLM by y (folded into e_out)
         w_out = self.e_out.weight.unsqueeze(0) * (self.ye_mul(y) + 1.0).unsqueeze(1)     # (B, de, dx)
         b_out = self.e_out(self.ye_add(y))                                                  # (B, de)
         newE = torch.baddbmm(b_out.unsqueeze(1), S.view(B, N * N, -1), w_out.transpose(1, 2))
         newE = newE.view(B, N, N, -1) * em
         # attention over j within each head
-        Sh = S.view(B, N, N, self.heads, self.dh)
-        keymask = node_mask[:, None, :, None, None]
-        # a large finite fill, not -inf: a padded query row (all keys masked) must not make NaN gradients
-        Sh = Sh.masked_fill(~keymask, -1e9)
-        A = torch.softmax(Sh, dim=2)
+        # padded keys get -1e9 added (S + 0 elsewhere is S, to the bit): their weights are exactly 0
+        # for every real query, as with a fill, but the add's backward is no full-size pass.
+        # Large and finite, not -inf: a padded query row (all keys masked) must not make NaN gradients
+        keybias = ((~node_mask).to(S.dtype) * -1e9)[:, None, :, None, None]
+        A = torch.softmax(S.view(B, N, N, self.heads, self.dh) + keybias, dim=2)
         Vh = V.view(B, 1, N, self.heads, self.dh)
         wV = (A * Vh).sum(2).reshape(B, N, -1)
         newX = self.yx_add(y).unsqueeze(1) + (self.yx_mul(y).unsqueeze(1) + 1.0) * wV
