@@ -35,7 +35,7 @@ KIND = "gbd"
 
 @dataclass
 class TrainConfig:
-    steps: int = 5500
+    steps: int = 6500
     batch_size: int = 32
     lr: float = 1e-3
     lr_schedule: str = "constant"   # or "cosine": lr * (1 + cos(pi * step / steps)) / 2
