@@ -43,6 +43,27 @@ def pick_device(name: str = "auto"):
     return torch.device(name)
 
 
+def keep_freed_memory() -> bool:
+    """Tells glibc's malloc to keep freed memory for reuse (blocks up to 32 MiB from the heap rather
+    than fresh mmaps, and no trimming of the heap's top below 1 GiB). A CPU training step that
+    allocates and frees dozens of multi-megabyte tensors otherwise gets new pages from the kernel
+    for most of them: on `gaml graphgen train` (community-small, 2 threads) minor page faults fell
+    from 716k to 150k and system time from 1.9 to 0.65 s over 80 steps. Results are unchanged
+    (the numbers do not depend on where a tensor lives). The process keeps its peak memory.
+    Returns whether glibc took both settings (False elsewhere, e.g. macOS or musl)."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
+    except (OSError, AttributeError):
+        return False
+
+
 def pick_dtype(precision: str, device=None):
     """fp32 | bf16 | fp16 -> torch dtype; refuses fp16 on CPU (no fast kernels, NaN-prone)."""
     import torch

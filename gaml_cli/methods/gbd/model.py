@@ -100,7 +100,8 @@ class GraphTransformerLayer(nn.Module):
         self.ff_y = nn.Sequential(nn.Linear(dy, dy), nn.ReLU(), nn.Linear(dy, dy))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, X, E, y, node_mask):
+    def forward(self, X, E, y, node_mask, update_y: bool = True):
+        # update_y=False (the last layer, whose y nothing reads) skips the global update.
         # The same layer as the docstring's, arranged to touch each (B, N, N, dx) tensor as few
         # times as possible (tests/test_gbd.py checks it against the plain formulation):
         # - no masks on the edge FiLM: X and E are zero at padded entries, so padded pairs only
@@ -134,15 +135,17 @@ class GraphTransformerLayer(nn.Module):
         newX = self.yx_add(y).unsqueeze(1) + (self.yx_mul(y).unsqueeze(1) + 1.0) * wV
         newX = self.x_out(newX) * xm
         # global
-        emask_flat = (node_mask.unsqueeze(2) & node_mask.unsqueeze(1)).view(B, N * N)
-        newy = self.y_out(self.y_y(y) + self.y_x(X, node_mask) + self.y_e(E.view(B, N * N, -1), emask_flat))
+        if update_y:
+            emask_flat = (node_mask.unsqueeze(2) & node_mask.unsqueeze(1)).view(B, N * N)
+            newy = self.y_out(self.y_y(y) + self.y_x(X, node_mask) + self.y_e(E.view(B, N * N, -1), emask_flat))
         # residuals, norms, feed-forward
         X = self.norm_x1(X + self.drop(newX))
         E = self.norm_e1(E + self.drop(newE))
-        y = self.norm_y1(y + self.drop(newy))
         X = self.norm_x2(X + self.drop(self.ff_x(X))) * xm
         E = self.norm_e2(E + self.drop(self.ff_e(E))) * em
-        y = self.norm_y2(y + self.ff_y(y))
+        if update_y:
+            y = self.norm_y1(y + self.drop(newy))
+            y = self.norm_y2(y + self.ff_y(y))
         return X, E, y
 
 
@@ -171,8 +174,8 @@ class GraphTransformer(nn.Module):
         h_x = self.in_x(X) * xm
         h_e = self.in_e(E)
         h_e = 0.5 * (h_e + h_e.transpose(1, 2)) * em
-        for layer in self.layers:
-            h_x, h_e, y = layer(h_x, h_e, y, node_mask)
+        for i, layer in enumerate(self.layers):
+            h_x, h_e, y = layer(h_x, h_e, y, node_mask, update_y=i < len(self.layers) - 1)
         out_x = self.out_x(h_x)
         out_e = self.out_e(h_e)
         out_e = 0.5 * (out_e + out_e.transpose(1, 2))
