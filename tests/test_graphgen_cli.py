@@ -94,6 +94,21 @@ def test_resume_with_other_options_names_them(comm, tmp_path, gaml):
     assert res.code == 2 and "--seed 0 (now 3)" in res.err
 
 
+def test_resume_with_a_broken_optimizer_state_is_one_line(comm, tmp_path, gaml):
+    from gaml_cli.core.checkpoint import CheckpointDir
+
+    out = tmp_path / "m.safetensors"
+    args = ["graphgen", "train", "--data", comm / "train.jsonl", "--out", out, *TINY, "-q"]
+    assert gaml(*args, "--steps", "1").code == 0
+    ckpt = CheckpointDir(tmp_path / "m.ckpt")
+    step, state, run_cfg = ckpt.load()
+    state["opt"]["param_groups"][0]["params"] = [0, 1, 2]  # per-tensor layout of another network
+    ckpt.save(step, state, config=run_cfg)
+    res = gaml(*args, "--steps", "2", "--resume")
+    assert res.code == 2 and "optimizer state does not fit" in res.err and len(res.err.strip().splitlines()) == 1
+    assert "Traceback" not in res.err
+
+
 def test_sigterm_saves_a_checkpoint_and_resume_counts_on(comm, tmp_path):
     out = tmp_path / "gbd.safetensors"
     ckpt = tmp_path / "gbd.ckpt"

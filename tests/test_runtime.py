@@ -80,7 +80,6 @@ def test_noise_is_identical_on_gpu():
     assert torch.equal(cpu, gpu.cpu())
 
 
-
 _FAULTS = """
 import resource, sys
 if sys.argv[1] == "keep":

@@ -40,5 +40,13 @@ def ema_update(ema, model, d: float) -> None:
         pe, pm = list(ema.parameters()), list(model.parameters())
         if pe:
             torch._foreach_lerp_(pe, pm, 1 - d)
+    copy_buffers(ema, model)
+
+
+def copy_buffers(ema, model) -> None:
+    """The EMA copy's buffers (running statistics and the like) follow the model's as they are."""
+    import torch
+
+    with torch.no_grad():
         for be, bm in zip(ema.buffers(), model.buffers()):
             be.copy_(bm)

@@ -22,7 +22,7 @@ import torch
 
 from ...core import console
 from ...core.checkpoint import CheckpointDir, StepLoop
-from ...core.ema import ema_decay
+from ...core.ema import copy_buffers, ema_decay
 from ...core.flat import FlatParams
 from ...core.errors import InputError, UsageError
 from ...graphs.io import Graph
@@ -165,10 +165,13 @@ def train(graphs: Sequence[Graph], tc: TrainConfig, ckpt_dir: Path, device: torc
     # runs with fused AdamW were worse, mechanism unknown: development notes)
     opt = torch.optim.AdamW([flat.param], lr=tc.lr, weight_decay=tc.weight_decay, amsgrad=True, foreach=True)
     if resume:
-        saved_opt = state["opt"]
-        if len(saved_opt["param_groups"][0]["params"]) > 1:  # per-tensor state: checkpoints made before
-            saved_opt = flat.optimizer_state_from_per_tensor(saved_opt)
-        opt.load_state_dict(saved_opt)
+        try:
+            saved_opt = state["opt"]
+            if len(saved_opt["param_groups"][0]["params"]) > 1:  # per-tensor state: checkpoints made before
+                saved_opt = flat.optimizer_state_from_per_tensor(saved_opt)
+            opt.load_state_dict(saved_opt)
+        except (KeyError, IndexError, ValueError, RuntimeError) as e:
+            raise InputError(f"{ckpt.latest()}: its optimizer state does not fit this network ({e})") from None
         console.log(f"resumed from {ckpt.latest()} at step {start}")
 
     t0 = time.perf_counter()
@@ -205,8 +208,7 @@ def train(graphs: Sequence[Graph], tc: TrainConfig, ckpt_dir: Path, device: torc
                 flat.clip_grad_norm_(tc.grad_clip)
             opt.step()
             flat_ema.lerp_to(flat, 1 - ema_decay(step, tc.ema, tc.ema_std))  # ema <- d ema + (1 - d) net
-            for be, bm in zip(ema.buffers(), net.buffers()):
-                be.copy_(bm)
+            copy_buffers(ema, net)
             last = {"loss": float(loss.detach()), "klub_x": lx, "klub_e": le}
             bar.update(1, **last)
     seconds += time.perf_counter() - t0
