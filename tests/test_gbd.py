@@ -213,14 +213,20 @@ def test_sampling_is_per_graph_seeded(tmp_path):
     from gaml_cli.methods.gbd.gbd import build_net
 
     graphs = [from_networkx(nx.cycle_graph(5)), from_networkx(nx.path_graph(4)), from_networkx(nx.star_graph(4))]
-    cfg, tens, p_x, p_e = prepare(graphs, {"net": {"layers": 1, "dx": 8, "de": 4, "dy": 8, "heads": 2, "ffx": 8, "ffe": 4}})
+    # with the structural features, whose eigenvectors must not depend on the batch either
+    cfg, tens, p_x, p_e = prepare(graphs, {"net": {"layers": 1, "dx": 8, "de": 4, "dy": 8, "heads": 2, "ffx": 8, "ffe": 4},
+                                           "extra_features": True, "degree_input": True})
     torch.manual_seed(0)
     net = build_net(cfg).eval()
     prof = {"profile_n": tens.n, "profile_norm_deg": tens.norm_deg, "p_x": p_x, "p_e": torch.tensor([p_e])}
     a = [g.to_record() for g in sample(net, cfg, prof, 5, seed=7, steps=6, batch_size=5)]
     b = [g.to_record() for g in sample(net, cfg, prof, 5, seed=7, steps=6, batch_size=2)]
     c = [g.to_record() for g in sample(net, cfg, prof, 3, seed=7, steps=6, batch_size=1)]
-    assert a == b and a[:3] == c
+    threads = torch.get_num_threads()
+    d = [g.to_record() for g in sample(net, cfg, prof, 5, seed=7, steps=6, batch_size=5, workers=2)]
+    e = [g.to_record() for g in sample(net, cfg, prof, 5, seed=7, steps=6, batch_size=1, workers=3)]
+    assert a == b == d == e and a[:3] == c
+    assert torch.get_num_threads() == threads   # the workers' share of the intra-op threads is undone
     assert {r["num_nodes"] for r in a} <= {4, 5}
 
 
@@ -517,3 +523,61 @@ def test_loss_with_fixed_counts_divides_by_them():
             for per in (None, own, (2 * own[0], 4 * own[1]))]
     assert runs[1][1] == pytest.approx(runs[0][1], rel=1e-6) and runs[1][2] == pytest.approx(runs[0][2], rel=1e-6)
     assert runs[2][1] == pytest.approx(runs[0][1] / 2, rel=1e-6) and runs[2][2] == pytest.approx(runs[0][2] / 4, rel=1e-6)
+
+
+@pytest.mark.parametrize("per", [None, (300.0, 400.0)])
+def test_a_batch_split_over_threads_gives_the_one_call_loss_and_gradient(per):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gaml_cli.methods.gbd.gbd import GBD, build_net
+    from gaml_cli.methods.gbd.train import prepare, split_backward
+
+    graphs = [from_networkx(g) for g in (nx.cycle_graph(5), nx.star_graph(4), nx.path_graph(9),
+                                         nx.complete_graph(4), nx.wheel_graph(7))]
+    small = {"layers": 2, "dx": 8, "de": 4, "dy": 8, "heads": 2, "ffx": 8, "ffe": 4}
+    cfg, tens, p_x, p_e = prepare(graphs, {"net": small, "extra_features": True, "degree_input": True,
+                                           "t_focus": (0.9, 0.55, 1.0)})
+    torch.manual_seed(0)
+    net = build_net(cfg)
+    gbd = GBD(cfg, p_x, p_e)
+    batch = (tens.A, tens.onehot, tens.node_mask, tens.norm_deg)
+
+    def grads():
+        out = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in net.parameters()])
+        net.zero_grad(set_to_none=True)
+        return out
+
+    gen = torch.Generator().manual_seed(5)
+    loss, lx, le = gbd.loss(net, *batch, gen, per=per)
+    loss.backward()
+    g_one, state_one = grads(), gen.get_state()
+    results = []
+    for parts in (2, 3):
+        gen = torch.Generator().manual_seed(5)
+        with ThreadPoolExecutor(parts - 1) as pool:
+            results.append((split_backward(gbd, net, *batch, gen, per, pool, parts), grads()))
+        assert torch.equal(gen.get_state(), state_one)   # the same draws, so resume stays exact
+    for (loss_s, lx_s, le_s), g in results:
+        assert float(loss_s) == pytest.approx(float(loss), rel=1e-6)
+        assert lx_s == pytest.approx(lx, rel=1e-6) and le_s == pytest.approx(le, rel=1e-6)
+        assert torch.allclose(g, g_one, rtol=1e-5, atol=1e-6)
+    assert g_one.abs().max() > 0
+
+
+def test_a_graphs_structural_features_do_not_depend_on_its_batch():
+    from gaml_cli.methods.gbd.gbd import structural_features
+
+    def logits(edges, N=9):   # alpha_t = 1: logit +-10 is an edge / no edge of the noisy graph
+        lz = torch.full((N, N), -10.0)
+        for u, v in edges:
+            lz[u, v] = lz[v, u] = 10.0
+        return lz
+
+    # a 5-node graph whose Laplacian repeats the eigenvalue 1 (and the padded block 36): torch's
+    # batched eigh gave it eigenvectors 1.39 apart at batch positions 0 and 1
+    repeated = [(0, 1), (0, 2), (0, 3), (0, 4), (1, 3)]
+    mask = torch.tensor([[True] * 9, [True] * 5 + [False] * 4])
+    alone = structural_features(logits(repeated).unsqueeze(0), torch.ones(1), mask[1:], 0.09, 0.9)
+    for other in ([(0, 1), (1, 2), (2, 3), (3, 4), (4, 0)], []):
+        fx, fy = structural_features(torch.stack([logits(other), logits(repeated)]), torch.ones(2), mask, 0.09, 0.9)
+        assert torch.equal(fx[1], alone[0][0]) and torch.equal(fy[1], alone[1][0])

@@ -111,7 +111,13 @@ def structural_features(lz_e: torch.Tensor, alpha_t: torch.Tensor, node_mask: to
     # The algorithm failed to converge" on an H200, torch 2.11. These matrices are at most a few
     # dozen nodes wide, so the decomposition runs on the CPU (LAPACK) on every device, which also
     # gives the same features whether a model is trained or sampled on CPU or GPU.
-    evals, evecs = (r.to(L.device) for r in torch.linalg.eigh(L.cpu()))
+    # One call per matrix: torch's batched eigh can return another basis of a repeated
+    # eigenvalue's eigenspace (isolated nodes, symmetric parts) for a matrix at batch position 0
+    # than at a later one (seen on a 5-node star-like graph: eigenvectors apart by 1.39), which
+    # would make a graph's features depend on its batch; the sampler's per-graph seeding and the
+    # split training step (train.split_backward) need them not to. ~30 us a matrix.
+    pairs = [torch.linalg.eigh(m) for m in L.cpu()]
+    evals, evecs = (torch.stack(r).to(L.device) for r in zip(*pairs))
     vec = evecs[:, :, 1: 1 + N_EIGVEC] * node_mask.unsqueeze(-1)
     n = node_mask.float().sum(1, keepdim=True).clamp_min(1)
     feats_x = torch.cat([(deg / N).unsqueeze(-1), (tri / N).unsqueeze(-1), vec], dim=-1)
@@ -203,13 +209,10 @@ class GBD:
         return self.scale_shift(torch.sigmoid(out_x)), self.scale_shift(torch.sigmoid(out_e.squeeze(-1)))
 
     # ---- training loss (BD Eq. 11 on nodes and edges; GBD: KLUB_X + lambda KLUB_E)
-    def loss(self, net, A, onehot, node_mask, norm_deg, generator: torch.Generator | None = None,
-             t: torch.Tensor | None = None, per: tuple[float, float] | None = None):
-        """The training loss at random times (or at the given times `t`, (B,), for probes).
-        KLUB_X is averaged over the batch's node features and KLUB_E over its node pairs, or, with
-        `per` = (node features, node pairs), divided by these fixed counts instead (the expected
-        counts of a uniform batch: what size-grouped batches use so that every pair weighs the same
-        whichever batch it falls in)."""
+    def draw(self, A, onehot, node_mask, norm_deg, generator: torch.Generator | None = None,
+             t: torch.Tensor | None = None):
+        """The random part of the training loss: times t (B,) (given, or drawn with --t-focus) and
+        the logits of z_t for the node features and the node pairs (one draw per pair)."""
         B, N = node_mask.shape
         dev = A.device
         if t is None:
@@ -220,15 +223,37 @@ class GBD:
                 u = torch.where(band, (lo + (hi - lo) * u - self.sched.t_min) / (1 - self.sched.t_min), u)
             t = self.sched.t_min + (1 - self.sched.t_min) * u
         t = t.to(dev)
+        alpha_t = self.sched.alpha(t)
+        eta_n, eta_e = self.concentrations(norm_deg)
+        a_n = alpha_t.view(-1, 1, 1)
+        lz_x = bd.q_sample_logit(self.scale_shift(onehot).cpu(), a_n.cpu(), eta_n.unsqueeze(-1).cpu(), generator).to(dev)
+        lz_e = bd.q_sample_logit(self.scale_shift(A).cpu(), a_n.cpu(), eta_e.cpu(), generator).to(dev)
+        lz_e = torch.triu(lz_e, 1) + torch.triu(lz_e, 1).transpose(1, 2)  # one draw per node pair
+        return t, lz_x, lz_e
+
+    def counts(self, node_mask) -> tuple[float, float]:
+        """The node features and off-diagonal node pairs of a batch: what the KLUBs are averaged over."""
+        _, off = self.masks(node_mask)
+        return max(float(node_mask.sum()) * self.cfg.D, 1.0), max(float(off.sum()), 1.0)
+
+    def loss(self, net, A, onehot, node_mask, norm_deg, generator: torch.Generator | None = None,
+             t: torch.Tensor | None = None, per: tuple[float, float] | None = None):
+        """The training loss at random times (or at the given times `t`, (B,), for probes).
+        KLUB_X is averaged over the batch's node features and KLUB_E over its node pairs, or, with
+        `per` = (node features, node pairs), divided by these fixed counts instead (the expected
+        counts of a uniform batch: what size-grouped batches use so that every pair weighs the same
+        whichever batch it falls in)."""
+        t, lz_x, lz_e = self.draw(A, onehot, node_mask, norm_deg, generator, t)
+        return self.loss_at(net, A, onehot, node_mask, norm_deg, t, lz_x, lz_e, per)
+
+    def loss_at(self, net, A, onehot, node_mask, norm_deg, t, lz_x, lz_e, per=None):
+        """The loss given the draws of `draw` (for a slice of its batch, `per` must be the whole
+        batch's counts: then the slices' losses add up to the batch's)."""
         s = self.sched.s_ratio * t
         alpha_t, alpha_s = self.sched.alpha(t), self.sched.alpha(s)
         eta_n, eta_e = self.concentrations(norm_deg)
         x0 = self.scale_shift(onehot)
         e0 = self.scale_shift(A)
-        a_n = alpha_t.view(-1, 1, 1)
-        lz_x = bd.q_sample_logit(x0.cpu(), a_n.cpu(), eta_n.unsqueeze(-1).cpu(), generator).to(dev)
-        lz_e = bd.q_sample_logit(e0.cpu(), a_n.cpu(), eta_e.cpu(), generator).to(dev)
-        lz_e = torch.triu(lz_e, 1) + torch.triu(lz_e, 1).transpose(1, 2)  # one draw per node pair
         n_frac = node_mask.float().sum(1) / self.cfg.max_nodes
         xh, eh = self.predict_x0(net, lz_x, lz_e, t, alpha_t, eta_n, eta_e, node_mask, n_frac, norm_deg)
         gap = self.sched.alpha_gap(s, t).double().view(-1, 1, 1)

@@ -107,10 +107,39 @@ def sample_batch(net, cfg: GBDConfig, prof: dict, indices: list[int], seed: int,
 
 
 def sample(net, cfg, prof, n: int, seed: int, steps: int, batch_size: int = 64, device="cpu",
-           progress=None) -> Iterator[Graph]:
-    for lo in range(0, n, batch_size):
-        idx = list(range(lo, min(n, lo + batch_size)))
-        for g in sample_batch(net, cfg, prof, idx, seed, steps, device):
-            yield g
-        if progress is not None:
-            progress(len(idx))
+           progress=None, workers: int = 1) -> Iterator[Graph]:
+    """n graphs in order, `batch_size` at a time. On CPU with `workers` > 1, that many batches
+    (of at most n / workers graphs each) are denoised at once on their own threads, each with
+    its share of the intra-op threads; a graph depends only on (seed, its index), so the
+    graphs are the same whatever the batching."""
+    if workers <= 1 or torch.device(device).type != "cpu":
+        for lo in range(0, n, batch_size):
+            idx = list(range(lo, min(n, lo + batch_size)))
+            yield from sample_batch(net, cfg, prof, idx, seed, steps, device)
+            if progress is not None:
+                progress(len(idx))
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    size = max(1, min(batch_size, -(-n // workers)))
+    batches = [list(range(lo, min(n, lo + size))) for lo in range(0, n, size)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads // workers))
+    try:
+        with ThreadPoolExecutor(workers, thread_name_prefix="gbd-sample") as pool:
+            pending: deque = deque()
+            for idx in batches:
+                pending.append((len(idx), pool.submit(sample_batch, net, cfg, prof, idx, seed, steps, device)))
+                if len(pending) == workers:
+                    k, fut = pending.popleft()
+                    yield from fut.result()
+                    if progress is not None:
+                        progress(k)
+            while pending:
+                k, fut = pending.popleft()
+                yield from fut.result()
+                if progress is not None:
+                    progress(k)
+    finally:
+        torch.set_num_threads(threads)
