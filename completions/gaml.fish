@@ -277,10 +277,10 @@ complete -c gaml -n "__gaml_at 'graphgen sample'" -l help -s h -d 'Show help and
 complete -c gaml -n "__gaml_at 'graphgen train'" -F
 complete -c gaml -n "__gaml_at 'graphgen train'" -l data -s d -r -F -d 'Training graphs, JSONL one graph a line (- for stdin).'
 complete -c gaml -n "__gaml_at 'graphgen train'" -l out -s o -r -F -d 'GBD model artifact to write (.safetensors).'
-complete -c gaml -n "__gaml_at 'graphgen train'" -l steps -r -F -d 'Optimizer steps (6,500: 17.0 minutes on 2 idle CPU cores for community-small, measured 2026-12-03).'
+complete -c gaml -n "__gaml_at 'graphgen train'" -l steps -r -F -d 'Optimizer steps (6,500: 17.0-19.1 minutes on 2 idle CPU cores for community-small, idle runs of 2026-12-03).'
 complete -c gaml -n "__gaml_at 'graphgen train'" -l batch-size -r -F -d 'Graphs per step.'
 complete -c gaml -n "__gaml_at 'graphgen train'" -l size-groups -r -F -d 'K > 1: size-grouped batches: K batches at a time are drawn together, sorted by node count and cut apart, so each is padded only to its own largest graph (every graph comes up as often as with uniform batches; at most graphs / --batch-size). On community-small 2 makes a step 10-15% cheaper at the same quality. 1: uniform batches.'
-complete -c gaml -n "__gaml_at 'graphgen train'" -l workers -r -F -d 'CPU: cut each batch into this many parts, run at once on their own threads (a step is thousands of small operations, so one thread leaves the cores idle between them); the same step up to rounding. Ignored on a GPU.'
+complete -c gaml -n "__gaml_at 'graphgen train'" -l workers -r -F -d 'CPU: cut each batch into this many parts, run at once on their own threads, each with its share of the cores: the same step up to rounding, ~25% faster with 2 on 2 cores; but 2 of 3 community-small runs trained with 2 scored far worse on clustering (development notes, tenth pass), so 1 (one call a step) stays the default. Ignored on a GPU.'
 complete -c gaml -n "__gaml_at 'graphgen train'" -l lr -r -F -d 'AdamW learning rate (GBDs 2e-4 is for GPU-length runs; 1e-3 reaches the same quality in about 3x fewer steps).'
 complete -c gaml -n "__gaml_at 'graphgen train'" -l lr-schedule -x -a 'constant cosine' -d 'Learning rate over the run: constant, or cosine (a half cosine from --lr to 0 at the last step).'
 complete -c gaml -n "__gaml_at 'graphgen train'" -l ema -r -F -d 'EMA decay of the saved weights, capped by (1 + k) / (10 + k) at step k (so 0.999 applies only after step 8,990).'

@@ -94,10 +94,10 @@ def data(
 def train(
     data: Annotated[str, typer.Option("--data", "-d", help="Training graphs, JSONL one graph a line ('-' for stdin).")],
     out: Annotated[str, typer.Option("--out", "-o", help="GBD model artifact to write (.safetensors).")],
-    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps (6,500: 17.0 minutes on 2 idle CPU cores for community-small, measured 2026-12-03).")] = 6500,
+    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps (6,500: 17.0-19.1 minutes on 2 idle CPU cores for community-small, idle runs of 2026-12-03).")] = 6500,
     batch_size: Annotated[int, typer.Option(min=1, help="Graphs per step.")] = 32,
     size_groups: Annotated[int, typer.Option(min=1, help="K > 1: size-grouped batches: K batches at a time are drawn together, sorted by node count and cut apart, so each is padded only to its own largest graph (every graph comes up as often as with uniform batches; at most graphs / --batch-size). On community-small 2 makes a step 10-15% cheaper at the same quality. 1: uniform batches.")] = 2,
-    workers: Annotated[int, typer.Option(min=1, help="CPU: cut each batch into this many parts, run at once on their own threads (a step is thousands of small operations, so one thread leaves the cores idle between them); the same step up to rounding. Ignored on a GPU.")] = 2,
+    workers: Annotated[int, typer.Option(min=1, help="CPU: cut each batch into this many parts, run at once on their own threads, each with its share of the cores: the same step up to rounding, ~25% faster with 2 on 2 cores; but 2 of 3 community-small runs trained with 2 scored far worse on clustering (development notes, tenth pass), so 1 (one call a step) stays the default. Ignored on a GPU.")] = 1,
     lr: Annotated[float, typer.Option(min=0.0, help="AdamW learning rate (GBD's 2e-4 is for GPU-length runs; 1e-3 reaches the same quality in about 3x fewer steps).")] = 1e-3,
     lr_schedule: Annotated[LRSchedule, typer.Option(help="Learning rate over the run: constant, or cosine (a half cosine from --lr to 0 at the last step).")] = "constant",
     ema: Annotated[float, typer.Option(min=0.0, max=1.0, help="EMA decay of the saved weights, capped by (1 + k) / (10 + k) at step k (so 0.999 applies only after step 8,990).")] = 0.999,
