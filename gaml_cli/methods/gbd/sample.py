@@ -120,26 +120,18 @@ def sample(net, cfg, prof, n: int, seed: int, steps: int, batch_size: int = 64, 
                 progress(len(idx))
         return
     from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
+
+    from ...core.runtime import thread_pool_share
 
     size = max(1, min(batch_size, -(-n // workers)))
     batches = [list(range(lo, min(n, lo + size))) for lo in range(0, n, size)]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, threads // workers))
-    try:
-        with ThreadPoolExecutor(workers, thread_name_prefix="gbd-sample") as pool:
-            pending: deque = deque()
-            for idx in batches:
-                pending.append((len(idx), pool.submit(sample_batch, net, cfg, prof, idx, seed, steps, device)))
-                if len(pending) == workers:
-                    k, fut = pending.popleft()
-                    yield from fut.result()
-                    if progress is not None:
-                        progress(k)
-            while pending:
+    with thread_pool_share(workers) as pool:
+        pending: deque = deque()
+        for i, idx in enumerate(batches):
+            pending.append((len(idx), pool.submit(sample_batch, net, cfg, prof, idx, seed, steps, device)))
+            # keep `workers` batches in flight; after the last one is submitted, drain them in order
+            while pending and (len(pending) == workers or i == len(batches) - 1):
                 k, fut = pending.popleft()
                 yield from fut.result()
                 if progress is not None:
                     progress(k)
-    finally:
-        torch.set_num_threads(threads)
