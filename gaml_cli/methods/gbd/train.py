@@ -47,7 +47,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     seed: int = 0
     size_groups: int = 2            # > 1: size-grouped batches (batch_indices); 1: uniform
-    workers: int = 1                # > 1: each batch cut into this many parts run at once (split_backward)
+    workers: int = 2                # > 1: each batch cut into this many parts run at once (split_backward)
 
 
 # TrainConfig values a checkpoint does not record, so that checkpoints made before --lr-schedule,
