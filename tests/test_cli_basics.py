@@ -13,9 +13,10 @@ from conftest import ROOT, run_process
 
 
 def _all_command_paths():
+    from gaml_cli.app import click_app
     from gaml_cli.core.completion import walk
 
-    return [n.path for n in walk()]
+    return [n.path for n in walk(click_app())]
 
 
 def test_help_lists_every_group(gaml):
@@ -34,9 +35,10 @@ def test_version(gaml):
 
 @pytest.mark.parametrize("path", _all_command_paths())
 def test_every_leaf_command_help_shows_an_example(gaml, path):
+    from gaml_cli.app import click_app
     from gaml_cli.core.completion import walk
 
-    node = next(n for n in walk() if n.path == path)
+    node = next(n for n in walk(click_app()) if n.path == path)
     res = gaml(*path.split(), "--help")
     assert res.code == 0
     if not node.subcommands and path:  # a leaf command

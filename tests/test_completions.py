@@ -8,6 +8,7 @@ import subprocess
 import pytest
 
 from conftest import ROOT
+from gaml_cli.app import click_app
 from gaml_cli.core.completion import FILES, GENERATORS
 
 COMPLETIONS = ROOT / "completions"
@@ -16,7 +17,7 @@ COMPLETIONS = ROOT / "completions"
 @pytest.mark.parametrize("shell", sorted(FILES))
 def test_completion_files_are_current(shell):
     committed = (COMPLETIONS / FILES[shell]).read_text()
-    assert committed == GENERATORS[shell](), (
+    assert committed == GENERATORS[shell](click_app()), (
         f"completions/{FILES[shell]} is stale: run `gaml completion {shell} > completions/{FILES[shell]}`"
     )
 

@@ -11,6 +11,7 @@ import pytest
 from conftest import ROOT
 from gaml_cli.core.config import load_recipe
 from gaml_cli.core.errors import InputError, UsageError
+from gaml_cli.app import click_app
 from gaml_cli.core.recipes import plan
 
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
@@ -27,7 +28,7 @@ def test_shipped_recipe_is_valid(path):
     assert first.startswith("# gaml run recipes/" + path.name), first
     words = shlex.split(first[1:].strip())
     overrides = [w for w in words[3:] if "=" in w]
-    rec = plan(str(path), overrides)
+    rec = plan(click_app(), str(path), overrides)
     assert rec.steps
     assert "${" not in json.dumps([s.argv for s in rec.steps])  # every reference resolved
 

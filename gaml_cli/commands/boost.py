@@ -211,7 +211,9 @@ def predict(
 
         if Path(out).is_dir():
             raise UsageError(f"--out {out} is a folder; give a .jsonl file name")
-    m = dbt_io.load(model)
+    from ..methods.dbt.model import load as load_dbt
+
+    m = load_dbt(model)
     m.config.num_threads = threads
     df = read_table(data)
     Xe, unseen = m.schema.encode(df)

@@ -14,7 +14,7 @@ class Shell(str, Enum):
     fish = "fish"
 
 
-def completion(shell: Annotated[Shell, typer.Argument(help="bash, zsh or fish.")]):
+def completion(ctx: typer.Context, shell: Annotated[Shell, typer.Argument(help="bash, zsh or fish.")]):
     """Print a completion script; it lists every command and option, so TAB never runs Python.
 
     Example:
@@ -25,4 +25,5 @@ def completion(shell: Annotated[Shell, typer.Argument(help="bash, zsh or fish.")
     """
     from ..core.completion import GENERATORS
 
-    typer.echo(GENERATORS[shell.value](), nl=False)
+    root = ctx.find_root().command  # the command tree, passed down: core imports no command
+    typer.echo(GENERATORS[shell.value](root), nl=False)

@@ -10,6 +10,7 @@ from ._common import FormatOpt, QuietOpt, setup
 
 
 def run(
+    ctx: typer.Context,
     recipe: Annotated[str, typer.Argument(help="Recipe YAML file.")],
     overrides: Annotated[Optional[list[str]], typer.Argument(help="key=value overrides: seed=3, vars.out=runs/x, steps.NAME.args.KEY=V.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Print the resolved gaml commands (stdout, one per line) and stop.")] = False,
@@ -35,7 +36,8 @@ def run(
     from ..core import console
     from ..core.recipes import execute, plan
 
-    rec = plan(recipe, overrides or [], only=only)
+    root = ctx.find_root().command  # the command tree, passed down: core imports no command
+    rec = plan(root, recipe, overrides or [], only=only)
     if dry_run:
         if console.state.format == "json":
             console.print_json([{"name": s.name, "argv": ["gaml", *s.argv], "outputs": s.outputs}
@@ -46,7 +48,7 @@ def run(
             for s in rec.steps:
                 typer.echo(" ".join(shlex.quote(a) for a in ["gaml", *s.argv]))
         return
-    result = execute(rec, skip_existing=skip_existing)
+    result = execute(root, rec, skip_existing=skip_existing)
     if console.state.format == "json":
         console.print_json(result)
     elif not console.state.quiet:

@@ -1,18 +1,17 @@
 """gaml unlearn: Score Forgetting Distillation (SFD) — SiD distillation that forgets chosen conditions.
 
 The command takes every option of `gaml distill` (same names, same defaults, one code path:
-commands/distill.run_sid) plus the forgetting options below; its signature is built from
-distill's so the two never drift apart.
+methods/sid/run.py) plus the forgetting options below; both signatures come from
+_sid_options so the two never drift apart.
 """
 
 from __future__ import annotations
 
-import inspect
 from typing import Annotated, Optional
 
 import typer
 
-from .distill import distill, run_sid
+from ._sid_options import run_command, signature
 
 FORGET_KEYS = ("forget", "into", "pairs", "forget_weight", "forget_share")
 
@@ -45,13 +44,7 @@ def unlearn(**kw):
         gaml unlearn --teacher sd15 --prompts coco.txt --forget nudity --into "" --lsg 1.5 --out runs/sfd-sd15
     """
     forget = {k: kw.pop(k) for k in FORGET_KEYS}
-    run_sid(kw, forget=forget)
+    run_command(kw, forget=forget)
 
 
-def _signature() -> inspect.Signature:
-    extra = list(inspect.signature(_forget_options, eval_str=True).parameters.values())
-    base = list(inspect.signature(distill, eval_str=True).parameters.values())
-    return inspect.Signature(base[:2] + extra + base[2:])
-
-
-unlearn.__signature__ = _signature()
+unlearn.__signature__ = signature(_forget_options)

@@ -60,10 +60,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     On any exception (including KeyboardInterrupt) the temporary file is removed and the
     previous content of `path`, if any, is left as it was.
+    A failed write (a full disk, a read-only folder) is raised as one line naming `path` and
+    the reason (paths.write_failed), not the temporary file or the exception class.
     """
+    from .paths import write_failed
+
     target = Path(path)
-    _ensure_parent(target)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}{TMP_MARK}", dir=target.parent)
+    try:
+        _ensure_parent(target)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}{TMP_MARK}", dir=target.parent)
+    except OSError as exc:
+        raise write_failed(target, exc) from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -74,12 +81,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.fsync(fh.fileno())
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; honour the umask
         os.replace(tmp_path, target)
-    except BaseException:
+    except BaseException as exc:
         try:
             tmp_path.unlink()
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError) and _is_write_error(exc, tmp_path, target):
+            raise write_failed(target, exc) from None
         raise
+
+
+def _is_write_error(exc: OSError, tmp: Path, target: Path) -> bool:
+    """An OSError of writing the file (no file name: a write or flush; or the temp/target's)."""
+    name = getattr(exc, "filename", None)
+    return name is None or os.fspath(name) in (str(tmp), str(target), str(target.parent))
 
 
 @contextmanager

@@ -21,11 +21,10 @@ class Node:
     arg_choices: list[str] = field(default_factory=list)  # values of a choice-typed argument
 
 
-def walk() -> list[Node]:
-    from ..app import click_app
+def walk(root) -> list[Node]:
+    """Every command of the click command tree `root` (the CLI passes its own; core imports no command)."""
     from . import clicompat as cc
 
-    root = click_app()
     nodes: list[Node] = []
 
     def visit(cmd, path: str, ctx) -> None:
@@ -115,8 +114,8 @@ _gaml_takes_value() {{
 """
 
 
-def bash(nodes: list[Node] | None = None) -> str:
-    nodes = nodes or walk()
+def bash(root) -> str:
+    nodes = walk(root)
     return f"""# gaml bash completion: {HEADER.format(shell='bash')}
 # Install: source this file, or copy it to ~/.local/share/bash-completion/completions/gaml
 
@@ -160,8 +159,8 @@ complete -F _gaml gaml
 """
 
 
-def zsh(nodes: list[Node] | None = None) -> str:
-    nodes = nodes or walk()
+def zsh(root) -> str:
+    nodes = walk(root)
     return f"""#compdef gaml
 # gaml zsh completion: {HEADER.format(shell='zsh')}
 # Install: put this file on your $fpath as _gaml, or source it after compinit.
@@ -199,8 +198,8 @@ fi
 """
 
 
-def fish(nodes: list[Node] | None = None) -> str:
-    nodes = nodes or walk()
+def fish(root) -> str:
+    nodes = walk(root)
     lines = [
         f"# gaml fish completion: {HEADER.format(shell='fish')}",
         "# Install: copy to ~/.config/fish/completions/gaml.fish",

@@ -1,4 +1,6 @@
-"""Check and execute recipes against the gaml command tree (in-process, one step at a time)."""
+"""Check and execute recipes against the gaml command tree (in-process, one step at a time).
+
+The command tree (a click group) is passed in by the caller, so core imports no command."""
 
 from __future__ import annotations
 
@@ -9,12 +11,10 @@ from .config import Recipe, load_recipe
 from .errors import GamlError, InputError, UsageError
 
 
-def _command_for(argv: list[str]):
+def _command_for(group, argv: list[str]):
     """(click command, info name path, remaining args) for a step's argv."""
-    from ..app import click_app
     from . import clicompat as cc
 
-    group = click_app()
     ctx = cc.context(group, "gaml")
     cmd, names, rest = group, ["gaml"], list(argv)
     while cc.is_group(cmd):
@@ -29,11 +29,11 @@ def _command_for(argv: list[str]):
     return cmd, ctx.parent, names, rest
 
 
-def check_step(argv: list[str]) -> None:
+def check_step(group, argv: list[str]) -> None:
     """Parse a step's command line exactly as the CLI would, without running it."""
     from . import clicompat as cc
 
-    cmd, parent, names, rest = _command_for(argv)
+    cmd, parent, names, rest = _command_for(group, argv)
     if cmd.name == "run":
         raise UsageError("a recipe step cannot run another recipe")
     try:
@@ -48,7 +48,7 @@ def check_step(argv: list[str]) -> None:
         raise
 
 
-def plan(path: str, overrides: list[str], only: list[str] | None = None) -> Recipe:
+def plan(group, path: str, overrides: list[str], only: list[str] | None = None) -> Recipe:
     rec = load_recipe(path, overrides)
     if only:
         names = {s.name for s in rec.steps}
@@ -58,19 +58,17 @@ def plan(path: str, overrides: list[str], only: list[str] | None = None) -> Reci
         rec.steps = [s for s in rec.steps if s.name in set(only)]
     for s in rec.steps:
         try:
-            check_step(s.argv)
+            check_step(group, s.argv)
         except GamlError as exc:
             raise InputError(f"{path}: step {s.name!r}: {exc.one_line()}") from None
     return rec
 
 
-def execute(rec: Recipe, skip_existing: bool = False) -> dict:
-    from ..app import click_app
+def execute(group, rec: Recipe, skip_existing: bool = False) -> dict:
     from . import clicompat as cc
     from . import console
     from .artifacts import current_command
 
-    group = click_app()
     done, skipped = [], []
     t0 = time.perf_counter()
     saved = (console.state.quiet, console.state.format)

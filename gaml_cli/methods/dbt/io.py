@@ -101,27 +101,6 @@ def load_state(path: str) -> dict:
             "extra": header.get("extra", {}), "texts": texts, "header": header}
 
 
-def load(path: str, expect=None):
-    """A DBTRegressor or DBTClassifier from a .dbt file (`expect`: the class wanted, if any)."""
-    from .model import DBTClassifier, DBTRegressor
-
-    state = load_state(path)
-    cls = {"regress": DBTRegressor, "classify": DBTClassifier}.get(state["task"])
-    if cls is None:
-        raise InputError(f"{path}: corrupt .dbt model (unknown task {state['task']!r})")
-    if expect is not None and expect not in (cls,) and expect.__name__ != "_DBTBase":
-        raise InputError(f"{path}: is a {state['task']} model, not a {expect.__name__}")
-    try:
-        model = cls.from_state(state)
-    except InputError:
-        raise
-    except Exception as exc:  # a member LightGBM cannot parse, a config key missing, ...
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"{path}: corrupt .dbt model ({first})") from None
-    model.provenance = state["header"].get("provenance", {})
-    return model
-
-
 # --------------------------------------------------------------------------- checkpoint
 
 

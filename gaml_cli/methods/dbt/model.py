@@ -42,7 +42,7 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from . import forward
+from . import forward, io
 from .tables import Schema
 
 
@@ -275,15 +275,11 @@ class _DBTBase:
         pass
 
     def save(self, path: str, provenance: dict | None = None) -> None:
-        from . import io
-
         io.save(path, self.state(), provenance=provenance)
 
     @classmethod
     def load(cls, path: str) -> "_DBTBase":
-        from . import io
-
-        return io.load(path, expect=cls)
+        return load(path, expect=cls)
 
 
 class DBTRegressor(_DBTBase):
@@ -475,3 +471,24 @@ def _label(v):
             raise ValueError("missing class label")
         return int(v) if float(v).is_integer() else float(v)
     return str(v)
+
+
+def load(path: str, expect=None):
+    """A DBTRegressor or DBTClassifier from a .dbt file (`expect`: the class wanted, if any)."""
+    from ...core.errors import InputError
+
+    state = io.load_state(path)
+    cls = {"regress": DBTRegressor, "classify": DBTClassifier}.get(state["task"])
+    if cls is None:
+        raise InputError(f"{path}: corrupt .dbt model (unknown task {state['task']!r})")
+    if expect is not None and expect not in (cls,) and expect.__name__ != "_DBTBase":
+        raise InputError(f"{path}: is a {state['task']} model, not a {expect.__name__}")
+    try:
+        model = cls.from_state(state)
+    except InputError:
+        raise
+    except Exception as exc:  # a member LightGBM cannot parse, a config key missing, ...
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{path}: corrupt .dbt model ({first})") from None
+    model.provenance = state["header"].get("provenance", {})
+    return model
