@@ -16,6 +16,14 @@ def _say(message: str) -> None:
     sys.stderr.flush()
 
 
+class _Failed(Exception):
+    """A command that returned a non-zero code: its staged outputs are dropped."""
+
+    def __init__(self, code: int):
+        super().__init__(code)
+        self.code = code
+
+
 def _on_sigterm(signum, frame):  # turn SIGTERM into an exception so atomic writes clean up
     raise KeyboardInterrupt
 
@@ -33,11 +41,19 @@ def main(argv: list[str] | None = None) -> int:
         if threading_main():
             signal.signal(signal.SIGTERM, _on_sigterm)
         from .app import click_app
+        from .core.artifacts import output_group
 
-        rv = click_app().main(args=args, prog_name="gaml", standalone_mode=False)
+        with output_group():  # the command's files land together, or none of them
+            rv = click_app().main(args=args, prog_name="gaml", standalone_mode=False)
+            if isinstance(rv, int) and rv != 0:
+                raise _Failed(rv)
         if rv == 130:  # typer's answer to Ctrl-C / SIGTERM
             _say("gaml: interrupted")
         return rv if isinstance(rv, int) else 0
+    except _Failed as exc:
+        if exc.code == 130:  # typer's answer to Ctrl-C / SIGTERM
+            _say("gaml: interrupted")
+        return exc.code
     except GamlError as exc:
         if debug:
             raise
@@ -91,8 +107,39 @@ def _click_exit(exc: Exception, debug: bool) -> int | None:
     ctx = getattr(exc, "ctx", None)
     where = ctx.command_path if ctx is not None else "gaml"
     hint = f" (see '{where} --help')" if "UsageError" in names else ""
-    _say(f"{where}: error: {exc.format_message()}{hint}")
+    _say(f"gaml: error: {usage_message(exc)}{hint}")
     return int(getattr(exc, "exit_code", 2))
+
+
+_WORDING = [  # typer's runtime coercion speaks pydantic; gaml speaks one style
+    (r"Input should be greater than or equal to (\S+)", r"must be at least \1"),
+    (r"Input should be less than or equal to (\S+)", r"must be at most \1"),
+    (r"Input should be greater than (\S+)", r"must be greater than \1"),
+    (r"Input should be less than (\S+)", r"must be less than \1"),
+    (r"Input should be a valid integer.*", "expected an integer"),
+    (r"Input should be a valid number.*", "expected a number"),
+    (r"Input should be a valid boolean.*", "expected true or false"),
+    (r"Input should be ", "must be "),
+    (r"^Value error, ", ""),
+]
+
+
+def usage_message(exc: Exception) -> str:
+    """One style for every usage error: the option first, then what is wrong with it."""
+    import re
+
+    param = getattr(exc, "param", None)
+    message = getattr(exc, "message", None) or exc.format_message()
+    for pattern, repl in _WORDING:
+        message = re.sub(pattern, repl, message)
+    kinds = {c.__name__ for c in type(exc).__mro__}
+    if param is not None and "BadParameter" in kinds and "MissingParameter" not in kinds:
+        opts = [o for o in getattr(param, "opts", []) if o.startswith("--")] or list(getattr(param, "opts", []))
+        name = opts[0] if opts and getattr(param, "param_type_name", "") == "option" else (
+            (getattr(param, "name", None) or "argument").upper())
+        return f"{name}: {message}"
+    return message if message == exc.format_message() else re.sub(
+        r"Input should be .*", message, exc.format_message())
 
 
 def threading_main() -> bool:
@@ -101,8 +148,62 @@ def threading_main() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+class StdoutClosed(BrokenPipeError):
+    """The reader of stdout went away and the command has no files left to finish."""
+
+
+class _PipeGuard:
+    """sys.stdout for the real process: when the reader goes away (`gaml ... | head`), further
+    output is dropped quietly, as Unix tools do. A command that still has files to write (staged
+    outputs, or one that declared them with console.files_follow()) goes on and finishes them;
+    one that only streams stops (StdoutClosed) and exits 0."""
+
+    def __init__(self, inner):
+        self._inner = inner
+        self.broken = False
+
+    def _closed(self):
+        self.broken = True
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._inner.fileno())
+        except (OSError, ValueError):
+            pass
+        from .core import console
+        from .core.artifacts import has_staged
+
+        if not (console.state.files_follow or has_staged()):
+            raise StdoutClosed
+
+    def write(self, text):
+        if self.broken:
+            return len(text)
+        try:
+            return self._inner.write(text)
+        except BrokenPipeError:
+            self._closed()
+            return len(text)
+
+    def flush(self):
+        if self.broken:
+            return
+        try:
+            self._inner.flush()
+        except BrokenPipeError:
+            self._closed()
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
 def entry() -> None:
-    sys.exit(main())
+    guard = sys.stdout = _PipeGuard(sys.stdout)
+    code = main()
+    try:
+        guard.flush()
+    except BrokenPipeError:
+        pass
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -65,5 +65,8 @@ def click_app():
     """The click command tree behind `app` (built once)."""
     global _click
     if _click is None:
+        from .core.clicompat import finite_floats
+
         _click = typer.main.get_command(app)
+        finite_floats(_click)  # no option of gaml takes nan or inf
     return _click

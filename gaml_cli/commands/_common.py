@@ -45,9 +45,12 @@ def setup(fmt: Format | str = "human", quiet: bool = False) -> None:
     console.set_options(quiet=quiet, fmt=fmt.value if isinstance(fmt, Enum) else fmt)
 
 
-def check_out(path: str | None, suffix: str, option: str = "--out") -> None:
-    """Refuse an output path that cannot be right before any work is done: '-', a folder,
-    or the wrong file type. (None: the option was not given.)"""
+def check_out(path: str | None, suffix: str, option: str = "--out", inputs: dict | None = None,
+              stdout_ok: bool = False) -> None:
+    """Refuse an output path that cannot be right before any work is done: '-' (unless
+    stdout_ok), a folder, the wrong file type, one of the command's `inputs` ({option: path}:
+    writing it would destroy the input), or a place that cannot be written (read-only folder,
+    full disk). (None: the option was not given.)"""
     if path is None:
         return
     from pathlib import Path
@@ -55,9 +58,21 @@ def check_out(path: str | None, suffix: str, option: str = "--out") -> None:
     from ..core.errors import UsageError
 
     if path == "-":
+        if stdout_ok:
+            return
         raise UsageError(f"{option}: this is written to a file; give a path")
     p = Path(path)
     if p.is_dir():
         raise UsageError(f"{option} {path} is a folder; give a file name ending in {suffix}")
     if p.suffix != suffix:
         raise UsageError(f"{option} {path}: expected a file name ending in {suffix}")
+    from ..core.paths import check_outputs
+
+    check_outputs({option: path}, inputs)
+
+
+def check_folder_out(path: str, option: str = "--out", inputs: dict | None = None) -> None:
+    """The same checks for an output folder (created if missing)."""
+    from ..core.paths import check_outputs
+
+    check_outputs({}, inputs, folders={option: path})

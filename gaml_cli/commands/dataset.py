@@ -40,7 +40,7 @@ def digits(
     from ..datasets import digits as ds
 
     check_out(out, ".safetensors")
-    check_out(grid, ".png", "--grid")
+    check_out(grid, ".png", "--grid", inputs={"--out": out})
     tensors = ds.load(test_fraction=test_fraction, seed=seed)
     path = save_artifact(out, tensors, kind=IMAGE_KIND, config=ds.config(test_fraction, seed), seed=seed)
     if grid:
@@ -98,11 +98,13 @@ def shapes(
     from ..core.images import IMAGE_KIND, save_grid
     from ..datasets import shapes as ds
 
-    check_out(out, ".safetensors")
-    check_out(grid, ".png", "--grid")
+    check_out(out, ".safetensors", inputs={"--spec": spec})
+    check_out(grid, ".png", "--grid", inputs={"--out": out, "--spec": spec})
     cap_path = captions or str(Path(out).with_suffix(".jsonl"))
+    if cap_path == "-":
+        console.files_follow()  # `--captions - | head` still writes the artifact
     if cap_path != "-":
-        check_out(cap_path, ".jsonl", "--captions")
+        check_out(cap_path, ".jsonl", "--captions", inputs={"--spec": spec})
         if Path(cap_path).resolve() == Path(out).resolve():
             from ..core.errors import UsageError
 

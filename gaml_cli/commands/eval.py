@@ -132,7 +132,7 @@ def fid(
     if save_ref_stats is not None:
         if ref.endswith(".npz"):
             raise UsageError("--save-ref-stats needs --ref to be images, not statistics")
-        check_out(save_ref_stats, ".npz", "--save-ref-stats")
+        check_out(save_ref_stats, ".npz", "--save-ref-stats", inputs={"--images": images, "--ref": ref})
     gen = load_artifact(images, "images")["images"]
     ref_stats = inc.load_stats(ref) if ref.endswith(".npz") else None
     ref_x = None if ref_stats is not None else load_artifact(ref, "images")["images"]
@@ -251,7 +251,7 @@ def train_classifier_cmd(
     from ..core.errors import InputError
     from ..diffusion.features import targets_of, train_classifier
 
-    check_out(out, ".safetensors")
+    check_out(out, ".safetensors", inputs={"--data": data})
     art = load_artifact(data, "images")
     try:
         y, heads, names = targets_of(art)

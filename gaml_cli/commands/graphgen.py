@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import DeviceOpt, FormatOpt, QuietOpt, check_out, setup
+from ._common import DeviceOpt, FormatOpt, QuietOpt, check_folder_out, check_out, setup
 
 app = typer.Typer(
     help="Graph generation by Graph Beta Diffusion (GBD): benchmark data, train, sample, MMD evaluation, plots.",
@@ -80,6 +80,7 @@ def data(
         raise UsageError(f"--out {out} is a file; give a folder")
     if folder.suffix in (".jsonl", ".json"):
         raise UsageError(f"--out {out}: give a folder (train.jsonl and test.jsonl are written into it)")
+    check_folder_out(out)
     train, test = datasets.generate(name.value, seed)
     write_graphs(folder / "train.jsonl", train)
     write_graphs(folder / "test.jsonl", test)
@@ -143,7 +144,7 @@ def train(
     from ..methods.gbd.sample import save_model
     from ..methods.gbd.train import TrainConfig, model_overrides, train as train_gbd
 
-    check_out(out, ".safetensors")
+    check_out(out, ".safetensors", inputs={"--data": data})
     etas = _numbers(eta, "--eta", 3)
     if any(e <= 0 for e in etas):
         raise UsageError("--eta: concentrations must be positive")
@@ -157,6 +158,7 @@ def train(
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else Path(out[: -len(".safetensors")] + ".ckpt")
     if resume and not ckpt_dir.is_dir():
         raise UsageError(f"--resume: no checkpoint folder {ckpt_dir}")
+    check_folder_out(str(ckpt_dir), "--checkpoint-dir", inputs={"--data": data})
     graphs = read_graphs(data)
     dev = runtime.pick_device(device.value if hasattr(device, "value") else device)
     runtime.keep_freed_memory()  # fewer page faults a step (runtime.py); the same results
@@ -206,8 +208,7 @@ def sample(
     from ..core.artifacts import JsonlWriter
     from ..methods.gbd.sample import load_model, sample as sample_gbd
 
-    if out != "-":
-        check_out(out, ".jsonl")
+    check_out(out, ".jsonl", inputs={"--model": model}, stdout_ok=True)
     dev = runtime.pick_device(device.value if hasattr(device, "value") else device)
     net, cfg, prof, _ = load_model(model, dev)
     t0 = time.perf_counter()
@@ -288,7 +289,7 @@ def plot(
     from ..graphs.io import read_graphs
     from ..graphs.plot import save_plot
 
-    check_out(out, ".png")
+    check_out(out, ".png", inputs={"SAMPLES": samples, "--ref": ref})
     gen = read_graphs(samples)[:count]
     real = read_graphs(ref)[:count] if ref else None
     save_plot(gen, out, real, cols=cols)

@@ -35,7 +35,7 @@ def grid(
     from ..core.errors import InputError, UsageError
     from ..core.images import IMAGE_KIND, save_grid
 
-    check_out(out, ".png")
+    check_out(out, ".png", inputs={"IMAGES": images})
     if split not in ("train", "test", "all"):
         raise UsageError(f"--split must be train, test or all (got {split!r})")
     art = load_artifact(images, IMAGE_KIND)

@@ -49,8 +49,8 @@ def sample(
     from ..diffusion.sample import SampleSpec
     from ..diffusion.sd import is_pipeline_folder
 
-    check_out(out, ".safetensors")
-    check_out(grid, ".png", "--grid")
+    check_out(out, ".safetensors", inputs={"--model": model, "--prompts": prompts})
+    check_out(grid, ".png", "--grid", inputs={"--model": model, "--prompts": prompts, "--out": out})
     if sum(x is not None for x in (class_, prompt, prompts)) > 1:
         raise UsageError("give at most one of --class, --prompt, --prompts")
     dev = runtime.pick_device(device.value if hasattr(device, "value") else device)

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import DeviceOpt, FormatOpt, QuietOpt, check_out, setup
+from ._common import DeviceOpt, FormatOpt, QuietOpt, check_folder_out, check_out, setup
 
 
 def train(
@@ -54,12 +54,13 @@ def train(
     from ..diffusion.io import SAVE_DTYPES, save_model
     from ..diffusion.train import TrainConfig, train_teacher
 
-    check_out(out, ".safetensors")
+    check_out(out, ".safetensors", inputs={"--data": data, "--resume-from": resume_from})
     if save_precision not in SAVE_DTYPES:
         raise UsageError(f"--save-precision must be one of {', '.join(SAVE_DTYPES)}")
+    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else Path(out[: -len(".safetensors")] + ".ckpt")
+    check_folder_out(str(ckpt_dir), "--checkpoint-dir", inputs={"--data": data})
     dev = runtime.pick_device(device.value if hasattr(device, "value") else device)
     d = load_image_data(data, split=split, cond=cond)
-    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else Path(out[: -len(".safetensors")] + ".ckpt")
     if resume and resume_from:
         raise UsageError("give --resume or --resume-from, not both")
     if resume and not ckpt_dir.is_dir():

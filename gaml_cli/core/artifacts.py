@@ -49,13 +49,96 @@ current_command: contextvars.ContextVar[list[str] | None] = contextvars.ContextV
 def _ensure_parent(path: Path) -> None:
     parent = path.parent
     if not parent.exists():
+        missing = [parent, *[p for p in parent.parents if not p.exists()]]
         parent.mkdir(parents=True, exist_ok=True)
+        for d in reversed(missing):
+            note_created_dir(d)
     elif not parent.is_dir():
         raise UsageError(f"cannot write {path}: {parent} is not a folder")
 
 
+class OutputGroup:
+    """All or nothing for the files one command writes: inside `output_group()`, atomic writes
+    are staged (written and fsynced as temp files next to their targets) and moved into place
+    together when the command succeeds; when it fails, every staged file is removed and folders
+    the command created and left empty are removed too. Checkpoints bypass it (immediate=True):
+    they must land while a run goes on."""
+
+    def __init__(self):
+        self.staged: list[tuple[Path, Path]] = []
+        self.created_dirs: list[Path] = []
+
+    def commit(self) -> None:
+        for tmp, target in self.staged:
+            os.replace(tmp, target)
+        self.staged = []
+
+    def abort(self) -> None:
+        for tmp, _ in self.staged:
+            try:
+                tmp.unlink()
+            except FileNotFoundError:
+                pass
+        self.staged = []
+        for d in reversed(self.created_dirs):
+            try:
+                d.rmdir()  # only if empty
+            except OSError:
+                pass
+
+
+_group: contextvars.ContextVar[OutputGroup | None] = contextvars.ContextVar("gaml_output_group", default=None)
+
+
 @contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def output_group() -> Iterator[OutputGroup]:
+    """Stage the atomic writes of the block; commit them together at its end (see OutputGroup)."""
+    group = OutputGroup()
+    token = _group.set(group)
+    try:
+        yield group
+    except BaseException:
+        _group.reset(token)
+        group.abort()
+        raise
+    _group.reset(token)
+    try:
+        group.commit()
+    except OSError as exc:
+        target = group.staged[0][1] if group.staged else Path(".")
+        group.abort()
+        from .paths import write_failed
+
+        raise write_failed(target, exc) from None
+
+
+def staged(path: str | os.PathLike) -> Path:
+    """Where the content of `path` is now: its staged temp file while the command's output group
+    has not committed it yet (so a command can hash or reread what it wrote), else `path`."""
+    g = _group.get()
+    if g is not None:
+        target = Path(path)
+        for tmp, t in reversed(g.staged):
+            if t == target:
+                return tmp
+    return Path(path)
+
+
+def has_staged() -> bool:
+    """Whether the running command has written files that are not committed yet."""
+    g = _group.get()
+    return bool(g is not None and g.staged)
+
+
+def note_created_dir(folder: Path) -> None:
+    """Record a folder this command created, so that a failed command removes it if left empty."""
+    g = _group.get()
+    if g is not None:
+        g.created_dirs.append(folder)
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, immediate: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to `path`; on success move it into place atomically.
 
     On any exception (including KeyboardInterrupt) the temporary file is removed and the
@@ -80,7 +163,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; honour the umask
-        os.replace(tmp_path, target)
+        group = None if immediate else _group.get()
+        if group is not None:
+            group.staged = [(t, g) for t, g in group.staged if g != target]  # a rewrite replaces
+            group.staged.append((tmp_path, target))
+        else:
+            os.replace(tmp_path, target)
     except BaseException as exc:
         try:
             tmp_path.unlink()
@@ -98,11 +186,11 @@ def _is_write_error(exc: OSError, tmp: Path, target: Path) -> bool:
 
 
 @contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str | None = None):
+def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str | None = None, immediate: bool = False):
     """Open a temporary file for writing; it replaces `path` only when the block succeeds."""
     if "r" in mode or "a" in mode:
         raise ValueError("atomic_write is for writing whole files")
-    with atomic_path(path) as tmp:
+    with atomic_path(path, immediate=immediate) as tmp:
         kwargs = {} if "b" in mode else {"encoding": encoding or "utf-8"}
         with open(tmp, mode, **kwargs) as fh:
             yield fh
@@ -117,7 +205,7 @@ def _umask() -> int:
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open(staged(path), "rb") as fh:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
@@ -297,6 +385,7 @@ def save_artifact(
     seed: int | None = None,
     parents: Iterable[str | os.PathLike | Mapping[str, Any]] = (),
     prov_extra: Mapping[str, Any] | None = None,
+    immediate: bool = False,
 ) -> Path:
     """Write tensors + gaml metadata atomically. Tensors: all numpy or all torch."""
     if not tensors:
@@ -311,7 +400,7 @@ def save_artifact(
         ),
     }
     values = list(tensors.values())
-    with atomic_path(path) as tmp:
+    with atomic_path(path, immediate=immediate) as tmp:
         if any(_is_torch(v) for v in values):
             from safetensors.torch import save_file
 

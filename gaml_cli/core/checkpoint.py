@@ -129,8 +129,9 @@ class CheckpointDir:
         path = self.path_for(step)
         cfg = {"step": step, "skeleton": skeleton, "run_config": config or {},
                "framework": "torch" if "torch" in kinds else "numpy"}
-        save_artifact(path, tensors, kind=KIND, config=cfg, seed=seed)
-        with atomic_write(self.folder / "latest.json", "w") as fh:
+        # checkpoints land at once (immediate): a run resumes from them while the command goes on
+        save_artifact(path, tensors, kind=KIND, config=cfg, seed=seed, immediate=True)
+        with atomic_write(self.folder / "latest.json", "w", immediate=True) as fh:
             json.dump({"step": step, "file": path.name}, fh)
         self._prune()
         return path

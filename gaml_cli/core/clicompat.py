@@ -58,3 +58,57 @@ def choices(param: Any) -> list[str]:
         if typing.get_origin(c) is typing.Literal:
             return [str(v) for v in typing.get_args(c)]
     return []
+
+
+def finite_floats(root: Any) -> None:
+    """Make every float-typed parameter of the command tree refuse nan and inf (a usage error
+    naming the option, exit 2), so no command computes garbage from them."""
+    import math
+    import typing
+
+    def is_float(p) -> bool:
+        desc = getattr(p, "type_descriptor", None)
+        ann = getattr(desc, "annotation", None)
+        if ann is float:
+            return True
+        return typing.get_origin(ann) in (typing.Union, getattr(__import__("types"), "UnionType", None)) \
+            and float in typing.get_args(ann)
+
+    def wrap(p) -> None:
+        inner = p.process_value
+
+        def process_value(ctx, value):
+            values = value if isinstance(value, (list, tuple)) else [value]
+            for v in values:
+                try:
+                    number = float(v) if v is not None else 0.0
+                except (TypeError, ValueError):
+                    continue  # the coercion below reports it
+                if not math.isfinite(number):
+                    raise usage_error(ctx, p, f"{v!r} is not a finite number")
+            return inner(ctx, value)
+
+        p.process_value = process_value
+
+    def visit(cmd):
+        for p in getattr(cmd, "params", []):
+            if is_float(p):
+                wrap(p)
+        if is_group(cmd):
+            for sub in getattr(cmd, "commands", {}).values():
+                visit(sub)
+
+    visit(root)
+
+
+def usage_error(ctx: Any, param: Any, message: str):
+    """click's BadParameter (typer's vendored click or click), naming the option."""
+    import importlib
+
+    for mod in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            BadParameter = importlib.import_module(mod).BadParameter
+            break
+        except ImportError:
+            continue
+    return BadParameter(message, ctx=ctx, param=param)

@@ -19,6 +19,7 @@ from typing import Any, Iterator
 class _State:
     quiet: bool = False
     format: str = "human"
+    files_follow: bool = False  # the command writes files after streaming stdout (see files_follow())
 
 
 state = _State()
@@ -41,7 +42,14 @@ def reset() -> None:
     global _stderr_console
     state.quiet = False
     state.format = "human"
+    state.files_follow = False
     _stderr_console = None
+
+
+def files_follow() -> None:
+    """Declare that this command writes files besides what it streams on stdout: when the
+    reader of stdout goes away (`| head`), the command goes on and finishes its files."""
+    state.files_follow = True
 
 
 def err():

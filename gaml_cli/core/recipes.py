@@ -67,7 +67,7 @@ def plan(group, path: str, overrides: list[str], only: list[str] | None = None) 
 def execute(group, rec: Recipe, skip_existing: bool = False) -> dict:
     from . import clicompat as cc
     from . import console
-    from .artifacts import current_command
+    from .artifacts import current_command, output_group
 
     done, skipped = [], []
     t0 = time.perf_counter()
@@ -84,7 +84,8 @@ def execute(group, rec: Recipe, skip_existing: bool = False) -> dict:
         started = time.perf_counter()
         try:
             console.state.quiet, console.state.format = saved[0], "human"
-            rv = group.main(args=list(s.argv), prog_name="gaml", standalone_mode=False)
+            with output_group():  # each step's files land when the step succeeds, so the next reads them
+                rv = group.main(args=list(s.argv), prog_name="gaml", standalone_mode=False)
             # typer turns Ctrl-C / SIGTERM into a returned 130 rather than an exception
             if rv == 130:
                 raise KeyboardInterrupt

@@ -136,7 +136,7 @@ class DirStore:
             if self.folder.exists():
                 shutil.rmtree(self.folder)
             self.folder.mkdir(parents=True)
-            with atomic_write(meta_path, "w") as fh:
+            with atomic_write(meta_path, "w", immediate=True) as fh:  # checkpoints land at once
                 json.dump(meta, fh, sort_keys=True)
 
     def get(self, name: str) -> str | None:
@@ -147,7 +147,7 @@ class DirStore:
         return p.read_text(encoding="utf-8")
 
     def put(self, name: str, text: str) -> None:
-        with atomic_write(self.folder / name, "w") as fh:
+        with atomic_write(self.folder / name, "w", immediate=True) as fh:
             fh.write(text)
 
     def remove(self) -> None:
