@@ -70,7 +70,7 @@ complete -c gaml -n "__gaml_at 'boost data'" -l test -r -F -d 'Test table to wri
 complete -c gaml -n "__gaml_at 'boost data'" -l test-fraction -r -F -d 'Share of rows held out for --test.'
 complete -c gaml -n "__gaml_at 'boost data'" -l n -s n -r -F -d 'bimodal: number of rows (default 2000).'
 complete -c gaml -n "__gaml_at 'boost data'" -l seed -r -F -d 'Seed of the split (and of the synthetic data).'
-complete -c gaml -n "__gaml_at 'boost data'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'boost data'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'boost data'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'boost data'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'boost eval'" -F
@@ -78,7 +78,7 @@ complete -c gaml -n "__gaml_at 'boost eval'" -l predictions -s p -r -F -d 'JSONL
 complete -c gaml -n "__gaml_at 'boost eval'" -l data -s d -r -F -d 'Table: .csv, .tsv, .parquet or .jsonl.'
 complete -c gaml -n "__gaml_at 'boost eval'" -l target -s t -r -F -d 'The column holding the truth.'
 complete -c gaml -n "__gaml_at 'boost eval'" -l alpha -r -F -d 'classify: re-decide deferral at this alpha from the p-values (default: the lines defer flags).'
-complete -c gaml -n "__gaml_at 'boost eval'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'boost eval'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'boost eval'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'boost eval'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'boost fit'" -F
@@ -100,7 +100,7 @@ complete -c gaml -n "__gaml_at 'boost fit'" -l seed -r -F -d 'Seed of the noise 
 complete -c gaml -n "__gaml_at 'boost fit'" -l threads -r -F -d 'LightGBM threads.'
 complete -c gaml -n "__gaml_at 'boost fit'" -l resume -d 'Continue from the checkpoint folder OUT.ckpt of an interrupted fit.'
 complete -c gaml -n "__gaml_at 'boost fit'" -l no-resume
-complete -c gaml -n "__gaml_at 'boost fit'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'boost fit'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'boost fit'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'boost fit'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'boost predict'" -F
@@ -115,7 +115,7 @@ complete -c gaml -n "__gaml_at 'boost predict'" -l no-samples
 complete -c gaml -n "__gaml_at 'boost predict'" -l alpha -r -F -d 'classify: defer a row when the top-two paired t-test has p >= alpha.'
 complete -c gaml -n "__gaml_at 'boost predict'" -l seed -r -F -d 'Row i draws from the stream (seed, i): results do not depend on batching.'
 complete -c gaml -n "__gaml_at 'boost predict'" -l threads -r -F -d 'LightGBM threads.'
-complete -c gaml -n "__gaml_at 'boost predict'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'boost predict'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'boost predict'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'boost predict'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'completion'" -a 'bash zsh fish'
@@ -128,7 +128,7 @@ complete -c gaml -n "__gaml_at 'dataset digits'" -l out -s o -r -F -d 'Image art
 complete -c gaml -n "__gaml_at 'dataset digits'" -l test-fraction -r -F -d 'Share of each class held out as test.'
 complete -c gaml -n "__gaml_at 'dataset digits'" -l seed -r -F -d 'Seed of the stratified split.'
 complete -c gaml -n "__gaml_at 'dataset digits'" -l grid -r -F -d 'Also write a PNG grid of the first 100 images.'
-complete -c gaml -n "__gaml_at 'dataset digits'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'dataset digits'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'dataset digits'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'dataset digits'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'dataset shapes'" -F
@@ -140,7 +140,7 @@ complete -c gaml -n "__gaml_at 'dataset shapes'" -l size -r -F -d 'Image side in
 complete -c gaml -n "__gaml_at 'dataset shapes'" -l test-fraction -r -F -d 'Expected share of test images.'
 complete -c gaml -n "__gaml_at 'dataset shapes'" -l spec -r -F -d 'JSONL (- = stdin): one image a line, fixing any of shape, color, background, radius, x, y; the rest is random. Overrides --n.'
 complete -c gaml -n "__gaml_at 'dataset shapes'" -l grid -r -F -d 'Also write a PNG grid of the first 64 images.'
-complete -c gaml -n "__gaml_at 'dataset shapes'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'dataset shapes'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'dataset shapes'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'dataset shapes'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'distill'" -F
@@ -174,7 +174,7 @@ complete -c gaml -n "__gaml_at 'distill'" -l eval-n -r -F -d 'Samples of that fi
 complete -c gaml -n "__gaml_at 'distill'" -l resume -d 'Continue the run in --out from its last checkpoint.'
 complete -c gaml -n "__gaml_at 'distill'" -l seed -r -F -d 'Seed of noise, conditions and LoRA init.'
 complete -c gaml -n "__gaml_at 'distill'" -l device -x -a 'auto cpu cuda mps' -d 'auto picks cuda, then mps, then cpu.'
-complete -c gaml -n "__gaml_at 'distill'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'distill'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'distill'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'distill'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'eval'" -a clip -d 'CLIP score: how well each image matches its prompt...'
@@ -189,7 +189,7 @@ complete -c gaml -n "__gaml_at 'eval clip'" -l model -s m -r -F -d 'CLIP model: 
 complete -c gaml -n "__gaml_at 'eval clip'" -l prompts -r -F -d 'Prompts instead of the artifacts: text (one a line) or JSONL with prompt.'
 complete -c gaml -n "__gaml_at 'eval clip'" -l batch-size -r -F
 complete -c gaml -n "__gaml_at 'eval clip'" -l device -x -a 'auto cpu cuda mps' -d 'auto picks cuda, then mps, then cpu.'
-complete -c gaml -n "__gaml_at 'eval clip'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'eval clip'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'eval clip'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'eval clip'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'eval fd'" -F
@@ -197,7 +197,7 @@ complete -c gaml -n "__gaml_at 'eval fd'" -l images -s i -r -F -d 'Generated ima
 complete -c gaml -n "__gaml_at 'eval fd'" -l ref -s r -r -F -d 'Real images: an images artifact, or digits / shapes.'
 complete -c gaml -n "__gaml_at 'eval fd'" -l classifier -r -F -d 'Feature classifier artifact or alias (default: the shipped one for the data set).'
 complete -c gaml -n "__gaml_at 'eval fd'" -l seed -r -F -d 'Seed of the split of the reference into two halves.'
-complete -c gaml -n "__gaml_at 'eval fd'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'eval fd'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'eval fd'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'eval fd'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'eval fid'" -F
@@ -207,7 +207,7 @@ complete -c gaml -n "__gaml_at 'eval fid'" -l inception -r -F -d 'FID Inception 
 complete -c gaml -n "__gaml_at 'eval fid'" -l save-ref-stats -r -F -d 'Also write the references statistics to this .npz, to pass as --ref next time.'
 complete -c gaml -n "__gaml_at 'eval fid'" -l batch-size -r -F
 complete -c gaml -n "__gaml_at 'eval fid'" -l device -x -a 'auto cpu cuda mps' -d 'auto picks cuda, then mps, then cpu.'
-complete -c gaml -n "__gaml_at 'eval fid'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'eval fid'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'eval fid'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'eval fid'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'eval forget'" -F
@@ -221,7 +221,7 @@ complete -c gaml -n "__gaml_at 'eval forget'" -l prompts -r -F -d 'Stable Diffus
 complete -c gaml -n "__gaml_at 'eval forget'" -l clip -r -F -d 'Stable Diffusion: the CLIP model that judges the concepts (alias, hub id or folder).'
 complete -c gaml -n "__gaml_at 'eval forget'" -l seed -r -F
 complete -c gaml -n "__gaml_at 'eval forget'" -l device -x -a 'auto cpu cuda mps' -d 'auto picks cuda, then mps, then cpu.'
-complete -c gaml -n "__gaml_at 'eval forget'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'eval forget'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'eval forget'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'eval forget'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'eval train-classifier'" -F
@@ -231,7 +231,7 @@ complete -c gaml -n "__gaml_at 'eval train-classifier'" -l epochs -r -F -d 'Pass
 complete -c gaml -n "__gaml_at 'eval train-classifier'" -l batch-size -r -F
 complete -c gaml -n "__gaml_at 'eval train-classifier'" -l lr -r -F -d 'Peak learning rate (one-cycle).'
 complete -c gaml -n "__gaml_at 'eval train-classifier'" -l seed -r -F
-complete -c gaml -n "__gaml_at 'eval train-classifier'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'eval train-classifier'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'eval train-classifier'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'eval train-classifier'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'graphgen'" -a data -d 'Regenerate a standard graph-generation benchmark set...'
@@ -244,14 +244,14 @@ complete -c gaml -n "__gaml_at 'graphgen data'" -F
 complete -c gaml -n "__gaml_at 'graphgen data'" -l name -x -a 'community-small grid sbm ego-like' -d 'Benchmark set: community-small, grid, sbm or ego-like.'
 complete -c gaml -n "__gaml_at 'graphgen data'" -l out -s o -r -F -d 'Folder to write train.jsonl and test.jsonl into.'
 complete -c gaml -n "__gaml_at 'graphgen data'" -l seed -r -F -d 'Seed of the generator and of the shuffle before the split.'
-complete -c gaml -n "__gaml_at 'graphgen data'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'graphgen data'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'graphgen data'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'graphgen data'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'graphgen eval'" -F
 complete -c gaml -n "__gaml_at 'graphgen eval'" -l ref -r -F -d 'Reference graphs (the test set), JSONL.'
 complete -c gaml -n "__gaml_at 'graphgen eval'" -l train -r -F -d 'Training graphs, to report the share of novel samples.'
 complete -c gaml -n "__gaml_at 'graphgen eval'" -l kernel -x -a 'emd tv' -d 'emd: Gaussian-EMD for degree/clustering, Gaussian for orbits (GraphRNN/GDSS); tv: Gaussian-TV for all three (GBDs tables).'
-complete -c gaml -n "__gaml_at 'graphgen eval'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'graphgen eval'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'graphgen eval'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'graphgen eval'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'graphgen plot'" -F
@@ -259,7 +259,7 @@ complete -c gaml -n "__gaml_at 'graphgen plot'" -l out -s o -r -F -d 'PNG to wri
 complete -c gaml -n "__gaml_at 'graphgen plot'" -l ref -r -F -d 'Real graphs to draw beside them.'
 complete -c gaml -n "__gaml_at 'graphgen plot'" -l count -r -F -d 'How many graphs of each set.'
 complete -c gaml -n "__gaml_at 'graphgen plot'" -l cols -r -F -d 'Columns per panel.'
-complete -c gaml -n "__gaml_at 'graphgen plot'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'graphgen plot'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'graphgen plot'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'graphgen plot'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'graphgen sample'" -F
@@ -271,7 +271,7 @@ complete -c gaml -n "__gaml_at 'graphgen sample'" -l seed -r -F -d 'Base seed; g
 complete -c gaml -n "__gaml_at 'graphgen sample'" -l batch-size -r -F -d 'Graphs denoised together (does not change the results).'
 complete -c gaml -n "__gaml_at 'graphgen sample'" -l workers -r -F -d 'CPU: denoise this many batches at once on their own threads, the cores shared out among them (does not change the results). Ignored on a GPU.'
 complete -c gaml -n "__gaml_at 'graphgen sample'" -l device -x -a 'auto cpu cuda mps' -d 'auto picks cuda, then mps, then cpu.'
-complete -c gaml -n "__gaml_at 'graphgen sample'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'graphgen sample'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'graphgen sample'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'graphgen sample'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'graphgen train'" -F
@@ -302,26 +302,26 @@ complete -c gaml -n "__gaml_at 'graphgen train'" -l checkpoint-dir -r -F -d 'Che
 complete -c gaml -n "__gaml_at 'graphgen train'" -l resume -d 'Continue from the last checkpoint.'
 complete -c gaml -n "__gaml_at 'graphgen train'" -l seed -r -F -d 'Seed of initialisation, batches and noise.'
 complete -c gaml -n "__gaml_at 'graphgen train'" -l device -x -a 'auto cpu cuda mps' -d 'auto picks cuda, then mps, then cpu.'
-complete -c gaml -n "__gaml_at 'graphgen train'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'graphgen train'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'graphgen train'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'graphgen train'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'grid'" -F
 complete -c gaml -n "__gaml_at 'grid'" -l out -s o -r -F -d 'PNG file to write.'
 complete -c gaml -n "__gaml_at 'grid'" -l n -s n -r -F -d 'How many images.'
 complete -c gaml -n "__gaml_at 'grid'" -l nrow -r -F -d 'Images per row (default: square).'
-complete -c gaml -n "__gaml_at 'grid'" -l split -r -F -d 'train, test or all (artifacts with a split).'
+complete -c gaml -n "__gaml_at 'grid'" -l split -x -a 'train test all' -d 'train, test or all (artifacts with a split).'
 complete -c gaml -n "__gaml_at 'grid'" -l label -r -F -d 'Only images with this label.'
 complete -c gaml -n "__gaml_at 'grid'" -l scale -r -F -d 'Pixel upscaling (default: to about 64 px).'
-complete -c gaml -n "__gaml_at 'grid'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'grid'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'grid'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'grid'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'info'" -F
 complete -c gaml -n "__gaml_at 'info'" -l device -x -a 'auto cpu cuda mps' -d 'auto picks cuda, then mps, then cpu.'
-complete -c gaml -n "__gaml_at 'info'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'info'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'info'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'info'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'inspect'" -F
-complete -c gaml -n "__gaml_at 'inspect'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'inspect'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'inspect'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'inspect'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'models'" -a download -d 'Download a hub model into the Hugging Face cache...'
@@ -329,22 +329,22 @@ complete -c gaml -n "__gaml_at 'models'" -a ls -d 'List every alias with its sou
 complete -c gaml -n "__gaml_at 'models'" -a where -d 'Say where ALIAS would load from and whether it is present...'
 complete -c gaml -n "__gaml_at 'models'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'models download'" -F
-complete -c gaml -n "__gaml_at 'models download'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'models download'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'models download'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'models download'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'models ls'" -F
-complete -c gaml -n "__gaml_at 'models ls'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'models ls'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'models ls'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'models ls'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'models where'" -F
-complete -c gaml -n "__gaml_at 'models where'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'models where'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'models where'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'models where'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'run'" -F
-complete -c gaml -n "__gaml_at 'run'" -l dry-run -s n -d 'Print the resolved gaml commands (stdout, one per line) and stop.'
+complete -c gaml -n "__gaml_at 'run'" -l dry-run -d 'Print the resolved gaml commands (stdout, one per line) and stop.'
 complete -c gaml -n "__gaml_at 'run'" -l skip-existing -d 'Skip a step whose declared outputs all exist (resume a pipeline).'
 complete -c gaml -n "__gaml_at 'run'" -l only -r -F -d 'Run only this step (repeatable).'
-complete -c gaml -n "__gaml_at 'run'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'run'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'run'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'run'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'sample'" -F
@@ -352,7 +352,7 @@ complete -c gaml -n "__gaml_at 'sample'" -l model -s m -r -F -d 'A teacher or ge
 complete -c gaml -n "__gaml_at 'sample'" -l out -s o -r -F -d 'Image artifact to write (.safetensors).'
 complete -c gaml -n "__gaml_at 'sample'" -l n -s n -r -F -d 'Number of samples.'
 complete -c gaml -n "__gaml_at 'sample'" -l steps -r -F -d 'Sampler steps (teachers; default from the model).'
-complete -c gaml -n "__gaml_at 'sample'" -l sampler -r -F -d 'heun (2 steps - 1 evaluations) or euler (1 per step).'
+complete -c gaml -n "__gaml_at 'sample'" -l sampler -x -a 'heun euler' -d 'heun (2 steps - 1 evaluations) or euler (1 per step) [the models stored default].'
 complete -c gaml -n "__gaml_at 'sample'" -l guidance -r -F -d 'Classifier-free guidance scale (1 = conditional model).'
 complete -c gaml -n "__gaml_at 'sample'" -l class -r -F -d 'Class label for every sample (class-conditional models).'
 complete -c gaml -n "__gaml_at 'sample'" -l prompt -r -F -d 'Caption for every sample (text-conditional models).'
@@ -361,7 +361,7 @@ complete -c gaml -n "__gaml_at 'sample'" -l grid -r -F -d 'Also write a PNG grid
 complete -c gaml -n "__gaml_at 'sample'" -l batch-size -r -F -d 'Samples per forward pass (does not change the samples).'
 complete -c gaml -n "__gaml_at 'sample'" -l seed -r -F -d 'Base seed; sample i uses seed (seed, i).'
 complete -c gaml -n "__gaml_at 'sample'" -l device -x -a 'auto cpu cuda mps' -d 'auto picks cuda, then mps, then cpu.'
-complete -c gaml -n "__gaml_at 'sample'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'sample'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'sample'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'sample'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'topic'" -a fit -d 'Fit a generalized gamma belief network (or --linear: the...'
@@ -386,7 +386,7 @@ complete -c gaml -n "__gaml_at 'topic fit'" -l checkpoint-every -r -F -d 'Save a
 complete -c gaml -n "__gaml_at 'topic fit'" -l checkpoint-dir -r -F -d 'Checkpoint folder (default: OUT without .safetensors + .ckpt).'
 complete -c gaml -n "__gaml_at 'topic fit'" -l resume -d 'Continue from the last checkpoint.'
 complete -c gaml -n "__gaml_at 'topic fit'" -l seed -r -F -d 'Seed of initialisation, minibatches and Weibull draws.'
-complete -c gaml -n "__gaml_at 'topic fit'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'topic fit'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'topic fit'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'topic fit'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'topic perplexity'" -F
@@ -397,7 +397,7 @@ complete -c gaml -n "__gaml_at 'topic perplexity'" -l observed -r -F -d 'Share o
 complete -c gaml -n "__gaml_at 'topic perplexity'" -l refine -r -F -d 'Per-document refinement steps of the Weibull posterior on the observed words.'
 complete -c gaml -n "__gaml_at 'topic perplexity'" -l seed -r -F -d 'Seed of the observed/held-out word split.'
 complete -c gaml -n "__gaml_at 'topic perplexity'" -l batch-size -r -F -d 'Documents scored at a time (memory); the result does not depend on it.'
-complete -c gaml -n "__gaml_at 'topic perplexity'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'topic perplexity'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'topic perplexity'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'topic perplexity'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'topic show'" -F
@@ -405,7 +405,7 @@ complete -c gaml -n "__gaml_at 'topic show'" -l model -s m -r -F -d 'Topic model
 complete -c gaml -n "__gaml_at 'topic show'" -l layer -r -F -d 'Only this layer (1 = the first, most specific).'
 complete -c gaml -n "__gaml_at 'topic show'" -l top -r -F -d 'Words per topic.'
 complete -c gaml -n "__gaml_at 'topic show'" -l children -r -F -d 'Links shown per topic in the tree (strongest first).'
-complete -c gaml -n "__gaml_at 'topic show'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'topic show'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'topic show'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'topic show'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'topic transform'" -F
@@ -416,7 +416,7 @@ complete -c gaml -n "__gaml_at 'topic transform'" -l split -r -F -d 'Documents: 
 complete -c gaml -n "__gaml_at 'topic transform'" -l refine -r -F -d 'Per-document refinement steps of the Weibull posterior after the inference network (0: the networks answer).'
 complete -c gaml -n "__gaml_at 'topic transform'" -l seed -r -F -d 'Seed of the refinements Monte Carlo draws.'
 complete -c gaml -n "__gaml_at 'topic transform'" -l batch-size -r -F -d 'Documents encoded at a time (memory); the result does not depend on it.'
-complete -c gaml -n "__gaml_at 'topic transform'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'topic transform'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'topic transform'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'topic transform'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'topic vocab'" -F
@@ -432,7 +432,7 @@ complete -c gaml -n "__gaml_at 'topic vocab'" -l no-stop-words
 complete -c gaml -n "__gaml_at 'topic vocab'" -l extra-stop -r -F -d 'More stop words, comma-separated.'
 complete -c gaml -n "__gaml_at 'topic vocab'" -l test-fraction -r -F -d 'Share of documents held out as test (stratified by label).'
 complete -c gaml -n "__gaml_at 'topic vocab'" -l seed -r -F -d 'Seed of the train/test split.'
-complete -c gaml -n "__gaml_at 'topic vocab'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'topic vocab'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'topic vocab'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'topic vocab'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'train'" -F
@@ -444,8 +444,8 @@ complete -c gaml -n "__gaml_at 'train'" -l lr -r -F -d 'Adam learning rate (afte
 complete -c gaml -n "__gaml_at 'train'" -l warmup -r -F -d 'Warm-up steps of the learning rate.'
 complete -c gaml -n "__gaml_at 'train'" -l ema -r -F -d 'EMA decay of the saved weights.'
 complete -c gaml -n "__gaml_at 'train'" -l p-uncond -r -F -d 'Condition dropout (for classifier-free guidance).'
-complete -c gaml -n "__gaml_at 'train'" -l cond -r -F -d 'auto (captions > labels > none), class, text or none.'
-complete -c gaml -n "__gaml_at 'train'" -l split -r -F -d 'Which images to train on: train, test or all.'
+complete -c gaml -n "__gaml_at 'train'" -l cond -x -a 'auto class text none' -d 'auto (captions > labels > none), class, text or none.'
+complete -c gaml -n "__gaml_at 'train'" -l split -x -a 'train test all' -d 'Which images to train on: train, test or all.'
 complete -c gaml -n "__gaml_at 'train'" -l channels -r -F -d 'UNet channels per level, e.g. 48,96,96 (default: by image size).'
 complete -c gaml -n "__gaml_at 'train'" -l layers-per-block -r -F -d 'ResNet layers per UNet level (default: by image size).'
 complete -c gaml -n "__gaml_at 'train'" -l guidance -r -F -d 'Default guidance scale stored for gaml sample.'
@@ -453,10 +453,10 @@ complete -c gaml -n "__gaml_at 'train'" -l checkpoint-every -r -F -d 'Save a res
 complete -c gaml -n "__gaml_at 'train'" -l checkpoint-dir -r -F -d 'Checkpoint folder (default: OUT without .safetensors + .ckpt).'
 complete -c gaml -n "__gaml_at 'train'" -l resume -d 'Continue from the last checkpoint.'
 complete -c gaml -n "__gaml_at 'train'" -l resume-from -r -F -d 'Continue from this checkpoint file (e.g. an earlier step).'
-complete -c gaml -n "__gaml_at 'train'" -l save-precision -r -F -d 'Stored weight dtype: fp32, fp16 or bf16.'
+complete -c gaml -n "__gaml_at 'train'" -l save-precision -x -a 'fp32 bf16 fp16' -d 'Stored weight dtype: fp32, fp16 or bf16.'
 complete -c gaml -n "__gaml_at 'train'" -l seed -r -F -d 'Seed of initialisation, batches and noise.'
 complete -c gaml -n "__gaml_at 'train'" -l device -x -a 'auto cpu cuda mps' -d 'auto picks cuda, then mps, then cpu.'
-complete -c gaml -n "__gaml_at 'train'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'train'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'train'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'train'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'unlearn'" -F
@@ -495,6 +495,6 @@ complete -c gaml -n "__gaml_at 'unlearn'" -l eval-n -r -F -d 'Samples of that fi
 complete -c gaml -n "__gaml_at 'unlearn'" -l resume -d 'Continue the run in --out from its last checkpoint.'
 complete -c gaml -n "__gaml_at 'unlearn'" -l seed -r -F -d 'Seed of noise, conditions and LoRA init.'
 complete -c gaml -n "__gaml_at 'unlearn'" -l device -x -a 'auto cpu cuda mps' -d 'auto picks cuda, then mps, then cpu.'
-complete -c gaml -n "__gaml_at 'unlearn'" -l format -s f -x -a 'human json' -d 'Summary format: human (stderr) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'unlearn'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'unlearn'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'unlearn'" -l help -s h -d 'Show help and exit.'

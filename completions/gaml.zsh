@@ -46,7 +46,7 @@ _gaml_options() {
     "models download") echo "--format -f --quiet -q --help -h";;
     "models ls") echo "--format -f --quiet -q --help -h";;
     "models where") echo "--format -f --quiet -q --help -h";;
-    "run") echo "--dry-run -n --skip-existing --only --format -f --quiet -q --help -h";;
+    "run") echo "--dry-run --skip-existing --only --format -f --quiet -q --help -h";;
     "sample") echo "--model -m --out -o --n -n --steps --sampler --guidance --class --prompt --prompts --grid --batch-size --seed --device --format -f --quiet -q --help -h";;
     "topic") echo "--help -h";;
     "topic fit") echo "--corpus -c --out -o --layers --linear --steps --batch-size --lr --link --hidden --eta --split --checkpoint-every --checkpoint-dir --resume --seed --format -f --quiet -q --help -h";;
@@ -113,6 +113,7 @@ _gaml_choices() {
     "graphgen train|--device") echo "auto cpu cuda mps";;
     "graphgen train|--format") echo "human json";;
     "graphgen train|-f") echo "human json";;
+    "grid|--split") echo "train test all";;
     "grid|--format") echo "human json";;
     "grid|-f") echo "human json";;
     "info|--device") echo "auto cpu cuda mps";;
@@ -128,6 +129,7 @@ _gaml_choices() {
     "models where|-f") echo "human json";;
     "run|--format") echo "human json";;
     "run|-f") echo "human json";;
+    "sample|--sampler") echo "heun euler";;
     "sample|--device") echo "auto cpu cuda mps";;
     "sample|--format") echo "human json";;
     "sample|-f") echo "human json";;
@@ -141,6 +143,9 @@ _gaml_choices() {
     "topic transform|-f") echo "human json";;
     "topic vocab|--format") echo "human json";;
     "topic vocab|-f") echo "human json";;
+    "train|--cond") echo "auto class text none";;
+    "train|--split") echo "train test all";;
+    "train|--save-precision") echo "fp32 bf16 fp16";;
     "train|--device") echo "auto cpu cuda mps";;
     "train|--format") echo "human json";;
     "train|-f") echo "human json";;

@@ -107,39 +107,8 @@ def _click_exit(exc: Exception, debug: bool) -> int | None:
     ctx = getattr(exc, "ctx", None)
     where = ctx.command_path if ctx is not None else "gaml"
     hint = f" (see '{where} --help')" if "UsageError" in names else ""
-    _say(f"gaml: error: {usage_message(exc)}{hint}")
+    _say(f"gaml: error: {cc.usage_message(exc)}{hint}")
     return int(getattr(exc, "exit_code", 2))
-
-
-_WORDING = [  # typer's runtime coercion speaks pydantic; gaml speaks one style
-    (r"Input should be greater than or equal to (\S+)", r"must be at least \1"),
-    (r"Input should be less than or equal to (\S+)", r"must be at most \1"),
-    (r"Input should be greater than (\S+)", r"must be greater than \1"),
-    (r"Input should be less than (\S+)", r"must be less than \1"),
-    (r"Input should be a valid integer.*", "expected an integer"),
-    (r"Input should be a valid number.*", "expected a number"),
-    (r"Input should be a valid boolean.*", "expected true or false"),
-    (r"Input should be ", "must be "),
-    (r"^Value error, ", ""),
-]
-
-
-def usage_message(exc: Exception) -> str:
-    """One style for every usage error: the option first, then what is wrong with it."""
-    import re
-
-    param = getattr(exc, "param", None)
-    message = getattr(exc, "message", None) or exc.format_message()
-    for pattern, repl in _WORDING:
-        message = re.sub(pattern, repl, message)
-    kinds = {c.__name__ for c in type(exc).__mro__}
-    if param is not None and "BadParameter" in kinds and "MissingParameter" not in kinds:
-        opts = [o for o in getattr(param, "opts", []) if o.startswith("--")] or list(getattr(param, "opts", []))
-        name = opts[0] if opts and getattr(param, "param_type_name", "") == "option" else (
-            (getattr(param, "name", None) or "argument").upper())
-        return f"{name}: {message}"
-    return message if message == exc.format_message() else re.sub(
-        r"Input should be .*", message, exc.format_message())
 
 
 def threading_main() -> bool:
@@ -203,6 +172,11 @@ def entry() -> None:
         guard.flush()
     except BrokenPipeError:
         pass
+    if code == 130 and threading_main():
+        # the run has stopped and saved what it had: a scheduler's second SIGTERM (or Ctrl-C)
+        # landing while the interpreter shuts down must not turn the exit status into 143
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.exit(code)
 
 

@@ -106,7 +106,7 @@ def test_dry_run_prints_commands_only(gaml, tmp_path):
     (lambda t: t.replace("${digits.images}", "${digitz.images}"), "refers to no earlier step 'digitz'"),
     (lambda t: t.replace("${digits.images}", "${digits.png}"), "step 'digits' has no output 'png'"),
     (lambda t: t.replace("command: grid", "command: gird"), "has no subcommand 'gird'"),
-    (lambda t: t.replace("label: 7", "label: seven"), "step 'pic': Invalid value for '--label'"),
+    (lambda t: t.replace("label: 7", "label: seven"), "step 'pic': --label: expected an integer"),
     (lambda t: t.replace("- name: pic", "- name: digits"), "duplicate step name 'digits'"),
     (lambda t: t.replace("steps:", "stepz:"), "unknown top-level key"),
     (lambda t: t.replace("  seed: 0\n", "  seed: [0\n"), "r.yaml line"),

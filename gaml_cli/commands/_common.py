@@ -20,6 +20,12 @@ class Device(str, Enum):
     mps = "mps"
 
 
+class Split(str, Enum):
+    train = "train"
+    test = "test"
+    all = "all"
+
+
 class Precision(str, Enum):
     fp32 = "fp32"
     bf16 = "bf16"
@@ -28,7 +34,7 @@ class Precision(str, Enum):
 
 FormatOpt = Annotated[
     Format,
-    typer.Option("--format", "-f", help="Summary format: 'human' (stderr) or 'json' (one object on stdout)."),
+    typer.Option("--format", "-f", help="Summary format: 'human' (for people) or 'json' (one object on stdout)."),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or logs on stderr.")]
 SeedOpt = Annotated[int, typer.Option("--seed", min=0, help="Base random seed; sample i uses a seed derived from (seed, i).")]
@@ -76,3 +82,31 @@ def check_folder_out(path: str, option: str = "--out", inputs: dict | None = Non
     from ..core.paths import check_outputs
 
     check_outputs({}, inputs, folders={option: path})
+
+
+def out_file(suffix: str, stdout: bool = False):
+    """An option callback that refuses an output file name of the wrong type while the command
+    line is parsed, so `gaml run --dry-run` catches it in a recipe before anything runs."""
+
+    def check(value: str | None) -> str | None:
+        if value is None or (stdout and value == "-"):
+            return value
+        if value == "-":
+            raise typer.BadParameter("this is written to a file; give a path")
+        if not value.endswith(suffix):
+            raise typer.BadParameter(f"{value}: expected a file name ending in {suffix}")
+        return value
+
+    return check
+
+
+def out_folder(value: str) -> str:
+    """Option callback for a run folder: refuses a .safetensors file name while parsing."""
+    if value.endswith(".safetensors"):
+        raise typer.BadParameter(f"{value}: give a folder (the run writes generator.safetensors, checkpoints/, log.jsonl)")
+    return value
+
+
+def value(v):
+    """The plain value of an Enum-typed option (typer passes the Enum member)."""
+    return v.value if isinstance(v, Enum) else v

@@ -8,12 +8,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import DeviceOpt, FormatOpt, PrecisionOpt, QuietOpt, setup
+from ._common import DeviceOpt, FormatOpt, PrecisionOpt, QuietOpt, out_folder, setup
 
 
 def sid_options(
     teacher: Annotated[str, typer.Option("--teacher", "-t", help="digits (shipped), a teacher artifact (gaml train, e.g. recipes/teacher-shapes.yaml), sd15 or an SD pipeline folder / hub id.")],
-    out: Annotated[str, typer.Option("--out", "-o", help="Run folder: generator.safetensors, checkpoints/, log.jsonl (+ unet/ for SD).")],
+    out: Annotated[str, typer.Option("--out", "-o", callback=out_folder, help="Run folder: generator.safetensors, checkpoints/, log.jsonl (+ unet/ for SD).")],
     steps: Annotated[int, typer.Option(min=1, help="SiD iterations (one fake-score and one generator update each).")] = 800,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Samples per update, over all processes [gaml teachers 64; SD 512 as in the paper].")] = None,
     micro_batch: Annotated[int, typer.Option(min=0, help="Split each process's batch into passes of this size (gradient accumulation; 0 = no split).")] = 0,

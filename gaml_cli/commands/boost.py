@@ -10,7 +10,7 @@ import typer
 from ._common import FormatOpt, QuietOpt, check_out, setup
 
 app = typer.Typer(
-    help="Diffusion Boosted Trees: p(y|x) for tables from one LightGBM tree per diffusion timestep.",
+    help="Diffusion Boosted Trees: p(y|x) for tables from one LightGBM tree per diffusion timestep.\n\nExample:\n\n\b\n    gaml boost data diabetes --train train.csv --test test.csv\n    gaml boost fit --data train.csv --target y --out model.dbt\n    gaml boost predict --model model.dbt --data test.csv > pred.jsonl\n    gaml boost eval --predictions pred.jsonl --data test.csv --target y",
     no_args_is_help=True,
 )
 

@@ -6,20 +6,20 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import FormatOpt, QuietOpt, check_out, setup
+from ._common import FormatOpt, QuietOpt, check_out, out_file, setup
 
 app = typer.Typer(
-    help="Data sets that work offline: scikit-learn's digits and gaml's captioned shapes.",
+    help="Data sets that work offline: scikit-learn's digits and gaml's captioned shapes.\n\nExample:\n\n\b\n    gaml dataset digits --out data/digits.safetensors --grid data/digits.png\n    gaml dataset shapes -n 2000 --out data/shapes.safetensors",
     no_args_is_help=True,
 )
 
 
 @app.command("digits")
 def digits(
-    out: Annotated[str, typer.Option("--out", "-o", help="Image artifact to write (.safetensors).")],
+    out: Annotated[str, typer.Option("--out", "-o", callback=out_file(".safetensors"), help="Image artifact to write (.safetensors).")],
     test_fraction: Annotated[float, typer.Option(min=0.0, max=0.9, help="Share of each class held out as test.")] = 0.2,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the stratified split.")] = 0,
-    grid: Annotated[Optional[str], typer.Option(help="Also write a PNG grid of the first 100 images.")] = None,
+    grid: Annotated[Optional[str], typer.Option(callback=out_file(".png"), help="Also write a PNG grid of the first 100 images.")] = None,
     fmt: FormatOpt = "human",
     quiet: QuietOpt = False,
 ):
@@ -64,14 +64,14 @@ def digits(
 
 @app.command("shapes")
 def shapes(
-    out: Annotated[str, typer.Option("--out", "-o", help="Image artifact to write (.safetensors).")],
-    captions: Annotated[Optional[str], typer.Option(help="Captions + attributes JSONL ('-' for stdout). Default: next to --out, same name, .jsonl.")] = None,
+    out: Annotated[str, typer.Option("--out", "-o", callback=out_file(".safetensors"), help="Image artifact to write (.safetensors).")],
+    captions: Annotated[Optional[str], typer.Option(callback=out_file(".jsonl", stdout=True), help="Captions + attributes JSONL ('-' for stdout). Default: next to --out, same name, .jsonl.")] = None,
     n: Annotated[int, typer.Option("--n", "-n", min=1, max=1_000_000, help="Number of images.")] = 10000,
     seed: Annotated[int, typer.Option(min=0, help="Image i is drawn from the stream (seed, i).")] = 0,
     size: Annotated[int, typer.Option(min=8, max=32, help="Image side in pixels (8..32).")] = 32,
     test_fraction: Annotated[float, typer.Option(min=0.0, max=0.9, help="Expected share of test images.")] = 0.2,
     spec: Annotated[Optional[str], typer.Option(help="JSONL ('-' = stdin): one image a line, fixing any of shape, color, background, radius, x, y; the rest is random. Overrides --n.")] = None,
-    grid: Annotated[Optional[str], typer.Option(help="Also write a PNG grid of the first 64 images.")] = None,
+    grid: Annotated[Optional[str], typer.Option(callback=out_file(".png"), help="Also write a PNG grid of the first 64 images.")] = None,
     fmt: FormatOpt = "human",
     quiet: QuietOpt = False,
 ):

@@ -6,9 +6,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import DeviceOpt, FormatOpt, QuietOpt, check_out, setup
+from ._common import DeviceOpt, FormatOpt, QuietOpt, check_out, out_file, setup
 
-app = typer.Typer(help="Evaluate generated images: Frechet distance and conditional accuracy.",
+app = typer.Typer(help="Evaluate generated images: Frechet distance and conditional accuracy.\n\nExample:\n\n\b\n    gaml sample --model digits -n 1000 --out s.safetensors\n    gaml eval fd --images s.safetensors --ref digits",
                   no_args_is_help=True)
 
 
@@ -37,9 +37,11 @@ def fd(
     setup(fmt, quiet)
     from ..core import console
     from ..core.artifacts import load_artifact
+    from ..core.images import check_finite_images
     from ..diffusion.eval import load_classifier, reference_images, score
 
     gen = load_artifact(images, "images")
+    check_finite_images(gen["images"], images)
     clf, clf_path = load_classifier(classifier, ref, gen.config)
     ref_x, ref_name = reference_images(ref, clf)
     result = score(clf, gen, ref_x, seed=seed)
@@ -74,11 +76,13 @@ def clip(
 
     from ..core import console, runtime
     from ..core.artifacts import load_artifact
+    from ..core.images import check_finite_images
     from ..core.errors import UsageError
     from ..core.prompts import cycle, read_prompts
     from ..diffusion.clip import ClipScorer
 
     art = load_artifact(images, "images")
+    check_finite_images(art["images"], images)
     x = art["images"]
     if prompts is not None:
         texts = cycle(read_prompts(prompts), len(x))
@@ -99,7 +103,7 @@ def fid(
     images: Annotated[str, typer.Option("--images", "-i", help="Generated 'images' artifact (RGB or grey, any size).")],
     ref: Annotated[str, typer.Option("--ref", "-r", help="Real images: an 'images' artifact, or FID statistics (.npz with mu, sigma, as pytorch-fid saves them).")],
     inception: Annotated[Optional[str], typer.Option(help="FID Inception weights (pt_inception-2015-12-05-6726825d.pth); default: $GAML_FID_INCEPTION, then torch's hub cache.")] = None,
-    save_ref_stats: Annotated[Optional[str], typer.Option(help="Also write the reference's statistics to this .npz, to pass as --ref next time.")] = None,
+    save_ref_stats: Annotated[Optional[str], typer.Option(callback=out_file(".npz"), help="Also write the reference's statistics to this .npz, to pass as --ref next time.")] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 50,
     device: DeviceOpt = "auto",
     fmt: FormatOpt = "human",
@@ -125,6 +129,7 @@ def fid(
 
     from ..core import console, runtime
     from ..core.artifacts import atomic_path, load_artifact
+    from ..core.images import check_finite_images
     from ..core.errors import UsageError
     from ..diffusion import inception as inc
     from ..diffusion.features import frechet_from_stats
@@ -134,8 +139,11 @@ def fid(
             raise UsageError("--save-ref-stats needs --ref to be images, not statistics")
         check_out(save_ref_stats, ".npz", "--save-ref-stats", inputs={"--images": images, "--ref": ref})
     gen = load_artifact(images, "images")["images"]
+    check_finite_images(gen, images)
     ref_stats = inc.load_stats(ref) if ref.endswith(".npz") else None
     ref_x = None if ref_stats is not None else load_artifact(ref, "images")["images"]
+    if ref_x is not None:
+        check_finite_images(ref_x, ref)
     for name, arr in ((images, gen), (ref, ref_x)):
         if arr is not None and len(arr) < 2:
             raise UsageError(f"{name}: FID needs at least 2 images, got {len(arr)}")
@@ -228,7 +236,7 @@ def forget(
 @app.command("train-classifier")
 def train_classifier_cmd(
     data: Annotated[str, typer.Option("--data", "-d", help="An 'images' artifact with labels or attrs.")],
-    out: Annotated[str, typer.Option("--out", "-o", help="Classifier artifact to write (.safetensors).")],
+    out: Annotated[str, typer.Option("--out", "-o", callback=out_file(".safetensors"), help="Classifier artifact to write (.safetensors).")],
     epochs: Annotated[int, typer.Option(min=1, help="Passes over the training split.")] = 30,
     batch_size: Annotated[int, typer.Option(min=1)] = 128,
     lr: Annotated[float, typer.Option(min=0.0, help="Peak learning rate (one-cycle).")] = 2e-3,
@@ -248,11 +256,13 @@ def train_classifier_cmd(
     setup(fmt, quiet)
     from ..core import console
     from ..core.artifacts import load_artifact, save_artifact
+    from ..core.images import check_finite_images
     from ..core.errors import InputError
     from ..diffusion.features import targets_of, train_classifier
 
     check_out(out, ".safetensors", inputs={"--data": data})
     art = load_artifact(data, "images")
+    check_finite_images(art["images"], data)
     try:
         y, heads, names = targets_of(art)
     except ValueError as exc:

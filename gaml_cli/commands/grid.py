@@ -6,15 +6,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import FormatOpt, QuietOpt, check_out, setup
+from ._common import FormatOpt, QuietOpt, Split, check_out, out_file, setup, value
 
 
 def grid(
     images: Annotated[str, typer.Argument(help="An 'images' artifact (.safetensors).")],
-    out: Annotated[str, typer.Option("--out", "-o", help="PNG file to write.")],
+    out: Annotated[str, typer.Option("--out", "-o", callback=out_file(".png"), help="PNG file to write.")],
     n: Annotated[int, typer.Option("--n", "-n", min=1, max=4096, help="How many images.")] = 64,
     nrow: Annotated[Optional[int], typer.Option(min=1, help="Images per row (default: square).")] = None,
-    split: Annotated[str, typer.Option(help="train, test or all (artifacts with a split).")] = "all",
+    split: Annotated[Split, typer.Option(help="train, test or all (artifacts with a split).")] = "all",
     label: Annotated[Optional[int], typer.Option(help="Only images with this label.")] = None,
     scale: Annotated[Optional[int], typer.Option(min=1, max=16, help="Pixel upscaling (default: to about 64 px).")] = None,
     fmt: FormatOpt = "human",
@@ -36,8 +36,7 @@ def grid(
     from ..core.images import IMAGE_KIND, save_grid
 
     check_out(out, ".png", inputs={"IMAGES": images})
-    if split not in ("train", "test", "all"):
-        raise UsageError(f"--split must be train, test or all (got {split!r})")
+    split = value(split)
     art = load_artifact(images, IMAGE_KIND)
     x = art["images"]
     if x.ndim != 4 or x.shape[1] not in (1, 3):

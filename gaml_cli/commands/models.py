@@ -8,7 +8,7 @@ import typer
 
 from ._common import FormatOpt, QuietOpt, setup
 
-app = typer.Typer(help="Model aliases (sd15, sd21, sdxl, gaml's own) and where they load from.",
+app = typer.Typer(help="Model aliases (sd15, sd21, sdxl, gaml's own) and where they load from.\n\nExample:\n\n\b\n    gaml models ls\n    gaml models where sd15",
                   no_args_is_help=True)
 
 

@@ -13,7 +13,8 @@ def run(
     ctx: typer.Context,
     recipe: Annotated[str, typer.Argument(help="Recipe YAML file.")],
     overrides: Annotated[Optional[list[str]], typer.Argument(help="key=value overrides: seed=3, vars.out=runs/x, steps.NAME.args.KEY=V.")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Print the resolved gaml commands (stdout, one per line) and stop.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved gaml commands (stdout, one per line) and stop.")] = False,
+    dry_run_n: Annotated[bool, typer.Option("-n", hidden=True, help="Old spelling of --dry-run (-n is a count in every other command).")] = False,
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip a step whose declared outputs all exist (resume a pipeline).")] = False,
     only: Annotated[Optional[list[str]], typer.Option("--only", help="Run only this step (repeatable).")] = None,
     fmt: FormatOpt = "human",
@@ -33,6 +34,11 @@ def run(
         gaml run recipes/quickstart.yaml seed=1 vars.out=runs/seed1 --dry-run
     """
     setup(fmt, quiet)
+    if dry_run_n:
+        from ..core import console as _console
+
+        _console.warn("-n is the old spelling of --dry-run here (elsewhere -n is a count); use --dry-run")
+        dry_run = True
     from ..core import console
     from ..core.recipes import execute, plan
 

@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Annotated, Optional
 
 import typer
 
-from ._common import DeviceOpt, FormatOpt, QuietOpt, check_out, setup
+from ._common import DeviceOpt, FormatOpt, QuietOpt, check_out, out_file, setup, value
+
+
+class Sampler(str, Enum):
+    heun = "heun"
+    euler = "euler"
 
 
 def sample(
     model: Annotated[str, typer.Option("--model", "-m", help="A 'teacher' or 'generator' artifact, or a shipped alias (digits, shapes).")],
-    out: Annotated[str, typer.Option("--out", "-o", help="Image artifact to write (.safetensors).")],
+    out: Annotated[str, typer.Option("--out", "-o", callback=out_file(".safetensors"), help="Image artifact to write (.safetensors).")],
     n: Annotated[int, typer.Option("--n", "-n", min=1, max=1_000_000, help="Number of samples.")] = 64,
     steps: Annotated[Optional[int], typer.Option(min=1, max=1000, help="Sampler steps (teachers; default from the model).")] = None,
-    sampler: Annotated[Optional[str], typer.Option(help="heun (2 steps - 1 evaluations) or euler (1 per step).")] = None,
+    sampler: Annotated[Optional[Sampler], typer.Option(help="heun (2 steps - 1 evaluations) or euler (1 per step) [the model's stored default].")] = None,
     guidance: Annotated[Optional[float], typer.Option(min=0.0, help="Classifier-free guidance scale (1 = conditional model).")] = None,
     class_: Annotated[Optional[int], typer.Option("--class", min=0, help="Class label for every sample (class-conditional models).")] = None,
     prompt: Annotated[Optional[str], typer.Option(help="Caption for every sample (text-conditional models).")] = None,
     prompts: Annotated[Optional[str], typer.Option(help="Captions, one a line (text) or JSONL with 'prompt'/'caption'; cycled over the samples.")] = None,
-    grid: Annotated[Optional[str], typer.Option(help="Also write a PNG grid of the first 64 samples.")] = None,
+    grid: Annotated[Optional[str], typer.Option(callback=out_file(".png"), help="Also write a PNG grid of the first 64 samples.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Samples per forward pass (does not change the samples).")] = 256,
     seed: Annotated[int, typer.Option(min=0, help="Base seed; sample i uses seed (seed, i).")] = 0,
     device: DeviceOpt = "auto",
@@ -57,7 +63,7 @@ def sample(
     from ..diffusion.io import run_artifact
 
     path = run_artifact(hub.resolve(model, option="--model"))
-    spec = SampleSpec(n=n, seed=seed, steps=steps, sampler=sampler, guidance=guidance, batch_size=batch_size)
+    spec = SampleSpec(n=n, seed=seed, steps=steps, sampler=value(sampler), guidance=guidance, batch_size=batch_size)
     texts = [prompt] if prompt is not None else (read_prompts(prompts) if prompts is not None else None)
 
     sd_generator = _sd_generator_config(path)

@@ -10,7 +10,7 @@ from ._common import FormatOpt, QuietOpt, check_out, setup
 
 app = typer.Typer(
     help="Deep topic models: the generalized gamma belief network (arXiv 2408.03388), with the "
-         "classic GBN/WHAI as --linear; topics per layer, document representations, perplexity.",
+         "classic GBN/WHAI as --linear; topics per layer, document representations, perplexity.\n\nExample:\n\n\b\n    gaml topic vocab --corpus newsgroups --out bow.safetensors\n    gaml topic fit --corpus bow.safetensors --layers 128,64,32 --out topics.safetensors\n    gaml topic show --model topics.safetensors",
     no_args_is_help=True,
 )
 

@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Annotated, Optional
 
 import typer
 
-from ._common import DeviceOpt, FormatOpt, QuietOpt, check_folder_out, check_out, setup
+from ._common import DeviceOpt, FormatOpt, Precision, QuietOpt, Split, check_folder_out, check_out, out_file, setup, value
+
+
+class Cond(str, Enum):
+    auto = "auto"
+    class_ = "class"
+    text = "text"
+    none = "none"
 
 
 def train(
     data: Annotated[str, typer.Option("--data", "-d", help="An 'images' artifact (gaml dataset digits|shapes).")],
-    out: Annotated[str, typer.Option("--out", "-o", help="Teacher artifact to write (.safetensors).")],
+    out: Annotated[str, typer.Option("--out", "-o", callback=out_file(".safetensors"), help="Teacher artifact to write (.safetensors).")],
     steps: Annotated[int, typer.Option(min=1, help="Optimizer steps.")] = 4000,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per step.")] = 128,
     lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate (after linear warm-up).")] = 5e-4,
     warmup: Annotated[int, typer.Option(min=0, help="Warm-up steps of the learning rate.")] = 200,
     ema: Annotated[float, typer.Option(min=0.0, max=1.0, help="EMA decay of the saved weights.")] = 0.999,
     p_uncond: Annotated[float, typer.Option(min=0.0, max=1.0, help="Condition dropout (for classifier-free guidance).")] = 0.1,
-    cond: Annotated[str, typer.Option(help="auto (captions > labels > none), class, text or none.")] = "auto",
-    split: Annotated[str, typer.Option(help="Which images to train on: train, test or all.")] = "train",
+    cond: Annotated[Cond, typer.Option(help="auto (captions > labels > none), class, text or none.")] = "auto",
+    split: Annotated[Split, typer.Option(help="Which images to train on: train, test or all.")] = "train",
     channels: Annotated[Optional[str], typer.Option(help="UNet channels per level, e.g. 48,96,96 (default: by image size).")] = None,
     layers_per_block: Annotated[Optional[int], typer.Option(min=1, max=4, help="ResNet layers per UNet level (default: by image size).")] = None,
     guidance: Annotated[float, typer.Option(min=0.0, help="Default guidance scale stored for `gaml sample`.")] = 1.0,
@@ -27,7 +35,7 @@ def train(
     checkpoint_dir: Annotated[Optional[str], typer.Option(help="Checkpoint folder (default: OUT without .safetensors + '.ckpt').")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint.")] = False,
     resume_from: Annotated[Optional[str], typer.Option(help="Continue from this checkpoint file (e.g. an earlier step).")] = None,
-    save_precision: Annotated[str, typer.Option(help="Stored weight dtype: fp32, fp16 or bf16.")] = "fp32",
+    save_precision: Annotated[Precision, typer.Option(help="Stored weight dtype: fp32, fp16 or bf16.")] = "fp32",
     seed: Annotated[int, typer.Option(min=0, help="Seed of initialisation, batches and noise.")] = 0,
     device: DeviceOpt = "auto",
     fmt: FormatOpt = "human",
@@ -54,6 +62,7 @@ def train(
     from ..diffusion.io import SAVE_DTYPES, save_model
     from ..diffusion.train import TrainConfig, train_teacher
 
+    cond, split, save_precision = value(cond), value(split), value(save_precision)
     check_out(out, ".safetensors", inputs={"--data": data, "--resume-from": resume_from})
     if save_precision not in SAVE_DTYPES:
         raise UsageError(f"--save-precision must be one of {', '.join(SAVE_DTYPES)}")

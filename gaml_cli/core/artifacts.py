@@ -466,6 +466,18 @@ def _display(path: str | os.PathLike) -> str:
     return "<stdin>" if str(path) == "-" else str(path)
 
 
+def require_piped_stdin(what: str = "JSONL") -> None:
+    """Refuse to read '-' from a terminal: a command would wait silently for input the user
+    did not mean to type. Pipes and files are fine."""
+    try:
+        tty = sys.stdin is not None and sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    if tty:
+        raise UsageError(f"reading {what} from stdin, but stdin is a terminal: give a file, or pipe the "
+                         "records in (e.g. `gaml graphgen sample ... | gaml graphgen eval --ref test.jsonl`)")
+
+
 def read_jsonl(
     path: str | os.PathLike | io.TextIOBase,
     validate: Callable[[dict[str, Any]], None] | None = None,
@@ -484,6 +496,7 @@ def read_jsonl(
         return
     name = _display(path)
     if str(path) == "-":
+        require_piped_stdin()
         fh: io.TextIOBase = sys.stdin
         close = False
     else:

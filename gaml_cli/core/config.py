@@ -128,7 +128,13 @@ def load_yaml(path: str | os.PathLike) -> tuple[dict, str | None]:
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{p}: no such recipe file")
-    text = p.read_text(encoding="utf-8")
+    raw = p.read_bytes()
+    try:
+        if b"\0" in raw:
+            raise UnicodeDecodeError("utf-8", raw, raw.index(b"\0"), raw.index(b"\0") + 1, "NUL byte")
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{p}: not a YAML recipe (binary, not UTF-8 text)") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

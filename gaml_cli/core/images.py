@@ -46,3 +46,16 @@ def save_grid(images: np.ndarray, path: str | os.PathLike, nrow: int | None = No
     pic = grid(images, nrow=nrow, scale=scale)
     with atomic_write(path, "wb") as fh:
         Image.fromarray(pic).save(fh, format="PNG")
+
+
+def check_finite_images(images, path: str | os.PathLike) -> None:
+    """Refuse (InputError, exit 2) an images tensor holding nan or inf, naming how many images
+    and the first one, instead of letting a metric fail deep inside scipy."""
+    from .errors import InputError
+
+    arr = np.asarray(images)
+    bad = ~np.isfinite(arr.reshape(len(arr), -1)).all(axis=1)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise InputError(f"{path}: {int(bad.sum())} of {len(arr)} images hold nan or inf values "
+                         f"(the first is image {first}); was the model that made them diverged?")

@@ -20,6 +20,9 @@ def read_prompts(path: str) -> list[str]:
     '-' (stdin, either format: JSONL when the first non-blank line starts with '{').
     A bad JSONL record is reported with its line number."""
     if path == "-":
+        from .artifacts import require_piped_stdin
+
+        require_piped_stdin("prompts")
         text, name = sys.stdin.read(), "<stdin>"
     else:
         p = Path(path)

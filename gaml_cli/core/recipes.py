@@ -44,7 +44,7 @@ def check_step(group, argv: list[str]) -> None:
         if cc.is_exit(exc):
             return
         if cc.is_click_exception(exc):
-            raise UsageError(exc.format_message()) from None
+            raise UsageError(cc.usage_message(exc)) from None
         raise
 
 

@@ -177,3 +177,20 @@ def describe(device_name: str = "auto") -> dict:
         "threads": torch.get_num_threads(),
     }
     return info
+
+
+def require_finite(step: int, **losses) -> None:
+    """Stop a training run whose loss is no longer a finite number, before the step reaches the
+    weights: one line naming the step and the loss; no model is written (the command's output
+    group drops it) and the last checkpoint stays as it was (StepLoop saves none on this error).
+
+        require_finite(step, loss=loss)   # step counts from 0, as the loops do"""
+    import math
+
+    from .errors import RuntimeFailure
+
+    for name, value in losses.items():
+        v = float(value)
+        if not math.isfinite(v):
+            raise RuntimeFailure(f"training diverged at step {step + 1}: the {name.replace('_', ' ')} is {v}; "
+                                 "no model was written and the last checkpoint is kept (try a lower --lr)")

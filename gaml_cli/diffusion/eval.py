@@ -9,6 +9,7 @@ import numpy as np
 
 from ..core.artifacts import Artifact, load_artifact, read_header
 from ..core.errors import InputError, UsageError
+from ..core.images import check_finite_images
 from .features import FeatureNet, frechet_distance, predict
 
 NAMED_REFS = ("digits", "shapes")
@@ -64,6 +65,7 @@ def reference_data(ref: str, clf: FeatureNet) -> tuple[np.ndarray, dict[str, np.
         name = f"shapes ({REF_SHAPES_N} at {shape[-1]}px, seed {REF_SHAPES_SEED})"
     else:
         x = load_artifact(ref, "images")["images"]
+        check_finite_images(x, ref)
         name = ref
     if tuple(x.shape[1:]) != shape:
         raise UsageError(f"reference images are {tuple(x.shape[1:])}, the classifier expects {shape}")

@@ -19,6 +19,7 @@ import torch
 
 from ..core import console
 from ..core.checkpoint import CheckpointDir, StepLoop
+from ..core.runtime import require_finite
 from ..core.ema import ema_decay, ema_update
 from ..core.errors import UsageError
 from .data import ImageData, vocabulary
@@ -125,6 +126,7 @@ def train_teacher(data: ImageData, tc: TrainConfig, ckpt_dir: Path, device: torc
             sigma = sample_sigma_train(tc.batch_size, tc.p_mean, tc.p_std, generator=gen).to(device)
             noise = torch.randn(x0.shape, generator=gen).to(device)
             loss = edm_loss(model, x0, cond, sigma, noise, precond).mean()
+            require_finite(step, loss=loss)
             for g in opt.param_groups:
                 g["lr"] = _lr(step, tc)
             opt.zero_grad(set_to_none=True)

@@ -23,6 +23,7 @@ import torch
 
 from ...core import console, runtime
 from ...core.checkpoint import CheckpointDir, StepLoop
+from ...core.runtime import require_finite
 from ...core.ema import copy_buffers, ema_decay
 from ...core.flat import FlatParams
 from ...core.errors import InputError, UsageError
@@ -259,6 +260,7 @@ def train(graphs: Sequence[Graph], tc: TrainConfig, ckpt_dir: Path, device: torc
                 else:
                     loss, lx, le = split_backward(gbd, net, A[idx, :m, :m], X[idx, :m], M[idx, :m], ND[idx, :m], gen,
                                                   per, pool, tc.workers)
+                require_finite(step, loss=loss)
                 flat.collect()
                 if tc.grad_clip > 0:
                     flat.clip_grad_norm_(tc.grad_clip)

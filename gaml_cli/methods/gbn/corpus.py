@@ -146,6 +146,9 @@ def read_documents(corpus: str) -> Documents:
             with open(f, encoding="utf-8", errors="replace") as fh:
                 docs = _plain(fh, f"lee ({f})")
     elif corpus == "-":
+        from ...core.artifacts import require_piped_stdin
+
+        require_piped_stdin("the corpus")
         text = sys.stdin.read()
         first = next((l for l in text.splitlines() if l.strip()), "")
         if first.lstrip().startswith("{"):

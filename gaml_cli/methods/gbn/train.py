@@ -25,6 +25,7 @@ import torch
 
 from ...core import console
 from ...core.checkpoint import CheckpointDir, StepLoop
+from ...core.runtime import require_finite
 from ...core.errors import UsageError
 from .loss import elbo, loss
 from .model import GBN, default_config
@@ -124,6 +125,7 @@ def fit(bow: Bow, rows: np.ndarray, fc: FitConfig, ckpt_dir: Path, resume: bool 
                 g["lr"] = _lr(step, fc)
             kl_w = min(1.0, (step + 1) / fc.kl_warmup) if fc.kl_warmup > 0 else 1.0
             obj, stats = loss(model, x, generator=gen, eta=fc.eta, n_docs=n, kl_weight=kl_w)
+            require_finite(step, loss=obj)
             opt.zero_grad(set_to_none=True)
             obj.backward()
             if fc.grad_clip > 0:

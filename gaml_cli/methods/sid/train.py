@@ -27,6 +27,7 @@ import torch
 
 from ...core import console
 from ...core.checkpoint import CheckpointDir, StepLoop
+from ...core.runtime import require_finite
 from ...core.errors import UsageError
 from ...diffusion.edm import cfg_denoiser
 from ..sfd.loss import remain_forget_sum
@@ -314,6 +315,7 @@ def distill(teacher, dc: DistillConfig, out_dir: Path, device: torch.device, res
                 loss = batch_loss(fake_score_loss(y[ok], x_g[ok], teacher.fake_weight(sigma[ok])), is_forget, ok)
                 backward(loss)
                 total_f += float(loss.detach())
+            require_finite(step, fake_score_loss=total_f)
             finish(opt_f, f_psi)
             f_psi.eval().requires_grad_(False)
 
@@ -335,6 +337,7 @@ def distill(teacher, dc: DistillConfig, out_dir: Path, device: torch.device, res
                 loss = batch_loss(sid_generator_loss(x_g[ok], y_real[ok], y_fake[ok], dc.alpha), is_forget, ok)
                 backward(loss)
                 total_g += float(loss.detach())
+            require_finite(step, generator_loss=total_g)
             finish(opt_g, G)
             if scaler is not None:
                 scaler.update()
