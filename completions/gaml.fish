@@ -426,7 +426,8 @@ complete -c gaml -n "__gaml_at 'topic vocab'" -l vocab -r -F -d 'Reuse the vocab
 complete -c gaml -n "__gaml_at 'topic vocab'" -l min-df -r -F -d 'Keep words in at least this many training documents.'
 complete -c gaml -n "__gaml_at 'topic vocab'" -l max-df -r -F -d 'Drop words in more than this share of training documents (> 1: a count).'
 complete -c gaml -n "__gaml_at 'topic vocab'" -l max-size -r -F -d 'At most this many words (the most frequent).'
-complete -c gaml -n "__gaml_at 'topic vocab'" -l min-len -r -F -d 'Shortest token kept (letters).'
+complete -c gaml -n "__gaml_at 'topic vocab'" -l min-len -r -F -d 'Shortest token kept (characters).'
+complete -c gaml -n "__gaml_at 'topic vocab'" -l token-pattern -r -F -d 'What a token is, as scikit-learns token_pattern (matched on lower-cased text; one capturing group: that group): [a-z0-9]+ keeps ids with digits (brca1, covid19), \S+ takes whitespace-separated tokens of a pre-tokenised corpus. Default: words of letters. Recorded in the artifact, so --vocab reuses it.'
 complete -c gaml -n "__gaml_at 'topic vocab'" -l stop-words -d 'Drop scikit-learns English stop words.'
 complete -c gaml -n "__gaml_at 'topic vocab'" -l no-stop-words
 complete -c gaml -n "__gaml_at 'topic vocab'" -l extra-stop -r -F -d 'More stop words, comma-separated.'

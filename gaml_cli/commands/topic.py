@@ -75,7 +75,8 @@ def vocab(
     min_df: Annotated[int, typer.Option(min=1, help="Keep words in at least this many training documents.")] = 2,
     max_df: Annotated[float, typer.Option(min=0.0, help="Drop words in more than this share of training documents (> 1: a count).")] = 0.5,
     max_size: Annotated[int, typer.Option(min=1, help="At most this many words (the most frequent).")] = 5000,
-    min_len: Annotated[int, typer.Option(min=1, help="Shortest token kept (letters).")] = 3,
+    min_len: Annotated[int, typer.Option(min=1, help="Shortest token kept (characters).")] = 3,
+    token_pattern: Annotated[Optional[str], typer.Option("--token-pattern", metavar="<regex>", help="What a token is, as scikit-learn's token_pattern (matched on lower-cased text; one capturing group: that group): '[a-z0-9]+' keeps ids with digits (brca1, covid19), '\\S+' takes whitespace-separated tokens of a pre-tokenised corpus. Default: words of letters. Recorded in the artifact, so --vocab reuses it.")] = None,
     stop_words: Annotated[bool, typer.Option("--stop-words/--no-stop-words", help="Drop scikit-learn's English stop words.")] = True,
     extra_stop: Annotated[Optional[str], typer.Option(help="More stop words, comma-separated.")] = None,
     test_fraction: Annotated[float, typer.Option(min=0.0, max=0.9, help="Share of documents held out as test (stratified by label).")] = 0.2,
@@ -85,7 +86,9 @@ def vocab(
 ):
     """Tokenise a corpus, build a vocabulary and write a sparse bag-of-words artifact.
 
-    Tokens are lower-cased words of --min-len letters or more, minus stop words. The
+    Tokens are lower-cased words of --min-len letters or more (or what --token-pattern
+    matches: '[a-z0-9]+' for gene names and product codes, '\\S+' for a corpus that is
+    already tokenised, one space between tokens), minus stop words. The
     vocabulary is chosen on the training documents only (document frequency between
     --min-df and --max-df, the --max-size most frequent), so held-out perplexity is honest.
     Documents left with no vocabulary word are dropped (a warning names them).
@@ -96,6 +99,7 @@ def vocab(
         gaml topic vocab --corpus newsgroups --out data/ng-bow.safetensors
         gaml topic vocab --corpus docs.jsonl --max-size 10000 --out bow.safetensors
         gaml topic vocab --corpus new.txt --vocab bow.safetensors --test-fraction 0 --out new-bow.safetensors
+        gaml topic vocab --corpus genes.txt --token-pattern '[a-z0-9]+' --min-len 2 --out bow.safetensors
     """
     setup(fmt, quiet)
     from ..core import console
@@ -115,26 +119,41 @@ def vocab(
         opts = dict(ref.config.get("options", {}))
         stops = frozenset(opts.get("stop_words_list", sorted(stops)))
         min_len = int(opts.get("min_len", min_len))
+        if token_pattern is not None and token_pattern != opts.get("token_pattern"):
+            console.warn(f"--token-pattern {token_pattern!r} ignored: {vocab_from} was built with "
+                         f"{opts.get('token_pattern') or 'the default (words of letters)'!r}, which is used")
+        token_pattern = opts.get("token_pattern")
     else:
-        toks = [[t for t in C.tokenize(text, min_len) if t not in stops] for text in docs.texts]
+        C.token_regex(token_pattern)  # a bad pattern: one line before any work
+        raw = [C.tokenize(text, min_len, token_pattern) for text in docs.texts]
+        toks = [[t for t in d if t not in stops] for d in raw]
         words = Vb.build_vocabulary(toks, split == 0, min_df=min_df, max_df=max_df, max_size=max_size)
         if not words:
-            raise InputError(f"{docs.source}: no word passes the vocabulary filters "
-                             f"(--min-df {min_df}, --max-df {max_df}, --min-len {min_len}, stop words) "
-                             f"in {int((split == 0).sum())} training documents")
+            w = Vb.why_no_vocabulary(raw, stops, split == 0, min_df=min_df, max_df=max_df)
+            what = (f"characters matching --token-pattern {token_pattern!r}" if token_pattern is not None
+                    else "letters")
+            hint = None
+            if w["tokens"] == 0 and token_pattern is None:
+                hint = ("tokens are words of letters; for ids with digits such as brca1 pass --token-pattern "
+                        "'[a-z0-9]+', for a pre-tokenised corpus --token-pattern '\\S+'")
+            raise InputError(f"{docs.source}: no word passes the vocabulary filters in {w['documents']} training "
+                             f"documents: {w['tokens']} tokens ({w['distinct']} distinct) of --min-len {min_len}+ "
+                             f"{what} seen; dropped {w['stop_words']} as stop words, "
+                             f"{w['min_df']} by --min-df {min_df}, {w['max_df']} by --max-df {max_df:g}", hint=hint)
         label_names = sorted(set(docs.labels)) if docs.labels is not None else None
     if docs.labels is not None and label_names is not None:
         unknown = sorted(set(docs.labels) - set(label_names))
         if unknown:
             console.warn(f"labels not in the reference vocabulary's label set are stored as -1: {unknown[:5]}")
-    tensors, empty = Vb.to_bow(docs, words, stops, min_len, split, label_names)
+    tensors, empty = Vb.to_bow(docs, words, stops, min_len, split, label_names, token_pattern)
     if len(tensors["doc_ids"]) == 0:
         raise InputError(f"{docs.source}: no document has a word in the vocabulary ({len(words)} words)")
     if empty:
         shown = ", ".join(map(str, empty[:10])) + (", ..." if len(empty) > 10 else "")
         console.warn(f"{len(empty)} document(s) with no in-vocabulary words were dropped (line/record {shown})")
     options = {"min_df": min_df, "max_df": max_df, "max_size": max_size, "min_len": min_len,
-               "test_fraction": test_fraction, "seed": seed, "stop_words_list": sorted(stops)}
+               "test_fraction": test_fraction, "seed": seed, "stop_words_list": sorted(stops),
+               "token_pattern": token_pattern}
     config = {"vocab_size": len(words), "vocab_sha256": Vb.vocab_sha(words), "n_docs": int(len(tensors["doc_ids"])),
               "label_names": label_names, "source": docs.source, "dropped_empty": len(empty), "options": options,
               "vocab_from": vocab_from}
