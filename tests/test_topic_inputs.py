@@ -97,3 +97,70 @@ def test_no_vocabulary_says_what_dropped_the_tokens(gaml, tmp_path, gene_corpus)
     res = gaml("topic", "vocab", "--corpus", stop, "--out", out, "--min-len", "1")
     _one_line_failure(res, "no word passes the vocabulary filters", out)
     assert "6 as stop words" in res.err, res.err
+
+
+# ------------------------------------------------------------------ numbers (issue item 2)
+
+WORDS = "orbit rocket launch shuttle nasa moon planet satellite god church bible belief prayer faith".split()
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """A bow artifact and a 2-step model on it (the checks under test come before any work)."""
+    import numpy as np
+
+    from gaml_cli.__main__ import main
+
+    d = tmp_path_factory.mktemp("topic_inputs")
+    rng = np.random.default_rng(0)
+    (d / "docs.txt").write_text("\n".join(" ".join(rng.choice(WORDS, 20)) for _ in range(30)) + "\n")
+    bow, model = d / "bow.safetensors", d / "m.safetensors"
+    assert main(["-q", "topic", "vocab", "--corpus", str(d / "docs.txt"), "--out", str(bow), "--min-df", "1",
+                 "--max-df", "1.0"]) == 0
+    assert main(["-q", "topic", "fit", "--corpus", str(bow), "--out", str(model), "--layers", "4,2", "--hidden", "8",
+                 "--steps", "2"]) == 0
+    return d, bow, model
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--lr", "0"], "--lr 0: must be > 0"),
+    (["--lr", "inf"], "--lr inf: must be a finite number"),
+    (["--eta", "inf"], "--eta inf: must be a finite number"),
+    (["--layers", "4,8"], "--layers 4,8: the number of topics must not grow from one layer to the next"),
+    (["--layers", "8,4,6"], "give the widest first"),
+])
+def test_fit_refuses_absurd_numbers(gaml, fitted, args, needle):
+    d, bow, _ = fitted
+    out = d / "new.safetensors"
+    _one_line_failure(gaml("topic", "fit", "--corpus", bow, "--out", out, "--hidden", "8", "--steps", "1", *args),
+                      needle, out, d / "new.ckpt")
+
+
+def test_fit_accepts_equal_layer_widths(gaml, fitted):
+    d, bow, _ = fitted
+    out = d / "eq.safetensors"
+    res = gaml("topic", "fit", "--corpus", bow, "--out", out, "--layers", "4,4,2", "--hidden", "8", "--steps", "1", "-q")
+    assert res.code == 0, res.err
+
+
+def test_vocab_refuses_infinite_max_df(gaml, fitted):
+    d, _, _ = fitted
+    out = d / "nf.safetensors"
+    _one_line_failure(gaml("topic", "vocab", "--corpus", d / "docs.txt", "--out", out, "--max-df", "inf"),
+                      "--max-df inf: must be a finite number", out)
+
+
+@pytest.mark.parametrize("args", [
+    ["fit", "--lr", "nan"], ["fit", "--eta", "nan"], ["fit", "--lr", "-1"], ["vocab", "--max-df", "nan"],
+    ["vocab", "--test-fraction", "nan"], ["perplexity", "--observed", "nan"], ["perplexity", "--observed", "inf"],
+])
+def test_other_non_finite_or_negative_numbers_are_refused(gaml, fitted, args):
+    """typer refuses these itself (a nan is outside an option's range); one line, exit 2, the option named."""
+    d, bow, model = fitted
+    cmd, opt, value = args
+    out = d / "other.safetensors"
+    base = {"fit": ["--corpus", bow, "--out", out], "vocab": ["--corpus", d / "docs.txt", "--out", out],
+            "perplexity": ["--model", model, "--corpus", bow]}[cmd]
+    res = gaml("topic", cmd, *base, opt, value)
+    assert res.code == 2 and len(res.err_lines) == 1 and "error:" in res.err and opt in res.err, res.err
+    assert not out.exists()

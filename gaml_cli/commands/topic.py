@@ -109,6 +109,7 @@ def vocab(
     from ..methods.gbn import vocab as Vb
 
     check_out(out, ".safetensors")
+    _finite({"--max-df": max_df, "--test-fraction": test_fraction})
     docs = C.read_documents(corpus)
     split = Vb.split_documents(len(docs.texts), docs.labels, test_fraction, seed)
     stops = Vb.stop_words([w.strip() for w in extra_stop.split(",")] if extra_stop else None, use_default=stop_words)
@@ -174,18 +175,32 @@ def _parse_layers(text: str) -> list[int]:
         raise UsageError(f"--layers {text!r}: expected topic counts like 128,64,32") from None
     if not layers or any(k < 1 for k in layers):
         raise UsageError(f"--layers {text!r}: expected positive topic counts like 128,64,32")
+    if any(b > a for a, b in zip(layers, layers[1:])):
+        raise UsageError(f"--layers {text}: the number of topics must not grow from one layer to the next; give the "
+                         f"widest first (layer 1, the most specific), e.g. {','.join(map(str, sorted(layers, reverse=True)))}")
     return layers
+
+
+def _finite(options: dict) -> None:
+    """Refuse inf/nan in a float option (a range check lets inf through when it has no maximum)."""
+    import math
+
+    from ..core.errors import UsageError
+
+    for name, value in options.items():
+        if value is not None and not math.isfinite(value):
+            raise UsageError(f"{name} {value:g}: must be a finite number")
 
 
 @app.command("fit")
 def fit(
     corpus: Annotated[str, typer.Option("--corpus", "-c", help="Bag-of-words artifact (gaml topic vocab).")],
     out: Annotated[str, typer.Option("--out", "-o", help="Topic model artifact to write (.safetensors).")],
-    layers: Annotated[str, typer.Option(help="Topics per layer, first (widest) layer first.")] = "128,64,32",
+    layers: Annotated[str, typer.Option(help="Topics per layer, first (widest) layer first; no layer wider than the one before.")] = "128,64,32",
     linear: Annotated[bool, typer.Option("--linear", help="Classic GBN/WHAI linear links (the baseline) instead of the generalized non-linear ones.")] = False,
     steps: Annotated[int, typer.Option(min=1, help="Optimizer steps.")] = 2000,
     batch_size: Annotated[int, typer.Option(min=1, help="Documents per step (all of them when the corpus is smaller).")] = 256,
-    lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate.")] = 3e-3,
+    lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate (> 0).")] = 3e-3,
     link: Annotated[str, typer.Option(help="Form of the non-linear link: gate (linear term times a learned gate in (0, 2)) or residual (linear term plus a non-negative MLP).")] = "gate",
     hidden: Annotated[int, typer.Option(min=1, help="Width of the inference network and of the non-linear links.")] = 256,
     eta: Annotated[float, typer.Option(min=1.0, help="Dirichlet prior on the topics (MAP; 1 = flat, > 1 smooths).")] = 1.0,
@@ -218,6 +233,9 @@ def fit(
     from ..core.errors import UsageError
 
     check_out(out, ".safetensors")
+    _finite({"--lr": lr, "--eta": eta})
+    if not lr > 0:
+        raise UsageError(f"--lr {lr:g}: must be > 0 (Adam's learning rate)")
     ks = _parse_layers(layers)
     if split not in ("train", "all"):
         raise UsageError(f"--split must be train or all, not {split!r}")
@@ -452,6 +470,7 @@ def perplexity(
 
     if split not in ("all", "test", "train"):
         raise UsageError(f"--split must be test, all or train, not {split!r}")
+    _finite({"--observed": observed})
     _threads()
     import numpy as np
     import torch
