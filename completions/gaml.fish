@@ -94,7 +94,7 @@ complete -c gaml -n "__gaml_at 'boost fit'" -l min-child-samples -r -F -d 'Minim
 complete -c gaml -n "__gaml_at 'boost fit'" -l trees-per-step -r -F -d 'Boosting rounds per timestep (1 = the papers single tree).'
 complete -c gaml -n "__gaml_at 'boost fit'" -l learning-rate -r -F -d 'Shrinkage of each timesteps booster (1 for a single tree).'
 complete -c gaml -n "__gaml_at 'boost fit'" -l mean-estimators -r -F -d 'Boosting rounds of the mean model f(x).'
-complete -c gaml -n "__gaml_at 'boost fit'" -l cross-fit -r -F -d 'Folds of out-of-fold f(x) the trees train around (0 = in-sample).'
+complete -c gaml -n "__gaml_at 'boost fit'" -l cross-fit -r -F -d 'Folds of out-of-fold f(x) the trees train around (0 = in-sample; at most half the rows).'
 complete -c gaml -n "__gaml_at 'boost fit'" -l temperature -r -F -d 'classify: softmax(-(y0-1)^2 / temperature).'
 complete -c gaml -n "__gaml_at 'boost fit'" -l seed -r -F -d 'Seed of the noise (timestep t uses (seed, t)) and of LightGBM.'
 complete -c gaml -n "__gaml_at 'boost fit'" -l threads -r -F -d 'LightGBM threads.'

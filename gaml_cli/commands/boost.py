@@ -38,12 +38,24 @@ def _need() -> None:
         raise UsageError(f"gaml boost needs {', '.join(missing)}: pip install 'gaml[boost]'")
 
 
+def _finite(options: dict) -> None:
+    """Refuse inf/nan in a float option (a range check lets inf through when it has no maximum)."""
+    import math
+
+    from ..core.errors import UsageError
+
+    for name, value in options.items():
+        if value is not None and not math.isfinite(value):
+            raise UsageError(f"{name} {value:g}: must be a finite number")
+
+
 DataOpt = Annotated[str, typer.Option("--data", "-d", help="Table: .csv, .tsv, .parquet or .jsonl.")]
 ThreadsOpt = Annotated[int, typer.Option("--threads", min=1, help="LightGBM threads.")]
 
 
 @app.command("fit")
 def fit(
+    ctx: typer.Context,
     data: DataOpt,
     target: Annotated[str, typer.Option("--target", "-t", help="The column to model.")],
     out: Annotated[str, typer.Option("--out", "-o", help="Model file to write (.dbt).")],
@@ -56,7 +68,7 @@ def fit(
     trees_per_step: Annotated[int, typer.Option(min=1, help="Boosting rounds per timestep (1 = the paper's single tree).")] = 1,
     learning_rate: Annotated[float, typer.Option(min=1e-6, help="Shrinkage of each timestep's booster (1 for a single tree).")] = 1.0,
     mean_estimators: Annotated[int, typer.Option(min=1, help="Boosting rounds of the mean model f(x).")] = 100,
-    cross_fit: Annotated[int, typer.Option(min=0, help="Folds of out-of-fold f(x) the trees train around (0 = in-sample).")] = 5,
+    cross_fit: Annotated[int, typer.Option(min=0, help="Folds of out-of-fold f(x) the trees train around (0 = in-sample; at most half the rows).")] = 5,
     temperature: Annotated[float, typer.Option(min=1e-6, help="classify: softmax(-(y0-1)^2 / temperature).")] = 0.1,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the noise (timestep t uses (seed, t)) and of LightGBM.")] = 0,
     threads: ThreadsOpt = 1,
@@ -90,6 +102,7 @@ def fit(
     from ..methods.dbt.tables import numeric_target, read_table, split_target
 
     check_out(out, ".dbt")
+    _finite({"--learning-rate": learning_rate, "--temperature": temperature})
     cfg = DBTConfig(n_timesteps=timesteps, noise_samples=noise_samples, num_leaves=num_leaves,
                     min_child_samples=min_child_samples, trees_per_step=trees_per_step, learning_rate=learning_rate,
                     mean_estimators=mean_estimators, cross_fit=cross_fit, temperature=temperature, seed=seed,
@@ -109,6 +122,13 @@ def fit(
         X, y = X[keep].reset_index(drop=True), y[keep].reset_index(drop=True)
     if len(y) < 2:
         raise UsageError(f"{data}: need at least 2 rows with a target to fit")
+    if cross_fit >= 2 and len(y) < 2 * cross_fit:  # the model would quietly fit f(x) in-sample
+        source = ctx.get_parameter_source("cross_fit")
+        if getattr(source, "name", None) != "DEFAULT":
+            most = f"at most {len(y) // 2} folds (2 rows a fold)" if len(y) >= 4 else "no cross-fitting"
+            raise UsageError(f"--cross-fit {cross_fit}: {len(y)} rows with a target allow {most}; "
+                             "give fewer folds, or --cross-fit 0 for an in-sample f(x)")
+        console.warn(f"{len(y)} rows: too few for --cross-fit {cross_fit} (2 rows a fold); f(x) is fitted in-sample")
     if task == Task.regress:
         yv = numeric_target(y, target)
         model = DBTRegressor(**cfg.__dict__)
