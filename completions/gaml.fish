@@ -96,6 +96,7 @@ complete -c gaml -n "__gaml_at 'boost fit'" -l learning-rate -r -F -d 'Shrinkage
 complete -c gaml -n "__gaml_at 'boost fit'" -l mean-estimators -r -F -d 'Boosting rounds of the mean model f(x).'
 complete -c gaml -n "__gaml_at 'boost fit'" -l cross-fit -r -F -d 'Folds of out-of-fold f(x) the trees train around (0 = in-sample; at most half the rows).'
 complete -c gaml -n "__gaml_at 'boost fit'" -l temperature -r -F -d 'classify: softmax(-(y0-1)^2 / temperature).'
+complete -c gaml -n "__gaml_at 'boost fit'" -l max-classes -r -F -d 'classify: refuse a target with more distinct values than this (a real-valued y read as labels makes one class per value, each with its own trees); raise it for a task with that many classes.'
 complete -c gaml -n "__gaml_at 'boost fit'" -l seed -r -F -d 'Seed of the noise (timestep t uses (seed, t)) and of LightGBM.'
 complete -c gaml -n "__gaml_at 'boost fit'" -l threads -r -F -d 'LightGBM threads.'
 complete -c gaml -n "__gaml_at 'boost fit'" -l resume -d 'Continue from the checkpoint folder OUT.ckpt of an interrupted fit.'

@@ -81,3 +81,49 @@ def test_default_folds_on_a_tiny_table_warn(gaml, tmp_path):
                "--noise-samples", "1", "--mean-estimators", "2", "--min-child-samples", "1")
     assert res.code == 0, res.err
     assert "8 rows: too few for --cross-fit 5 (2 rows a fold); f(x) is fitted in-sample" in res.err
+
+
+# ------------------------------------------------------------------ classes and columns (issue item 3)
+
+
+def test_classify_on_a_continuous_target_is_refused(gaml, tables):
+    out = tables / "cls.dbt"
+    res = gaml("boost", "fit", "--data", tables / "train.csv", "--target", "y", "--task", "classify", "--out", out, *TINY)
+    _refused(res, "target 'y' has 206 distinct values over 398 rows; --task classify expects class labels", out)
+    assert "--max-classes" in res.err
+
+
+def test_max_classes_lets_many_classes_through(gaml, tables, tmp_path):
+    import pandas as pd
+
+    df = pd.read_csv(tables / "train.csv")
+    df["grade"] = (df["y"] // 50).astype(int)  # 7 classes
+    src = tmp_path / "graded.csv"
+    df.drop(columns=["y"]).to_csv(src, index=False)
+    out = tmp_path / "g.dbt"
+    res = gaml("boost", "fit", "--data", src, "--target", "grade", "--task", "classify", "--out", out,
+               "--max-classes", "5", *TINY)
+    _refused(res, "target 'grade' has 7 distinct values over 398 rows", out)
+    res = gaml("boost", "fit", "--data", src, "--target", "grade", "--task", "classify", "--out", out,
+               "--max-classes", "7", *TINY, "-q")
+    assert res.code == 0, res.err
+
+
+def test_one_bad_cell_in_a_numeric_column_is_refused_at_fit(gaml, tables, tmp_path):
+    src = _edit_csv(tables / "train.csv", tmp_path / "typo.csv", 14, "bmi", "0.0x3")
+    out = tmp_path / "typo.dbt"
+    res = gaml("boost", "fit", "--data", src, "--target", "y", "--out", out, *TINY)
+    _refused(res, "feature column 'bmi' holds numbers but line 16 holds '0.0x3'", out)
+
+
+def test_a_real_categorical_column_still_fits(gaml, tables, tmp_path):
+    import pandas as pd
+
+    df = pd.read_csv(tables / "train.csv")
+    df["region"] = "north"
+    df.loc[::3, "region"] = "south"
+    src = tmp_path / "cat.csv"
+    df.to_csv(src, index=False)
+    res = gaml("boost", "fit", "--data", src, "--target", "y", "--out", tmp_path / "cat.dbt", *TINY, "-f", "json")
+    assert res.code == 0, res.err
+    assert json.loads(res.out)["categorical"] == ["region"]

@@ -70,6 +70,7 @@ def fit(
     mean_estimators: Annotated[int, typer.Option(min=1, help="Boosting rounds of the mean model f(x).")] = 100,
     cross_fit: Annotated[int, typer.Option(min=0, help="Folds of out-of-fold f(x) the trees train around (0 = in-sample; at most half the rows).")] = 5,
     temperature: Annotated[float, typer.Option(min=1e-6, help="classify: softmax(-(y0-1)^2 / temperature).")] = 0.1,
+    max_classes: Annotated[int, typer.Option(min=2, help="classify: refuse a target with more distinct values than this (a real-valued y read as labels makes one class per value, each with its own trees); raise it for a task with that many classes.")] = 50,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the noise (timestep t uses (seed, t)) and of LightGBM.")] = 0,
     threads: ThreadsOpt = 1,
     resume: Annotated[bool, typer.Option(help="Continue from the checkpoint folder OUT.ckpt of an interrupted fit.")] = False,
@@ -80,7 +81,9 @@ def fit(
 
     Each timestep's tree predicts y_0 from (x, y_t, f(x)) with y_t drawn from CARD's forward
     process around f(x). Categorical columns (strings) and missing values go to LightGBM
-    natively; rows whose target is missing are dropped (with a warning). Ctrl-C or SIGTERM
+    natively; rows whose target is missing are dropped (with a warning). A column of numbers
+    with a few cells that are not numbers is refused, naming the file line (a typo would
+    otherwise turn it into a categorical column). Ctrl-C or SIGTERM
     keeps the trees fitted so far in OUT.ckpt/ (exit 130); --resume finishes the same model.
 
     Example:
@@ -94,12 +97,14 @@ def fit(
     _need()
     import time
 
+    import numpy as np
+
     from ..core import console
     from ..core.artifacts import provenance
     from ..core.errors import UsageError
     from ..methods.dbt import io as dbt_io
     from ..methods.dbt.model import DBTClassifier, DBTConfig, DBTRegressor
-    from ..methods.dbt.tables import numeric_target, read_table, split_target
+    from ..methods.dbt.tables import check_numeric_columns, numeric_target, read_table, row_locator, split_target
 
     check_out(out, ".dbt")
     _finite({"--learning-rate": learning_rate, "--temperature": temperature})
@@ -120,6 +125,12 @@ def fit(
     if not keep.all():
         console.warn(f"{int((~keep).sum())} row(s) with a missing {target!r} dropped")
         X, y = X[keep].reset_index(drop=True), y[keep].reset_index(drop=True)
+    in_file, pos = row_locator(data, len(df)), np.flatnonzero(keep)
+
+    def where(i: int) -> str:  # row i of X, y (after the drop) as the file numbers it
+        return in_file(int(pos[i]))
+
+    check_numeric_columns(X, where)
     if len(y) < 2:
         raise UsageError(f"{data}: need at least 2 rows with a target to fit")
     if cross_fit >= 2 and len(y) < 2 * cross_fit:  # the model would quietly fit f(x) in-sample
@@ -133,10 +144,16 @@ def fit(
         yv = numeric_target(y, target)
         model = DBTRegressor(**cfg.__dict__)
     else:
+        from ..methods.dbt.model import _label
+
+        k = len({_label(v) for v in y})
+        if k > max_classes:
+            raise UsageError(f"target {target!r} has {k} distinct values over {len(y)} rows; --task classify expects "
+                             f"class labels, at most --max-classes {max_classes} ({k} classes take {k} trees a "
+                             f"timestep, {k * timesteps} in all): use --task regress for a real-valued target, or "
+                             "raise --max-classes")
         yv = y
         model = DBTClassifier(**cfg.__dict__)
-
-    import numpy as np
 
     from ..methods.dbt.tables import Schema
 

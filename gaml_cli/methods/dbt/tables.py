@@ -63,6 +63,72 @@ def _read_jsonl(p: Path):
     return pd.DataFrame.from_records(rows)
 
 
+def row_locator(path: str, n_rows: int):
+    """A function naming data row i (0-based, the table's order) where a person finds it in the
+    file: "line N" for CSV/TSV (the header is line 1, blank lines skipped as pandas skips them,
+    a quoted cell over several lines counted) and JSONL (blank lines counted, as the JSONL
+    reader numbers lines); "row N of M" counted from 1 for Parquet, which has no lines. The
+    file is scanned only when a message needs a line."""
+    kind = SUFFIXES.get(Path(path).suffix.lower())
+    cache: list[list[int]] = []
+
+    def where(i: int) -> str:
+        if kind == "parquet" or kind is None:
+            return f"row {i + 1} of {n_rows}"
+        if not cache:
+            try:
+                cache.append(_data_lines(Path(path), kind))
+            except (OSError, ValueError):
+                cache.append([])
+        lines = cache[0]
+        return f"line {lines[i]}" if i < len(lines) else f"row {i + 1} of {n_rows}"
+
+    return where
+
+
+def _data_lines(p: Path, kind: str) -> list[int]:
+    """The (first) line number of every data row of a CSV/TSV or JSONL file."""
+    out: list[int] = []
+    with open(p, newline="", encoding="utf-8", errors="replace") as fh:
+        if kind == "jsonl":
+            return [n for n, line in enumerate(fh, 1) if line.strip()]
+        import csv
+
+        reader = csv.reader(fh, delimiter="\t" if kind == "tsv" else ",")
+        prev, header = 0, False
+        for rec in reader:
+            start, prev = prev + 1, reader.line_num
+            if not rec:  # a blank line
+                continue
+            if not header:
+                header = True
+                continue
+            out.append(start)
+    return out
+
+
+def check_numeric_columns(X, where) -> None:
+    """Refuse a column of numbers with a few cells that are not (a typo such as '0.0x3'): pandas
+    reads it as text, and it would silently become a categorical feature of as many levels as
+    distinct values. `where(i)` names data row i. A column mostly of text stays categorical."""
+    import pandas as pd
+
+    for c in X.columns:
+        col = X[c]
+        if col.dtype != object and not pd.api.types.is_string_dtype(col.dtype):
+            continue
+        present = col.notna().to_numpy()
+        if any(isinstance(v, (bool, np.bool_)) for v in col[present].tolist()):
+            continue
+        bad = present & pd.to_numeric(col, errors="coerce").isna().to_numpy()
+        n_bad, n_num = int(bad.sum()), int(present.sum() - bad.sum())
+        if 0 < n_bad <= n_num:
+            i = int(np.flatnonzero(bad)[0])
+            raise UsageError(f"feature column {str(c)!r} holds numbers but {where(i)} holds {col.iloc[i]!r} "
+                             f"({n_bad} of {n_bad + n_num} cells are not numbers); correct it, empty the cell "
+                             f"(a missing value), or --drop {c}")
+
+
 def split_target(df, target: str):
     """(features DataFrame, target Series); UsageError when the column is missing."""
     if target not in df.columns:
