@@ -127,3 +127,73 @@ def test_a_real_categorical_column_still_fits(gaml, tables, tmp_path):
     res = gaml("boost", "fit", "--data", src, "--target", "y", "--out", tmp_path / "cat.dbt", *TINY, "-f", "json")
     assert res.code == 0, res.err
     assert json.loads(res.out)["categorical"] == ["region"]
+
+
+# ------------------------------------------------------------------ smaller ones (issue item 4)
+
+
+def test_dropping_the_target(gaml, tables):
+    out = tables / "drop.dbt"
+    res = gaml("boost", "fit", "--data", tables / "train.csv", "--target", "y", "--drop", "y", "--out", out)
+    _refused(res, "--drop y: y is the target (--target); it is not a feature", out)
+
+
+def test_resume_without_a_checkpoint(gaml, tables):
+    out = tables / "res.dbt"
+    res = gaml("boost", "fit", "--data", tables / "train.csv", "--target", "y", "--out", out, "--resume", *TINY)
+    _refused(res, "--resume: no checkpoint folder", out)
+
+
+def test_bad_target_cell_names_the_csv_line(gaml, tables, tmp_path):
+    src = _edit_csv(tables / "train.csv", tmp_path / "badtarget.csv", 5, "y", "abc")
+    out = tmp_path / "bt.dbt"
+    _refused(gaml("boost", "fit", "--data", src, "--target", "y", "--out", out, *TINY),
+             "target column 'y' is not numeric (line 7: 'abc')", out)
+
+
+def test_line_numbers_count_rows_dropped_for_a_missing_target(gaml, tables, tmp_path):
+    src = _edit_csv(tables / "train.csv", tmp_path / "gap.csv", 2, "y", "")
+    src = _edit_csv(src, src, 9, "y", "abc")
+    out = tmp_path / "gap.dbt"
+    res = gaml("boost", "fit", "--data", src, "--target", "y", "--out", out, *TINY)
+    assert res.code == 2 and not out.exists(), res.err
+    assert res.err_lines[0] == "warning: 1 row(s) with a missing 'y' dropped", res.err
+    assert res.err_lines[1:] == ["gaml: error: target column 'y' is not numeric (line 11: 'abc'); "
+                                 "for class labels use --task classify"], res.err
+
+
+def test_jsonl_lines_count_blank_lines(gaml, tmp_path):
+    rows = [{"a": i, "b": i % 3, "y": float(i)} for i in range(30)]
+    rows[20]["y"] = "abc"
+    text = "\n".join(json.dumps(r) for r in rows[:10]) + "\n\n" + "\n".join(json.dumps(r) for r in rows[10:]) + "\n"
+    src = tmp_path / "t.jsonl"
+    src.write_text(text)
+    out = tmp_path / "j.dbt"
+    _refused(gaml("boost", "fit", "--data", src, "--target", "y", "--out", out, *TINY), "(line 22: 'abc')", out)
+
+
+def test_parquet_rows_are_counted_from_one(gaml, tmp_path):
+    import pandas as pd
+
+    pytest.importorskip("pyarrow")
+    df = pd.DataFrame({"a": range(30), "y": [str(i) for i in range(30)]})  # numbers as text: still a numeric target
+    df.loc[4, "y"] = "abc"
+    src = tmp_path / "t.parquet"
+    df.to_parquet(src)
+    out = tmp_path / "p.dbt"
+    _refused(gaml("boost", "fit", "--data", src, "--target", "y", "--out", out, *TINY), "(row 5 of 30: 'abc')", out)
+
+
+def test_predict_names_the_line_of_a_bad_numeric_cell(gaml, tables, tmp_path):
+    model = tmp_path / "m.dbt"
+    assert gaml("boost", "fit", "--data", tables / "train.csv", "--target", "y", "--out", model, *TINY, "-q").code == 0
+    src = _edit_csv(tables / "test.csv", tmp_path / "t.csv", 3, "bmi", "oops")
+    _refused(gaml("boost", "predict", "--model", model, "--data", src, "--samples", "2"),
+             "feature column 'bmi' was numeric at fit time but line 5 holds 'oops'")
+
+
+def test_eval_names_the_line_of_a_bad_truth_value(gaml, tables, tmp_path):
+    src = _edit_csv(tables / "test.csv", tmp_path / "truth.csv", 3, "y", "n/a?")
+    preds = "".join(json.dumps({"row": i, "samples": [1.0, 2.0]}) + "\n" for i in range(44))
+    _refused(gaml("boost", "eval", "-p", "-", "--data", src, "--target", "y", stdin=preds),
+             "target column 'y' is not numeric (line 5: 'n/a?')")

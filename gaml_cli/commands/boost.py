@@ -113,9 +113,16 @@ def fit(
                     mean_estimators=mean_estimators, cross_fit=cross_fit, temperature=temperature, seed=seed,
                     num_threads=threads)
     cfg.check()
+    from pathlib import Path
+
+    if resume and not Path(out + ".ckpt").is_dir():
+        raise UsageError(f"--resume: no checkpoint folder {out}.ckpt (nothing to resume; leave out --resume to start)")
     df = read_table(data)
     X, y = split_target(df, target)
     for col in drop or []:
+        if col == target:
+            raise UsageError(f"--drop {col}: {col} is the target (--target); it is not a feature, so there is "
+                             "nothing to drop")
         if col not in X.columns:
             raise UsageError(f"--drop {col}: the table has no such column")
     X = X.drop(columns=list(drop or []))
@@ -141,7 +148,7 @@ def fit(
                              "give fewer folds, or --cross-fit 0 for an in-sample f(x)")
         console.warn(f"{len(y)} rows: too few for --cross-fit {cross_fit} (2 rows a fold); f(x) is fitted in-sample")
     if task == Task.regress:
-        yv = numeric_target(y, target)
+        yv = numeric_target(y, target, where)
         model = DBTRegressor(**cfg.__dict__)
     else:
         from ..methods.dbt.model import _label
@@ -160,10 +167,6 @@ def fit(
     Xe, _ = Schema.infer(X).encode(X)
     meta = {"config": cfg.__dict__, "task": task.value, "columns": [str(c) for c in X.columns],
             "data": dbt_io.data_fingerprint(Xe, np.asarray([str(v) for v in yv]))}
-    from pathlib import Path
-
-    if resume and not Path(out + ".ckpt").exists():
-        console.warn(f"--resume: no checkpoint {out}.ckpt, starting from the beginning")
     ckpt = dbt_io.DirStore(out + ".ckpt", meta, resume=resume)
     done = {"t": 0}
     t0 = time.perf_counter()
@@ -240,7 +243,7 @@ def predict(
     from ..core.errors import UsageError
     from ..methods.dbt import io as dbt_io
     from ..methods.dbt.metrics import defer_test, sample_probabilities
-    from ..methods.dbt.tables import read_table
+    from ..methods.dbt.tables import read_table, row_locator
 
     qs = _parse_quantiles(quantiles)
     if out != "-":
@@ -251,7 +254,7 @@ def predict(
     m = dbt_io.load(model)
     m.config.num_threads = threads
     df = read_table(data)
-    Xe, unseen = m.schema.encode(df)
+    Xe, unseen = m.schema.encode(df, row_locator(data, len(df)))
     for col, count in unseen.items():
         console.warn(f"column {col!r}: {count} row(s) with a level not seen at fit time, treated as missing")
     n = len(Xe)
@@ -315,7 +318,7 @@ def evaluate(
     from ..core.errors import InputError, UsageError
     from ..methods.dbt import metrics
     from ..methods.dbt.model import _label
-    from ..methods.dbt.tables import numeric_target, read_table, split_target
+    from ..methods.dbt.tables import numeric_target, read_table, row_locator, split_target
 
     df = read_table(data)
     _, y = split_target(df, target)
@@ -361,7 +364,8 @@ def evaluate(
         console.warn(f"{int((~keep).sum())} row(s) with a missing {target!r} left out")
     order = order[keep]
     if state["kind"] == "regress":
-        yt = numeric_target(y[keep], target)
+        in_file = row_locator(data, n)
+        yt = numeric_target(y[keep], target, lambda i: in_file(int(order[i])))
         s = np.array([recs[i]["samples"] for i in order], dtype=np.float64)
         result = metrics.regression_report(s, yt)
         result["samples"] = int(s.shape[1])

@@ -137,15 +137,16 @@ def split_target(df, target: str):
     return df.drop(columns=[target]), df[target]
 
 
-def numeric_target(y, target: str) -> np.ndarray:
-    """A float target for regression; UsageError naming the first non-numeric value."""
+def numeric_target(y, target: str, where=None) -> np.ndarray:
+    """A float target for regression; UsageError naming the first non-numeric value (where(i):
+    the place of row i in the file, see row_locator; default "row i", 0-based)."""
     import pandas as pd
 
     vals = pd.to_numeric(y, errors="coerce")
     bad = vals.isna() & y.notna()
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise UsageError(f"target column {target!r} is not numeric (row {i}: {y.iloc[i]!r}); "
+        raise UsageError(f"target column {target!r} is not numeric ({where(i) if where else f'row {i}'}: {y.iloc[i]!r}); "
                          "for class labels use --task classify")
     return vals.to_numpy(dtype=np.float64)
 
@@ -182,8 +183,9 @@ class Schema:
     def categorical_indices(self) -> list[int]:
         return [i for i, c in enumerate(self.columns) if c in self.categorical]
 
-    def encode(self, X) -> tuple[np.ndarray, dict[str, int]]:
-        """float64 (n, d) matrix for LightGBM and {column: number of unseen levels}."""
+    def encode(self, X, where=None) -> tuple[np.ndarray, dict[str, int]]:
+        """float64 (n, d) matrix for LightGBM and {column: number of unseen levels}; where(i)
+        names row i in a message (see row_locator; default "row i", 0-based)."""
         import pandas as pd
 
         if not isinstance(X, pd.DataFrame):
@@ -218,7 +220,8 @@ class Schema:
                 bad = vals.isna() & col.notna()
                 if bad.any():
                     i = int(np.flatnonzero(bad.to_numpy())[0])
-                    raise UsageError(f"feature column {c!r} was numeric at fit time but row {i} holds {col.iloc[i]!r}")
+                    raise UsageError(f"feature column {c!r} was numeric at fit time but "
+                                     f"{where(i) if where else f'row {i}'} holds {col.iloc[i]!r}")
                 out[:, j] = vals.to_numpy(dtype=np.float64)
         return out, unseen
 
