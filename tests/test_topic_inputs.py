@@ -164,3 +164,14 @@ def test_other_non_finite_or_negative_numbers_are_refused(gaml, fitted, args):
     res = gaml("topic", cmd, *base, opt, value)
     assert res.code == 2 and len(res.err_lines) == 1 and "error:" in res.err and opt in res.err, res.err
     assert not out.exists()
+
+
+def test_vocab_reuse_warns_when_another_token_pattern_is_given(gaml, tmp_path, gene_corpus):
+    bow, enc = tmp_path / "bow.safetensors", tmp_path / "enc.safetensors"
+    assert gaml("topic", "vocab", "--corpus", gene_corpus, "--out", bow, "--token-pattern", "[a-z0-9]+",
+                "--min-df", "1", "--max-df", "1.0", "--min-len", "2", "-q").code == 0
+    res = gaml("topic", "vocab", "--corpus", gene_corpus, "--vocab", bow, "--token-pattern", r"\S+",
+               "--test-fraction", "0", "--out", enc)
+    assert res.code == 0, res.err
+    assert "--token-pattern '\\S+' ignored" in res.err and "built with --token-pattern '[a-z0-9]+', which is used" in res.err, res.err
+    assert _bow_vocab(enc).config["options"]["token_pattern"] == "[a-z0-9]+"

@@ -121,8 +121,12 @@ def vocab(
         stops = frozenset(opts.get("stop_words_list", sorted(stops)))
         min_len = int(opts.get("min_len", min_len))
         if token_pattern is not None and token_pattern != opts.get("token_pattern"):
-            console.warn(f"--token-pattern {token_pattern!r} ignored: {vocab_from} was built with "
-                         f"{opts.get('token_pattern') or 'the default (words of letters)'!r}, which is used")
+            from rich.markup import escape
+
+            ref_pattern = opts.get("token_pattern")
+            used = f"--token-pattern '{ref_pattern}'" if ref_pattern else "the default tokens (words of letters)"
+            console.warn(escape(f"--token-pattern '{token_pattern}' ignored: {vocab_from} was built with {used}, "
+                                "which is used"))
         token_pattern = opts.get("token_pattern")
     else:
         C.token_regex(token_pattern)  # a bad pattern: one line before any work
@@ -131,7 +135,7 @@ def vocab(
         words = Vb.build_vocabulary(toks, split == 0, min_df=min_df, max_df=max_df, max_size=max_size)
         if not words:
             w = Vb.why_no_vocabulary(raw, stops, split == 0, min_df=min_df, max_df=max_df)
-            what = (f"characters matching --token-pattern {token_pattern!r}" if token_pattern is not None
+            what = (f"characters matching --token-pattern '{token_pattern}'" if token_pattern is not None
                     else "letters")
             hint = None
             if w["tokens"] == 0 and token_pattern is None:

@@ -190,9 +190,9 @@ def token_regex(pattern: str | None) -> "re.Pattern[str]":
     try:
         rx = re.compile(pattern)
     except re.error as exc:
-        raise UsageError(f"--token-pattern {pattern!r}: not a regular expression ({exc})") from None
+        raise UsageError(f"--token-pattern '{pattern}': not a regular expression ({exc})") from None
     if rx.groups > 1:
-        raise UsageError(f"--token-pattern {pattern!r}: more than one capturing group "
+        raise UsageError(f"--token-pattern '{pattern}': more than one capturing group "
                          f"(use (?:...) for groups that are not the token)")
     return rx
 
