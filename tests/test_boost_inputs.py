@@ -197,3 +197,23 @@ def test_eval_names_the_line_of_a_bad_truth_value(gaml, tables, tmp_path):
     preds = "".join(json.dumps({"row": i, "samples": [1.0, 2.0]}) + "\n" for i in range(44))
     _refused(gaml("boost", "eval", "-p", "-", "--data", src, "--target", "y", stdin=preds),
              "target column 'y' is not numeric (line 5: 'n/a?')")
+
+
+@pytest.mark.parametrize("command,kwargs,needle", [
+    ("predict", {"model": "none.dbt", "data": "test.csv", "interval": float("nan")}, "--interval nan"),
+    ("predict", {"model": "none.dbt", "data": "test.csv", "alpha": float("nan")}, "--alpha nan"),
+    ("evaluate", {"predictions": "-", "data": "test.csv", "target": "y", "alpha": float("nan")}, "--alpha nan"),
+    ("data_cmd", {"train": "nan.csv", "test": "nan-test.csv", "test_fraction": float("nan")}, "--test-fraction nan"),
+])
+def test_nan_past_a_range_check_is_still_refused(tables, command, kwargs, needle):
+    """typer's range check refuses nan today; a click that lets it through (older FloatRange
+    comparisons are all False for nan) still meets the command's own check."""
+    from gaml_cli.commands import boost
+    from gaml_cli.core.errors import UsageError
+
+    kwargs = {k: (str(tables / v) if isinstance(v, str) and v.endswith((".dbt", ".csv")) else v) for k, v in kwargs.items()}
+    if command == "data_cmd":
+        kwargs["name"] = boost.DataName.diabetes
+    with pytest.raises(UsageError, match=needle.replace("-", "\\-") + ": must be a finite number"):
+        getattr(boost, command)(**kwargs)
+    assert not (tables / "nan.csv").exists()

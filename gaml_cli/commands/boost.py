@@ -245,6 +245,7 @@ def predict(
     from ..methods.dbt.metrics import defer_test, sample_probabilities
     from ..methods.dbt.tables import read_table, row_locator
 
+    _finite({"--interval": interval, "--alpha": alpha})
     qs = _parse_quantiles(quantiles)
     if out != "-":
         from pathlib import Path
@@ -320,6 +321,7 @@ def evaluate(
     from ..methods.dbt.model import _label
     from ..methods.dbt.tables import numeric_target, read_table, row_locator, split_target
 
+    _finite({"--alpha": alpha})
     df = read_table(data)
     _, y = split_target(df, target)
     n = len(y)
@@ -412,6 +414,7 @@ def data_cmd(
     from ..methods.dbt import data as ds
     from ..methods.dbt.tables import write_table
 
+    _finite({"--test-fraction": test_fraction})
     if test is not None and test == train:
         raise UsageError("--train and --test are the same file")
     df = ds.load(name.value, n=n, seed=seed)
