@@ -110,6 +110,8 @@ def vocab(
 
     check_out(out, ".safetensors")
     _finite({"--max-df": max_df, "--test-fraction": test_fraction})
+    if vocab_from is None:
+        C.token_regex(token_pattern)  # a bad pattern: one line before the corpus is read
     docs = C.read_documents(corpus)
     split = Vb.split_documents(len(docs.texts), docs.labels, test_fraction, seed)
     stops = Vb.stop_words([w.strip() for w in extra_stop.split(",")] if extra_stop else None, use_default=stop_words)
@@ -129,7 +131,6 @@ def vocab(
                                 "which is used"))
         token_pattern = opts.get("token_pattern")
     else:
-        C.token_regex(token_pattern)  # a bad pattern: one line before any work
         raw = [C.tokenize(text, min_len, token_pattern) for text in docs.texts]
         toks = [[t for t in d if t not in stops] for d in raw]
         words = Vb.build_vocabulary(toks, split == 0, min_df=min_df, max_df=max_df, max_size=max_size)

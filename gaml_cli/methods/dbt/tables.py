@@ -120,7 +120,10 @@ def check_numeric_columns(X, where) -> None:
         present = col.notna().to_numpy()
         if any(isinstance(v, (bool, np.bool_)) for v in col[present].tolist()):
             continue
-        bad = present & pd.to_numeric(col, errors="coerce").isna().to_numpy()
+        try:
+            bad = present & pd.to_numeric(col, errors="coerce").isna().to_numpy()
+        except (TypeError, ValueError):  # lists or objects in JSONL cells: not a column of numbers
+            continue
         n_bad, n_num = int(bad.sum()), int(present.sum() - bad.sum())
         if 0 < n_bad <= n_num:
             i = int(np.flatnonzero(bad)[0])
