@@ -38,12 +38,24 @@ def _need() -> None:
         raise UsageError(f"gaml boost needs {', '.join(missing)}: pip install 'gaml[boost]'")
 
 
+def _finite(options: dict) -> None:
+    """Refuse inf/nan in a float option (a range check lets inf through when it has no maximum)."""
+    import math
+
+    from ..core.errors import UsageError
+
+    for name, value in options.items():
+        if value is not None and not math.isfinite(value):
+            raise UsageError(f"{name} {value:g}: must be a finite number")
+
+
 DataOpt = Annotated[str, typer.Option("--data", "-d", help="Table: .csv, .tsv, .parquet or .jsonl.")]
 ThreadsOpt = Annotated[int, typer.Option("--threads", min=1, help="LightGBM threads.")]
 
 
 @app.command("fit")
 def fit(
+    ctx: typer.Context,
     data: DataOpt,
     target: Annotated[str, typer.Option("--target", "-t", help="The column to model.")],
     out: Annotated[str, typer.Option("--out", "-o", help="Model file to write (.dbt).")],
@@ -56,8 +68,9 @@ def fit(
     trees_per_step: Annotated[int, typer.Option(min=1, help="Boosting rounds per timestep (1 = the paper's single tree).")] = 1,
     learning_rate: Annotated[float, typer.Option(min=1e-6, help="Shrinkage of each timestep's booster (1 for a single tree).")] = 1.0,
     mean_estimators: Annotated[int, typer.Option(min=1, help="Boosting rounds of the mean model f(x).")] = 100,
-    cross_fit: Annotated[int, typer.Option(min=0, help="Folds of out-of-fold f(x) the trees train around (0 = in-sample).")] = 5,
+    cross_fit: Annotated[int, typer.Option(min=0, help="Folds of out-of-fold f(x) the trees train around (0 = in-sample; at most half the rows).")] = 5,
     temperature: Annotated[float, typer.Option(min=1e-6, help="classify: softmax(-(y0-1)^2 / temperature).")] = 0.1,
+    max_classes: Annotated[int, typer.Option(min=2, help="classify: refuse a target with more distinct values than this (a real-valued y read as labels makes one class per value, each with its own trees); raise it for a task with that many classes.")] = 50,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the noise (timestep t uses (seed, t)) and of LightGBM.")] = 0,
     threads: ThreadsOpt = 1,
     resume: Annotated[bool, typer.Option(help="Continue from the checkpoint folder OUT.ckpt of an interrupted fit.")] = False,
@@ -68,7 +81,9 @@ def fit(
 
     Each timestep's tree predicts y_0 from (x, y_t, f(x)) with y_t drawn from CARD's forward
     process around f(x). Categorical columns (strings) and missing values go to LightGBM
-    natively; rows whose target is missing are dropped (with a warning). Ctrl-C or SIGTERM
+    natively; rows whose target is missing are dropped (with a warning). A column of numbers
+    with a few cells that are not numbers is refused, naming the file line (a typo would
+    otherwise turn it into a categorical column). Ctrl-C or SIGTERM
     keeps the trees fitted so far in OUT.ckpt/ (exit 130); --resume finishes the same model.
 
     Example:
@@ -82,22 +97,32 @@ def fit(
     _need()
     import time
 
+    import numpy as np
+
     from ..core import console
     from ..core.artifacts import provenance
     from ..core.errors import UsageError
     from ..methods.dbt import io as dbt_io
     from ..methods.dbt.model import DBTClassifier, DBTConfig, DBTRegressor
-    from ..methods.dbt.tables import numeric_target, read_table, split_target
+    from ..methods.dbt.tables import check_numeric_columns, numeric_target, read_table, row_locator, split_target
 
     check_out(out, ".dbt")
+    _finite({"--learning-rate": learning_rate, "--temperature": temperature})
     cfg = DBTConfig(n_timesteps=timesteps, noise_samples=noise_samples, num_leaves=num_leaves,
                     min_child_samples=min_child_samples, trees_per_step=trees_per_step, learning_rate=learning_rate,
                     mean_estimators=mean_estimators, cross_fit=cross_fit, temperature=temperature, seed=seed,
                     num_threads=threads)
     cfg.check()
+    from pathlib import Path
+
+    if resume and not Path(out + ".ckpt").is_dir():
+        raise UsageError(f"--resume: no checkpoint folder {out}.ckpt (nothing to resume; leave out --resume to start)")
     df = read_table(data)
     X, y = split_target(df, target)
     for col in drop or []:
+        if col == target:
+            raise UsageError(f"--drop {col}: {col} is the target (--target); it is not a feature, so there is "
+                             "nothing to drop")
         if col not in X.columns:
             raise UsageError(f"--drop {col}: the table has no such column")
     X = X.drop(columns=list(drop or []))
@@ -107,26 +132,41 @@ def fit(
     if not keep.all():
         console.warn(f"{int((~keep).sum())} row(s) with a missing {target!r} dropped")
         X, y = X[keep].reset_index(drop=True), y[keep].reset_index(drop=True)
+    in_file, pos = row_locator(data, len(df)), np.flatnonzero(keep)
+
+    def where(i: int) -> str:  # row i of X, y (after the drop) as the file numbers it
+        return in_file(int(pos[i]))
+
+    check_numeric_columns(X, where)
     if len(y) < 2:
         raise UsageError(f"{data}: need at least 2 rows with a target to fit")
+    if cross_fit >= 2 and len(y) < 2 * cross_fit:  # the model would quietly fit f(x) in-sample
+        source = ctx.get_parameter_source("cross_fit")
+        if getattr(source, "name", None) != "DEFAULT":
+            most = f"at most {len(y) // 2} folds (2 rows a fold)" if len(y) >= 4 else "no cross-fitting"
+            raise UsageError(f"--cross-fit {cross_fit}: {len(y)} rows with a target allow {most}; "
+                             "give fewer folds, or --cross-fit 0 for an in-sample f(x)")
+        console.warn(f"{len(y)} rows: too few for --cross-fit {cross_fit} (2 rows a fold); f(x) is fitted in-sample")
     if task == Task.regress:
-        yv = numeric_target(y, target)
+        yv = numeric_target(y, target, where)
         model = DBTRegressor(**cfg.__dict__)
     else:
+        from ..methods.dbt.model import _label
+
+        k = len({_label(v) for v in y})
+        if k > max_classes:
+            raise UsageError(f"target {target!r} has {k} distinct values over {len(y)} rows; --task classify expects "
+                             f"class labels, at most --max-classes {max_classes} ({k} classes take {k} trees a "
+                             f"timestep, {k * timesteps} in all): use --task regress for a real-valued target, or "
+                             "raise --max-classes")
         yv = y
         model = DBTClassifier(**cfg.__dict__)
-
-    import numpy as np
 
     from ..methods.dbt.tables import Schema
 
     Xe, _ = Schema.infer(X).encode(X)
     meta = {"config": cfg.__dict__, "task": task.value, "columns": [str(c) for c in X.columns],
             "data": dbt_io.data_fingerprint(Xe, np.asarray([str(v) for v in yv]))}
-    from pathlib import Path
-
-    if resume and not Path(out + ".ckpt").exists():
-        console.warn(f"--resume: no checkpoint {out}.ckpt, starting from the beginning")
     ckpt = dbt_io.DirStore(out + ".ckpt", meta, resume=resume)
     done = {"t": 0}
     t0 = time.perf_counter()
@@ -203,8 +243,9 @@ def predict(
     from ..core.errors import UsageError
     from ..methods.dbt import io as dbt_io
     from ..methods.dbt.metrics import defer_test, sample_probabilities
-    from ..methods.dbt.tables import read_table
+    from ..methods.dbt.tables import read_table, row_locator
 
+    _finite({"--interval": interval, "--alpha": alpha})
     qs = _parse_quantiles(quantiles)
     if out != "-":
         from pathlib import Path
@@ -216,7 +257,7 @@ def predict(
     m = load_dbt(model)
     m.config.num_threads = threads
     df = read_table(data)
-    Xe, unseen = m.schema.encode(df)
+    Xe, unseen = m.schema.encode(df, row_locator(data, len(df)))
     for col, count in unseen.items():
         console.warn(f"column {col!r}: {count} row(s) with a level not seen at fit time, treated as missing")
     n = len(Xe)
@@ -280,8 +321,9 @@ def evaluate(
     from ..core.errors import InputError, UsageError
     from ..methods.dbt import metrics
     from ..methods.dbt.model import _label
-    from ..methods.dbt.tables import numeric_target, read_table, split_target
+    from ..methods.dbt.tables import numeric_target, read_table, row_locator, split_target
 
+    _finite({"--alpha": alpha})
     df = read_table(data)
     _, y = split_target(df, target)
     n = len(y)
@@ -326,7 +368,8 @@ def evaluate(
         console.warn(f"{int((~keep).sum())} row(s) with a missing {target!r} left out")
     order = order[keep]
     if state["kind"] == "regress":
-        yt = numeric_target(y[keep], target)
+        in_file = row_locator(data, n)
+        yt = numeric_target(y[keep], target, lambda i: in_file(int(order[i])))
         s = np.array([recs[i]["samples"] for i in order], dtype=np.float64)
         result = metrics.regression_report(s, yt)
         result["samples"] = int(s.shape[1])
@@ -373,6 +416,7 @@ def data_cmd(
     from ..methods.dbt import data as ds
     from ..methods.dbt.tables import write_table
 
+    _finite({"--test-fraction": test_fraction})
     if test is not None and test == train:
         raise UsageError("--train and --test are the same file")
     df = ds.load(name.value, n=n, seed=seed)

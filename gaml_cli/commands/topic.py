@@ -75,7 +75,8 @@ def vocab(
     min_df: Annotated[int, typer.Option(min=1, help="Keep words in at least this many training documents.")] = 2,
     max_df: Annotated[float, typer.Option(min=0.0, help="Drop words in more than this share of training documents (> 1: a count).")] = 0.5,
     max_size: Annotated[int, typer.Option(min=1, help="At most this many words (the most frequent).")] = 5000,
-    min_len: Annotated[int, typer.Option(min=1, help="Shortest token kept (letters).")] = 3,
+    min_len: Annotated[int, typer.Option(min=1, help="Shortest token kept (characters).")] = 3,
+    token_pattern: Annotated[Optional[str], typer.Option("--token-pattern", metavar="<regex>", help="What a token is, as scikit-learn's token_pattern (matched on lower-cased text; one capturing group: that group): '[a-z0-9]+' keeps ids with digits (brca1, covid19), '\\S+' takes whitespace-separated tokens of a pre-tokenised corpus. Default: words of letters. Recorded in the artifact, so --vocab reuses it.")] = None,
     stop_words: Annotated[bool, typer.Option("--stop-words/--no-stop-words", help="Drop scikit-learn's English stop words.")] = True,
     extra_stop: Annotated[Optional[str], typer.Option(help="More stop words, comma-separated.")] = None,
     test_fraction: Annotated[float, typer.Option(min=0.0, max=0.9, help="Share of documents held out as test (stratified by label).")] = 0.2,
@@ -85,7 +86,9 @@ def vocab(
 ):
     """Tokenise a corpus, build a vocabulary and write a sparse bag-of-words artifact.
 
-    Tokens are lower-cased words of --min-len letters or more, minus stop words. The
+    Tokens are lower-cased words of --min-len letters or more (or what --token-pattern
+    matches: '[a-z0-9]+' for gene names and product codes, '\\S+' for a corpus that is
+    already tokenised, one space between tokens), minus stop words. The
     vocabulary is chosen on the training documents only (document frequency between
     --min-df and --max-df, the --max-size most frequent), so held-out perplexity is honest.
     Documents left with no vocabulary word are dropped (a warning names them).
@@ -96,6 +99,7 @@ def vocab(
         gaml topic vocab --corpus newsgroups --out data/ng-bow.safetensors
         gaml topic vocab --corpus docs.jsonl --max-size 10000 --out bow.safetensors
         gaml topic vocab --corpus new.txt --vocab bow.safetensors --test-fraction 0 --out new-bow.safetensors
+        gaml topic vocab --corpus genes.txt --token-pattern '[a-z0-9]+' --min-len 2 --out bow.safetensors
     """
     setup(fmt, quiet)
     from ..core import console
@@ -105,6 +109,9 @@ def vocab(
     from ..methods.gbn import vocab as Vb
 
     check_out(out, ".safetensors")
+    _finite({"--max-df": max_df, "--test-fraction": test_fraction})
+    if vocab_from is None:
+        C.token_regex(token_pattern)  # a bad pattern: one line before the corpus is read
     docs = C.read_documents(corpus)
     split = Vb.split_documents(len(docs.texts), docs.labels, test_fraction, seed)
     stops = Vb.stop_words([w.strip() for w in extra_stop.split(",")] if extra_stop else None, use_default=stop_words)
@@ -115,26 +122,44 @@ def vocab(
         opts = dict(ref.config.get("options", {}))
         stops = frozenset(opts.get("stop_words_list", sorted(stops)))
         min_len = int(opts.get("min_len", min_len))
+        if token_pattern is not None and token_pattern != opts.get("token_pattern"):
+            from rich.markup import escape
+
+            ref_pattern = opts.get("token_pattern")
+            used = f"--token-pattern '{ref_pattern}'" if ref_pattern else "the default tokens (words of letters)"
+            console.warn(escape(f"--token-pattern '{token_pattern}' ignored: {vocab_from} was built with {used}, "
+                                "which is used"))
+        token_pattern = opts.get("token_pattern")
     else:
-        toks = [[t for t in C.tokenize(text, min_len) if t not in stops] for text in docs.texts]
+        raw = [C.tokenize(text, min_len, token_pattern) for text in docs.texts]
+        toks = [[t for t in d if t not in stops] for d in raw]
         words = Vb.build_vocabulary(toks, split == 0, min_df=min_df, max_df=max_df, max_size=max_size)
         if not words:
-            raise InputError(f"{docs.source}: no word passes the vocabulary filters "
-                             f"(--min-df {min_df}, --max-df {max_df}, --min-len {min_len}, stop words) "
-                             f"in {int((split == 0).sum())} training documents")
+            w = Vb.why_no_vocabulary(raw, stops, split == 0, min_df=min_df, max_df=max_df)
+            what = (f"characters matching --token-pattern '{token_pattern}'" if token_pattern is not None
+                    else "letters")
+            hint = None
+            if w["tokens"] == 0 and token_pattern is None:
+                hint = ("tokens are words of letters; for ids with digits such as brca1 pass --token-pattern "
+                        "'[a-z0-9]+', for a pre-tokenised corpus --token-pattern '\\S+'")
+            raise InputError(f"{docs.source}: no word passes the vocabulary filters in {w['documents']} training "
+                             f"documents: {w['tokens']} tokens ({w['distinct']} distinct) of --min-len {min_len}+ "
+                             f"{what} seen; dropped {w['stop_words']} as stop words, "
+                             f"{w['min_df']} by --min-df {min_df}, {w['max_df']} by --max-df {max_df:g}", hint=hint)
         label_names = sorted(set(docs.labels)) if docs.labels is not None else None
     if docs.labels is not None and label_names is not None:
         unknown = sorted(set(docs.labels) - set(label_names))
         if unknown:
             console.warn(f"labels not in the reference vocabulary's label set are stored as -1: {unknown[:5]}")
-    tensors, empty = Vb.to_bow(docs, words, stops, min_len, split, label_names)
+    tensors, empty = Vb.to_bow(docs, words, stops, min_len, split, label_names, token_pattern)
     if len(tensors["doc_ids"]) == 0:
         raise InputError(f"{docs.source}: no document has a word in the vocabulary ({len(words)} words)")
     if empty:
         shown = ", ".join(map(str, empty[:10])) + (", ..." if len(empty) > 10 else "")
         console.warn(f"{len(empty)} document(s) with no in-vocabulary words were dropped (line/record {shown})")
     options = {"min_df": min_df, "max_df": max_df, "max_size": max_size, "min_len": min_len,
-               "test_fraction": test_fraction, "seed": seed, "stop_words_list": sorted(stops)}
+               "test_fraction": test_fraction, "seed": seed, "stop_words_list": sorted(stops),
+               "token_pattern": token_pattern}
     config = {"vocab_size": len(words), "vocab_sha256": Vb.vocab_sha(words), "n_docs": int(len(tensors["doc_ids"])),
               "label_names": label_names, "source": docs.source, "dropped_empty": len(empty), "options": options,
               "vocab_from": vocab_from}
@@ -155,18 +180,32 @@ def _parse_layers(text: str) -> list[int]:
         raise UsageError(f"--layers {text!r}: expected topic counts like 128,64,32") from None
     if not layers or any(k < 1 for k in layers):
         raise UsageError(f"--layers {text!r}: expected positive topic counts like 128,64,32")
+    if any(b > a for a, b in zip(layers, layers[1:])):
+        raise UsageError(f"--layers {text}: the number of topics must not grow from one layer to the next; give the "
+                         f"widest first (layer 1, the most specific), e.g. {','.join(map(str, sorted(layers, reverse=True)))}")
     return layers
+
+
+def _finite(options: dict) -> None:
+    """Refuse inf/nan in a float option (a range check lets inf through when it has no maximum)."""
+    import math
+
+    from ..core.errors import UsageError
+
+    for name, value in options.items():
+        if value is not None and not math.isfinite(value):
+            raise UsageError(f"{name} {value:g}: must be a finite number")
 
 
 @app.command("fit")
 def fit(
     corpus: Annotated[str, typer.Option("--corpus", "-c", help="Bag-of-words artifact (gaml topic vocab).")],
     out: Annotated[str, typer.Option("--out", "-o", help="Topic model artifact to write (.safetensors).")],
-    layers: Annotated[str, typer.Option(help="Topics per layer, first (widest) layer first.")] = "128,64,32",
+    layers: Annotated[str, typer.Option(help="Topics per layer, first (widest) layer first; no layer wider than the one before.")] = "128,64,32",
     linear: Annotated[bool, typer.Option("--linear", help="Classic GBN/WHAI linear links (the baseline) instead of the generalized non-linear ones.")] = False,
     steps: Annotated[int, typer.Option(min=1, help="Optimizer steps.")] = 2000,
     batch_size: Annotated[int, typer.Option(min=1, help="Documents per step (all of them when the corpus is smaller).")] = 256,
-    lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate.")] = 3e-3,
+    lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate (> 0).")] = 3e-3,
     link: Annotated[str, typer.Option(help="Form of the non-linear link: gate (linear term times a learned gate in (0, 2)) or residual (linear term plus a non-negative MLP).")] = "gate",
     hidden: Annotated[int, typer.Option(min=1, help="Width of the inference network and of the non-linear links.")] = 256,
     eta: Annotated[float, typer.Option(min=1.0, help="Dirichlet prior on the topics (MAP; 1 = flat, > 1 smooths).")] = 1.0,
@@ -199,6 +238,9 @@ def fit(
     from ..core.errors import UsageError
 
     check_out(out, ".safetensors")
+    _finite({"--lr": lr, "--eta": eta})
+    if not lr > 0:
+        raise UsageError(f"--lr {lr:g}: must be > 0 (Adam's learning rate)")
     ks = _parse_layers(layers)
     if split not in ("train", "all"):
         raise UsageError(f"--split must be train or all, not {split!r}")
@@ -433,6 +475,7 @@ def perplexity(
 
     if split not in ("all", "test", "train"):
         raise UsageError(f"--split must be test, all or train, not {split!r}")
+    _finite({"--observed": observed})
     _threads()
     import numpy as np
     import torch

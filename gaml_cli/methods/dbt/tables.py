@@ -63,6 +63,75 @@ def _read_jsonl(p: Path):
     return pd.DataFrame.from_records(rows)
 
 
+def row_locator(path: str, n_rows: int):
+    """A function naming data row i (0-based, the table's order) where a person finds it in the
+    file: "line N" for CSV/TSV (the header is line 1, blank lines skipped as pandas skips them,
+    a quoted cell over several lines counted) and JSONL (blank lines counted, as the JSONL
+    reader numbers lines); "row N of M" counted from 1 for Parquet, which has no lines. The
+    file is scanned only when a message needs a line."""
+    kind = SUFFIXES.get(Path(path).suffix.lower())
+    cache: list[list[int]] = []
+
+    def where(i: int) -> str:
+        if kind == "parquet" or kind is None:
+            return f"row {i + 1} of {n_rows}"
+        if not cache:
+            try:
+                cache.append(_data_lines(Path(path), kind))
+            except (OSError, ValueError):
+                cache.append([])
+        lines = cache[0]
+        return f"line {lines[i]}" if i < len(lines) else f"row {i + 1} of {n_rows}"
+
+    return where
+
+
+def _data_lines(p: Path, kind: str) -> list[int]:
+    """The (first) line number of every data row of a CSV/TSV or JSONL file."""
+    out: list[int] = []
+    with open(p, newline="", encoding="utf-8", errors="replace") as fh:
+        if kind == "jsonl":
+            return [n for n, line in enumerate(fh, 1) if line.strip()]
+        import csv
+
+        reader = csv.reader(fh, delimiter="\t" if kind == "tsv" else ",")
+        prev, header = 0, False
+        for rec in reader:
+            start, prev = prev + 1, reader.line_num
+            if not rec:  # a blank line
+                continue
+            if not header:
+                header = True
+                continue
+            out.append(start)
+    return out
+
+
+def check_numeric_columns(X, where) -> None:
+    """Refuse a column of numbers with a few cells that are not (a typo such as '0.0x3'): pandas
+    reads it as text, and it would silently become a categorical feature of as many levels as
+    distinct values. `where(i)` names data row i. A column mostly of text stays categorical."""
+    import pandas as pd
+
+    for c in X.columns:
+        col = X[c]
+        if col.dtype != object and not pd.api.types.is_string_dtype(col.dtype):
+            continue
+        present = col.notna().to_numpy()
+        if any(isinstance(v, (bool, np.bool_)) for v in col[present].tolist()):
+            continue
+        try:
+            bad = present & pd.to_numeric(col, errors="coerce").isna().to_numpy()
+        except (TypeError, ValueError):  # lists or objects in JSONL cells: not a column of numbers
+            continue
+        n_bad, n_num = int(bad.sum()), int(present.sum() - bad.sum())
+        if 0 < n_bad <= n_num:
+            i = int(np.flatnonzero(bad)[0])
+            raise UsageError(f"feature column {str(c)!r} holds numbers but {where(i)} holds {col.iloc[i]!r} "
+                             f"({n_bad} of {n_bad + n_num} cells are not numbers); correct it, empty the cell "
+                             f"(a missing value), or --drop {c}")
+
+
 def split_target(df, target: str):
     """(features DataFrame, target Series); UsageError when the column is missing."""
     if target not in df.columns:
@@ -71,15 +140,16 @@ def split_target(df, target: str):
     return df.drop(columns=[target]), df[target]
 
 
-def numeric_target(y, target: str) -> np.ndarray:
-    """A float target for regression; UsageError naming the first non-numeric value."""
+def numeric_target(y, target: str, where=None) -> np.ndarray:
+    """A float target for regression; UsageError naming the first non-numeric value (where(i):
+    the place of row i in the file, see row_locator; default "row i", 0-based)."""
     import pandas as pd
 
     vals = pd.to_numeric(y, errors="coerce")
     bad = vals.isna() & y.notna()
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise UsageError(f"target column {target!r} is not numeric (row {i}: {y.iloc[i]!r}); "
+        raise UsageError(f"target column {target!r} is not numeric ({where(i) if where else f'row {i}'}: {y.iloc[i]!r}); "
                          "for class labels use --task classify")
     return vals.to_numpy(dtype=np.float64)
 
@@ -116,8 +186,9 @@ class Schema:
     def categorical_indices(self) -> list[int]:
         return [i for i, c in enumerate(self.columns) if c in self.categorical]
 
-    def encode(self, X) -> tuple[np.ndarray, dict[str, int]]:
-        """float64 (n, d) matrix for LightGBM and {column: number of unseen levels}."""
+    def encode(self, X, where=None) -> tuple[np.ndarray, dict[str, int]]:
+        """float64 (n, d) matrix for LightGBM and {column: number of unseen levels}; where(i)
+        names row i in a message (see row_locator; default "row i", 0-based)."""
         import pandas as pd
 
         if not isinstance(X, pd.DataFrame):
@@ -152,7 +223,8 @@ class Schema:
                 bad = vals.isna() & col.notna()
                 if bad.any():
                     i = int(np.flatnonzero(bad.to_numpy())[0])
-                    raise UsageError(f"feature column {c!r} was numeric at fit time but row {i} holds {col.iloc[i]!r}")
+                    raise UsageError(f"feature column {c!r} was numeric at fit time but "
+                                     f"{where(i) if where else f'row {i}'} holds {col.iloc[i]!r}")
                 out[:, j] = vals.to_numpy(dtype=np.float64)
         return out, unseen
 

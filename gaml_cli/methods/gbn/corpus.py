@@ -13,6 +13,7 @@ Offline corpora (found in gensim's `test/test_data/`):
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,6 +181,26 @@ def read_documents(corpus: str) -> Documents:
 _TOKEN = re.compile(r"[^\W\d_][^\W\d_']*[^\W\d_]|[^\W\d_]", re.UNICODE)
 
 
-def tokenize(text: str, min_len: int = 3) -> list[str]:
-    """Lower-cased alphabetic tokens (inner apostrophes kept) of at least `min_len` letters."""
-    return [t for t in _TOKEN.findall(text.lower()) if len(t) >= min_len]
+@functools.lru_cache(maxsize=8)
+def token_regex(pattern: str | None) -> "re.Pattern[str]":
+    """The compiled token pattern (None: the default, words of letters). As in scikit-learn's
+    CountVectorizer(token_pattern=...), a pattern with one capturing group yields that group;
+    a pattern that does not compile, or has more groups, is refused."""
+    from ...core.errors import UsageError
+
+    if pattern is None:
+        return _TOKEN
+    try:
+        rx = re.compile(pattern)
+    except re.error as exc:
+        raise UsageError(f"--token-pattern '{pattern}': not a regular expression ({exc})") from None
+    if rx.groups > 1:
+        raise UsageError(f"--token-pattern '{pattern}': more than one capturing group "
+                         f"(use (?:...) for groups that are not the token)")
+    return rx
+
+
+def tokenize(text: str, min_len: int = 3, pattern: str | None = None) -> list[str]:
+    """Lower-cased tokens of at least `min_len` characters: by default alphabetic words (inner
+    apostrophes kept), else the matches of the regular expression `pattern`."""
+    return [t for t in token_regex(pattern).findall(text.lower()) if len(t) >= min_len]

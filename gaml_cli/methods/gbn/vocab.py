@@ -117,15 +117,34 @@ class Bow:
         return np.add.reduceat(self.counts, self.indptr[:-1]) if len(self.counts) else np.zeros(self.n_docs)
 
 
+def why_no_vocabulary(raw_docs: list[list[str]], stops: frozenset[str], train: np.ndarray, *, min_df: int,
+                      max_df: float) -> dict[str, int]:
+    """What the filters did to the training documents' tokens, for the message when no word
+    is left: tokens seen, distinct words, and how many distinct words each filter dropped."""
+    df: Counter[str] = Counter()
+    tokens = n_train = 0
+    for toks, is_train in zip(raw_docs, train):
+        if is_train:
+            n_train += 1
+            tokens += len(toks)
+            df.update(set(toks))
+    stop = sum(1 for w in df if w in stops)
+    hi = max_df * n_train if max_df <= 1.0 else max_df
+    rest = [d for w, d in df.items() if w not in stops]
+    low = sum(1 for d in rest if d < min_df)
+    return {"documents": n_train, "tokens": tokens, "distinct": len(df), "stop_words": stop, "min_df": low,
+            "max_df": sum(1 for d in rest if d >= min_df and d > hi)}
+
+
 def to_bow(docs: Documents, vocab: list[str], stops: frozenset[str], min_len: int, split: np.ndarray,
-           label_names: list[str] | None) -> tuple[dict[str, np.ndarray], list[int]]:
+           label_names: list[str] | None, pattern: str | None = None) -> tuple[dict[str, np.ndarray], list[int]]:
     """Count in-vocabulary words per document; documents with none are dropped (their line
     numbers are returned so the caller can say which)."""
     index = {w: i for i, w in enumerate(vocab)}
     indptr, indices, counts, labels, keep_split, doc_ids, empty = [0], [], [], [], [], [], []
     lab_index = {n: i for i, n in enumerate(label_names or [])}
     for d, text in enumerate(docs.texts):
-        c = Counter(index[t] for t in tokenize(text, min_len) if t not in stops and t in index)
+        c = Counter(index[t] for t in tokenize(text, min_len, pattern) if t not in stops and t in index)
         if not c:
             empty.append(docs.lines[d])
             continue
