@@ -241,7 +241,6 @@ def predict(
     from ..core import console
     from ..core.artifacts import JsonlWriter
     from ..core.errors import UsageError
-    from ..methods.dbt import io as dbt_io
     from ..methods.dbt.metrics import defer_test, sample_probabilities
     from ..methods.dbt.tables import read_table, row_locator
 

@@ -176,7 +176,24 @@ def atomic_path(path: str | os.PathLike, immediate: bool = False) -> Iterator[Pa
             pass
         if isinstance(exc, OSError) and _is_write_error(exc, tmp_path, target):
             raise write_failed(target, exc) from None
+        os_error = _library_io_error(exc)
+        if os_error is not None:
+            raise write_failed(target, os_error) from None
         raise
+
+
+def _library_io_error(exc: BaseException) -> OSError | None:
+    """The OSError inside a library's own write error (safetensors reports a full disk as
+    'SafetensorError: ... I/O error: No space left on device (os error 28)')."""
+    import re
+
+    if "SafetensorError" not in {c.__name__ for c in type(exc).__mro__}:
+        return None
+    m = re.search(r"os error (\d+)", str(exc))
+    if not m:
+        return None
+    code = int(m.group(1))
+    return OSError(code, os.strerror(code))
 
 
 def _is_write_error(exc: OSError, tmp: Path, target: Path) -> bool:

@@ -190,7 +190,7 @@ def require_finite(step: int, **losses) -> None:
     from .errors import RuntimeFailure
 
     for name, value in losses.items():
-        v = float(value)
+        v = float(value.detach() if hasattr(value, "detach") else value)
         if not math.isfinite(v):
             raise RuntimeFailure(f"training diverged at step {step + 1}: the {name.replace('_', ' ')} is {v}; "
                                  "no model was written and the last checkpoint is kept (try a lower --lr)")
