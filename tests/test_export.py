@@ -222,6 +222,32 @@ def test_one_step_generator_export(gaml, tmp_path):
     print(f"one-step generator: max |G_gaml - G_diffusers| = {diff:.3g}")
 
 
+def test_unconditional_teacher_and_unlearn_generator(gaml, tmp_path, digits_artifact):
+    teacher = tmp_path / "unc.safetensors"
+    assert gaml("train", "--data", digits_artifact, "--cond", "none", "--steps", "1", "--batch-size", "8",
+                "--channels", "8,16", "--out", teacher, "-q").code == 0
+    out = tmp_path / "unc"
+    assert gaml("export", "--model", teacher, "--diffusers", out, "-q").code == 0
+    meta = read_meta(out)
+    assert meta["conditioning"]["type"] == "none"
+    net, _ = gaml_model(teacher)
+    x, sigma = random_inputs((1, 8, 8), 5, seed=4)
+    with torch.no_grad():
+        assert (plain_D(plain_unet(out), meta, x, sigma, None) - net(x, sigma, None)).abs().max().item() < TOL
+
+    run = tmp_path / "sfd"
+    assert gaml("unlearn", "--teacher", "digits", "--forget", "0", "--into", "1", "--out", run,
+                *DISTILL_TINY).code == 0
+    out = tmp_path / "sfd-diffusers"
+    assert gaml("export", "--model", run, "--diffusers", out, "-q").code == 0
+    meta = read_meta(out)
+    assert meta["generator"]["forget"]["pairs"] == [[0, 1]] and "SFD" in meta["generator"]["method"]
+    net, _ = gaml_model(run)
+    z, s, labels = torch.randn(4, 1, 8, 8), torch.full((4,), 2.5), torch.tensor([0, 1, 2, 10])
+    with torch.no_grad():
+        assert (plain_D(plain_unet(out), meta, 2.5 * z, s, labels) - net(2.5 * z, s, labels)).abs().max().item() < TOL
+
+
 def test_force_replaces_and_nothing_is_left_behind(gaml, tmp_path):
     out = tmp_path / "exp"
     out.mkdir()
