@@ -281,6 +281,8 @@ def test_interrupted_export_leaves_the_previous_folder(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp"]
     with pytest.raises(KeyboardInterrupt):
         ex.export_diffusers("digits", tmp_path / "new")
+    with pytest.raises(KeyboardInterrupt):
+        ex.export_diffusers("digits", tmp_path / "a" / "b" / "new")  # folders it made are removed too
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp"]
 
 

@@ -401,8 +401,13 @@ def export_diffusers(model: str, out_dir: str | os.PathLike, *, force: bool = Fa
     net, info = load_model(source)
     meta = describe(net, info, source)
     parent = out.parent if str(out.parent) else Path(".")
+    created = [p for p in (parent, *parent.parents) if not p.exists()]  # removed again if the export fails
     parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}{TMP_MARK}", dir=parent))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}{TMP_MARK}", dir=parent))
+    except BaseException:
+        _remove_empty(created)
+        raise
     old: Path | None = None
     try:
         files = _write_folder(net, meta, tmp)
@@ -422,11 +427,21 @@ def export_diffusers(model: str, out_dir: str | os.PathLike, *, force: bool = Fa
         if old is not None and old.exists() and not out.exists():
             old.rename(out)  # put the previous folder back
         shutil.rmtree(tmp, ignore_errors=True)
+        _remove_empty(created)
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return {"out": str(out_dir), "model": str(source), "kind": info.kind, "conditioning": net.cond_type,
             "image_shape": meta["image_shape"], "files": sorted(files), "check_max_abs_diff": diff}
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the folders this export created (deepest first) when it failed, if still empty."""
+    for d in folders:
+        try:
+            d.rmdir()
+        except OSError:
+            pass
 
 
 def _fsync_tree(folder: Path) -> None:
