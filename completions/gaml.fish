@@ -4,7 +4,7 @@
 function __gaml_subcommands
     switch "$argv"
         case ''
-            printf '%s\n' boost completion dataset distill eval graphgen grid info inspect models run sample topic train unlearn
+            printf '%s\n' boost completion dataset distill eval export graphgen grid info inspect models run sample topic train unlearn
         case 'boost'
             printf '%s\n' data eval fit predict
         case 'dataset'
@@ -46,6 +46,7 @@ complete -c gaml -n "__gaml_at ''" -a completion -d 'Print a completion script; 
 complete -c gaml -n "__gaml_at ''" -a dataset -d 'Data sets that work offline: scikit-learns digits and...'
 complete -c gaml -n "__gaml_at ''" -a distill -d 'Distil a diffusion teacher into a one-step generator,...'
 complete -c gaml -n "__gaml_at ''" -a eval -d 'Evaluate generated images: Frechet distance and...'
+complete -c gaml -n "__gaml_at ''" -a export -d 'Export a gaml teacher or one-step generator for plain...'
 complete -c gaml -n "__gaml_at ''" -a graphgen -d 'Graph generation by Graph Beta Diffusion (GBD): benchmark...'
 complete -c gaml -n "__gaml_at ''" -a grid -d 'Draw the first N images of an image artifact as a PNG grid.'
 complete -c gaml -n "__gaml_at ''" -a info -d 'Print gaml, Python and torch versions, the device...'
@@ -235,6 +236,13 @@ complete -c gaml -n "__gaml_at 'eval train-classifier'" -l seed -r -F
 complete -c gaml -n "__gaml_at 'eval train-classifier'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'eval train-classifier'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'eval train-classifier'" -l help -s h -d 'Show help and exit.'
+complete -c gaml -n "__gaml_at 'export'" -F
+complete -c gaml -n "__gaml_at 'export'" -l model -s m -r -F -d 'A teacher or generator artifact, a gaml distill/unlearn run folder, or a shipped alias (digits, shapes).'
+complete -c gaml -n "__gaml_at 'export'" -l diffusers -r -F -d 'Folder to write: unet/ (diffusers UNet2DModel), gaml_edm.json, README.md (+ text_encoder/).'
+complete -c gaml -n "__gaml_at 'export'" -l force -d 'Replace an existing non-empty --diffusers folder.'
+complete -c gaml -n "__gaml_at 'export'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'export'" -l quiet -s q -d 'No progress bars or logs on stderr.'
+complete -c gaml -n "__gaml_at 'export'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'graphgen'" -a data -d 'Regenerate a standard graph-generation benchmark set...'
 complete -c gaml -n "__gaml_at 'graphgen'" -a eval -d 'MMD of degree, clustering and 4-node orbit statistics...'
 complete -c gaml -n "__gaml_at 'graphgen'" -a plot -d 'Draw a grid of graphs (spring layout) as a PNG, generated...'

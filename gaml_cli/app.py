@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from . import __version__
-from .commands import boost, completion, dataset, distill, eval as eval_cmd, graphgen, grid, info, inspect, models, run, sample, topic, train, unlearn
+from .commands import boost, completion, dataset, distill, eval as eval_cmd, export, graphgen, grid, info, inspect, models, run, sample, topic, train, unlearn
 
 app = typer.Typer(
     name="gaml",
@@ -50,6 +50,7 @@ app.add_typer(graphgen.app, name="graphgen")
 app.add_typer(topic.app, name="topic")
 app.command("train")(train.train)
 app.command("sample")(sample.sample)
+app.command("export")(export.export)
 app.command("distill")(distill.distill)
 app.command("unlearn")(unlearn.unlearn)
 app.command("run")(run.run)
