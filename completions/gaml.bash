@@ -135,12 +135,16 @@ _gaml_choices() {
     "sample|--device") echo "auto cpu cuda mps";;
     "sample|--format") echo "human json";;
     "sample|-f") echo "human json";;
+    "topic fit|--link") echo "gate residual";;
+    "topic fit|--split") echo "train all";;
     "topic fit|--format") echo "human json";;
     "topic fit|-f") echo "human json";;
+    "topic perplexity|--split") echo "test all train";;
     "topic perplexity|--format") echo "human json";;
     "topic perplexity|-f") echo "human json";;
     "topic show|--format") echo "human json";;
     "topic show|-f") echo "human json";;
+    "topic transform|--split") echo "train test all";;
     "topic transform|--format") echo "human json";;
     "topic transform|-f") echo "human json";;
     "topic vocab|--format") echo "human json";;

@@ -56,7 +56,7 @@ def test_more_folds_than_rows_allow(gaml, tables):
 def test_fit_refuses_infinite_numbers(gaml, tables, option):
     out = tables / "inf.dbt"
     res = gaml("boost", "fit", "--data", tables / "train.csv", "--target", "y", "--out", out, option, "inf", *TINY)
-    _refused(res, f"{option} inf: must be a finite number", out)
+    _refused(res, f"{option}: 'inf' is not a finite number", out)
 
 
 @pytest.mark.parametrize("args", [

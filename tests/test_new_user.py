@@ -485,3 +485,46 @@ def test_format_help_does_not_say_stderr(gaml):
 def test_group_help_pages_show_an_example(gaml, group):
     res = gaml(group, "--help")
     assert res.code == 0 and "Example:" in res.out and f"gaml {group} " in res.out.split("Example:")[1]
+
+
+@pytest.fixture(scope="module")
+def bow(tmp_path_factory):
+    from gaml_cli.__main__ import main
+
+    d = tmp_path_factory.mktemp("bow")
+    assert main(["topic", "vocab", "--corpus", "lee", "--out", str(d / "bow.safetensors"), "-q"]) == 0
+    return d / "bow.safetensors"
+
+
+@pytest.mark.parametrize("case", ["transform-corpus", "transform-model", "fit"])
+def test_topic_refuses_to_overwrite_its_inputs(gaml, bow, tmp_path, case):
+    b = tmp_path / "bow.safetensors"
+    b.write_bytes(bow.read_bytes())
+    before = _sha(b)
+    if case == "fit":
+        res = gaml("topic", "fit", "--corpus", b, "--out", b, "--steps", "1", "-q")
+    elif case == "transform-corpus":
+        res = gaml("topic", "transform", "--model", bow, "--corpus", b, "--out", b, "-q")
+    else:
+        res = gaml("topic", "transform", "--model", b, "--corpus", bow, "--out", b, "-q")
+    assert res.code == 2 and "is also the input" in res.err, res.err
+    assert _sha(b) == before
+
+
+def test_topic_transform_checks_its_output_before_the_work(gaml, bow, readonly_dir, monkeypatch):
+    _no_work(monkeypatch, "gaml_cli.commands.topic", "_load_model")
+    res = gaml("topic", "transform", "--model", bow, "--corpus", bow, "--out", readonly_dir / "t.jsonl")
+    assert res.code == 2 and "cannot be written" in res.err
+
+
+def test_boost_predict_refuses_to_overwrite_its_data(gaml, tmp_path):
+    from gaml_cli.__main__ import main
+
+    assert main(["boost", "data", "diabetes", "--train", str(tmp_path / "t.csv"), "-q"]) == 0
+    before = _sha(tmp_path / "t.csv")
+    res = gaml("boost", "predict", "--model", tmp_path / "none.dbt", "--data", tmp_path / "t.csv",
+               "--out", tmp_path / "t.csv")
+    assert res.code == 2 and "is also the input --data" in res.err
+    res = gaml("boost", "fit", "--data", tmp_path / "t.csv", "--target", "y", "--out", tmp_path / "t.csv")
+    assert res.code == 2
+    assert _sha(tmp_path / "t.csv") == before

@@ -124,8 +124,8 @@ def fitted(tmp_path_factory):
 
 @pytest.mark.parametrize("args,needle", [
     (["--lr", "0"], "--lr 0: must be > 0"),
-    (["--lr", "inf"], "--lr inf: must be a finite number"),
-    (["--eta", "inf"], "--eta inf: must be a finite number"),
+    (["--lr", "inf"], "--lr: 'inf' is not a finite number"),
+    (["--eta", "inf"], "--eta: 'inf' is not a finite number"),
     (["--layers", "4,8"], "--layers 4,8: the number of topics must not grow from one layer to the next"),
     (["--layers", "8,4,6"], "give the widest first"),
 ])
@@ -147,7 +147,7 @@ def test_vocab_refuses_infinite_max_df(gaml, fitted):
     d, _, _ = fitted
     out = d / "nf.safetensors"
     _one_line_failure(gaml("topic", "vocab", "--corpus", d / "docs.txt", "--out", out, "--max-df", "inf"),
-                      "--max-df inf: must be a finite number", out)
+                      "--max-df: 'inf' is not a finite number", out)
 
 
 @pytest.mark.parametrize("args", [

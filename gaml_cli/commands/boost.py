@@ -7,7 +7,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from ._common import FormatOpt, QuietOpt, check_out, setup
+from ._common import FormatOpt, QuietOpt, check_folder_out, check_out, setup
 
 app = typer.Typer(
     help="Diffusion Boosted Trees: p(y|x) for tables from one LightGBM tree per diffusion timestep.\n\nExample:\n\n\b\n    gaml boost data diabetes --train train.csv --test test.csv\n    gaml boost fit --data train.csv --target y --out model.dbt\n    gaml boost predict --model model.dbt --data test.csv > pred.jsonl\n    gaml boost eval --predictions pred.jsonl --data test.csv --target y",
@@ -106,7 +106,8 @@ def fit(
     from ..methods.dbt.model import DBTClassifier, DBTConfig, DBTRegressor
     from ..methods.dbt.tables import check_numeric_columns, numeric_target, read_table, row_locator, split_target
 
-    check_out(out, ".dbt")
+    check_out(out, ".dbt", inputs={"--data": data})
+    check_folder_out(out + ".ckpt", "--out", inputs={"--data": data})  # the checkpoint folder beside it
     _finite({"--learning-rate": learning_rate, "--temperature": temperature})
     cfg = DBTConfig(n_timesteps=timesteps, noise_samples=noise_samples, num_leaves=num_leaves,
                     min_child_samples=min_child_samples, trees_per_step=trees_per_step, learning_rate=learning_rate,
@@ -251,6 +252,9 @@ def predict(
 
         if Path(out).is_dir():
             raise UsageError(f"--out {out} is a folder; give a .jsonl file name")
+        from ..core.paths import check_outputs
+
+        check_outputs({"--out": out}, inputs={"--data": data, "--model": model})
     from ..methods.dbt.model import load as load_dbt
 
     m = load_dbt(model)

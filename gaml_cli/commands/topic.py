@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Annotated, Optional
 
 import typer
 
-from ._common import FormatOpt, QuietOpt, check_out, setup
+from ._common import FormatOpt, QuietOpt, Split, check_out, out_file, setup, value
 
 app = typer.Typer(
     help="Deep topic models: the generalized gamma belief network (arXiv 2408.03388), with the "
@@ -16,6 +17,22 @@ app = typer.Typer(
 
 MODEL_KIND = "topic-model"
 THETA_KIND = "topic-theta"
+
+
+class Link(str, Enum):
+    gate = "gate"
+    residual = "residual"
+
+
+class FitSplit(str, Enum):
+    train = "train"
+    all = "all"
+
+
+class HeldOut(str, Enum):
+    test = "test"
+    all = "all"
+    train = "train"
 
 
 def _threads() -> None:
@@ -70,7 +87,7 @@ def _rows(bow, split: str):
 @app.command("vocab")
 def vocab(
     corpus: Annotated[str, typer.Option("--corpus", "-c", help="Text (one document a line), JSONL ({\"text\": ..., \"label\": ...}), '-' for stdin, or an offline corpus: newsgroups, lee.")],
-    out: Annotated[str, typer.Option("--out", "-o", help="Bag-of-words artifact to write (.safetensors).")],
+    out: Annotated[str, typer.Option("--out", "-o", callback=out_file(".safetensors"), help="Bag-of-words artifact to write (.safetensors).")],
     vocab_from: Annotated[Optional[str], typer.Option("--vocab", help="Reuse the vocabulary of this bow artifact (e.g. to encode held-out documents for a model).")] = None,
     min_df: Annotated[int, typer.Option(min=1, help="Keep words in at least this many training documents.")] = 2,
     max_df: Annotated[float, typer.Option(min=0.0, help="Drop words in more than this share of training documents (> 1: a count).")] = 0.5,
@@ -108,7 +125,9 @@ def vocab(
     from ..methods.gbn import corpus as C
     from ..methods.gbn import vocab as Vb
 
-    check_out(out, ".safetensors")
+    from pathlib import Path
+
+    check_out(out, ".safetensors", inputs={"--corpus": corpus if Path(corpus).exists() else None, "--vocab": vocab_from})
     _finite({"--max-df": max_df, "--test-fraction": test_fraction})
     if vocab_from is None:
         C.token_regex(token_pattern)  # a bad pattern: one line before the corpus is read
@@ -192,24 +211,24 @@ def _finite(options: dict) -> None:
 
     from ..core.errors import UsageError
 
-    for name, value in options.items():
-        if value is not None and not math.isfinite(value):
-            raise UsageError(f"{name} {value:g}: must be a finite number")
+    for name, number in options.items():
+        if number is not None and not math.isfinite(number):
+            raise UsageError(f"{name} {number:g}: must be a finite number")
 
 
 @app.command("fit")
 def fit(
     corpus: Annotated[str, typer.Option("--corpus", "-c", help="Bag-of-words artifact (gaml topic vocab).")],
-    out: Annotated[str, typer.Option("--out", "-o", help="Topic model artifact to write (.safetensors).")],
+    out: Annotated[str, typer.Option("--out", "-o", callback=out_file(".safetensors"), help="Topic model artifact to write (.safetensors).")],
     layers: Annotated[str, typer.Option(help="Topics per layer, first (widest) layer first; no layer wider than the one before.")] = "128,64,32",
     linear: Annotated[bool, typer.Option("--linear", help="Classic GBN/WHAI linear links (the baseline) instead of the generalized non-linear ones.")] = False,
     steps: Annotated[int, typer.Option(min=1, help="Optimizer steps.")] = 2000,
     batch_size: Annotated[int, typer.Option(min=1, help="Documents per step (all of them when the corpus is smaller).")] = 256,
     lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate (> 0).")] = 3e-3,
-    link: Annotated[str, typer.Option(help="Form of the non-linear link: gate (linear term times a learned gate in (0, 2)) or residual (linear term plus a non-negative MLP).")] = "gate",
+    link: Annotated[Link, typer.Option(help="Form of the non-linear link: gate (linear term times a learned gate in (0, 2)) or residual (linear term plus a non-negative MLP).")] = "gate",
     hidden: Annotated[int, typer.Option(min=1, help="Width of the inference network and of the non-linear links.")] = 256,
     eta: Annotated[float, typer.Option(min=1.0, help="Dirichlet prior on the topics (MAP; 1 = flat, > 1 smooths).")] = 1.0,
-    split: Annotated[str, typer.Option(help="Documents to train on: train or all.")] = "train",
+    split: Annotated[FitSplit, typer.Option(help="Documents to train on: train or all.")] = "train",
     checkpoint_every: Annotated[int, typer.Option(min=0, help="Save a resumable checkpoint every N steps (0: only on Ctrl-C).")] = 500,
     checkpoint_dir: Annotated[Optional[str], typer.Option(help="Checkpoint folder (default: OUT without .safetensors + '.ckpt').")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint.")] = False,
@@ -237,7 +256,8 @@ def fit(
 
     from ..core.errors import UsageError
 
-    check_out(out, ".safetensors")
+    link, split = value(link), value(split)
+    check_out(out, ".safetensors", inputs={"--corpus": corpus})
     _finite({"--lr": lr, "--eta": eta})
     if not lr > 0:
         raise UsageError(f"--lr {lr:g}: must be > 0 (Adam's learning rate)")
@@ -376,7 +396,7 @@ def transform(
     model_path: Annotated[str, typer.Option("--model", "-m", help="Topic model artifact (gaml topic fit).")],
     corpus: Annotated[str, typer.Option("--corpus", "-c", help="Bag-of-words artifact built with the model's vocabulary.")],
     out: Annotated[str, typer.Option("--out", "-o", help="Where to write: FILE.jsonl, '-' (JSONL on stdout) or FILE.safetensors.")] = "-",
-    split: Annotated[str, typer.Option(help="Documents: all, train or test.")] = "all",
+    split: Annotated[Split, typer.Option(help="Documents: all, train or test.")] = "all",
     refine: Annotated[int, typer.Option(min=0, help="Per-document refinement steps of the Weibull posterior after the inference network (0: the network's answer).")] = 0,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the refinement's Monte Carlo draws.")] = 0,
     batch_size: Annotated[int, typer.Option(min=1, help="Documents encoded at a time (memory); the result does not depend on it.")] = 256,
@@ -400,12 +420,12 @@ def transform(
 
     from ..core.errors import UsageError
 
-    if split not in ("all", "train", "test"):
-        raise UsageError(f"--split must be all, train or test, not {split!r}")
+    split = value(split)
     if out != "-" and Path(out).suffix not in (".jsonl", ".safetensors"):
         raise UsageError(f"--out {out}: expected '-', a .jsonl or a .safetensors file name")
     if out != "-" and Path(out).is_dir():
         raise UsageError(f"--out {out} is a folder")
+    check_out(out, Path(out).suffix, inputs={"--model": model_path, "--corpus": corpus}, stdout_ok=True)
     _threads()
     import numpy as np
     import torch
@@ -448,7 +468,7 @@ def transform(
 def perplexity(
     model_path: Annotated[str, typer.Option("--model", "-m", help="Topic model artifact (gaml topic fit).")],
     corpus: Annotated[str, typer.Option("--corpus", "-c", help="Bag-of-words artifact built with the model's vocabulary.")],
-    split: Annotated[str, typer.Option(help="Held-out documents: test (the corpus's held-out split) or all (a corpus of held-out documents).")] = "test",
+    split: Annotated[HeldOut, typer.Option(help="Held-out documents: test (the corpus's held-out split) or all (a corpus of held-out documents).")] = "test",
     observed: Annotated[float, typer.Option(min=0.05, max=0.95, help="Share of each document's words shown to the model; the rest are predicted.")] = 0.8,
     refine: Annotated[int, typer.Option(min=0, help="Per-document refinement steps of the Weibull posterior on the observed words.")] = 200,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the observed/held-out word split.")] = 0,
@@ -471,10 +491,8 @@ def perplexity(
         gaml topic perplexity --model model.safetensors --corpus bow.safetensors --format json
     """
     setup(fmt, quiet)
-    from ..core.errors import UsageError
 
-    if split not in ("all", "test", "train"):
-        raise UsageError(f"--split must be test, all or train, not {split!r}")
+    split = value(split)
     _finite({"--observed": observed})
     _threads()
     import numpy as np
