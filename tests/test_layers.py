@@ -143,4 +143,4 @@ def test_the_checker_sees_a_planted_circle_and_an_upward_import(tmp_path):
     f = PKG / "methods" / "dbt" / "io.py"
     assert "gaml_cli.core.artifacts" in _imports(f)
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
-    assert "gaml_cli.methods.dbt.model" in _imports(PKG / "commands" / "boost.py")
+    assert "gaml_cli.methods.dbt.run" in _imports(PKG / "commands" / "boost.py")

@@ -38,17 +38,6 @@ def _need() -> None:
         raise UsageError(f"gaml boost needs {', '.join(missing)}: pip install 'gaml[boost]'")
 
 
-def _finite(options: dict) -> None:
-    """Refuse inf/nan in a float option (a range check lets inf through when it has no maximum)."""
-    import math
-
-    from ..core.errors import UsageError
-
-    for name, value in options.items():
-        if value is not None and not math.isfinite(value):
-            raise UsageError(f"{name} {value:g}: must be a finite number")
-
-
 DataOpt = Annotated[str, typer.Option("--data", "-d", help="Table: .csv, .tsv, .parquet or .jsonl.")]
 ThreadsOpt = Annotated[int, typer.Option("--threads", min=1, help="LightGBM threads.")]
 
@@ -95,115 +84,19 @@ def fit(
     """
     setup(fmt, quiet)
     _need()
-    import time
-
-    import numpy as np
-
     from ..core import console
-    from ..core.artifacts import provenance
-    from ..core.errors import UsageError
-    from ..methods.dbt import io as dbt_io
-    from ..methods.dbt.model import DBTClassifier, DBTConfig, DBTRegressor
-    from ..methods.dbt.tables import check_numeric_columns, numeric_target, read_table, row_locator, split_target
+    from ..methods.dbt.run import FitOptions, fit as fit_dbt
 
     check_out(out, ".dbt", inputs={"--data": data})
     check_folder_out(out + ".ckpt", "--out", inputs={"--data": data})  # the checkpoint folder beside it
-    _finite({"--learning-rate": learning_rate, "--temperature": temperature})
-    cfg = DBTConfig(n_timesteps=timesteps, noise_samples=noise_samples, num_leaves=num_leaves,
-                    min_child_samples=min_child_samples, trees_per_step=trees_per_step, learning_rate=learning_rate,
-                    mean_estimators=mean_estimators, cross_fit=cross_fit, temperature=temperature, seed=seed,
-                    num_threads=threads)
-    cfg.check()
-    from pathlib import Path
-
-    if resume and not Path(out + ".ckpt").is_dir():
-        raise UsageError(f"--resume: no checkpoint folder {out}.ckpt (nothing to resume; leave out --resume to start)")
-    df = read_table(data)
-    X, y = split_target(df, target)
-    for col in drop or []:
-        if col == target:
-            raise UsageError(f"--drop {col}: {col} is the target (--target); it is not a feature, so there is "
-                             "nothing to drop")
-        if col not in X.columns:
-            raise UsageError(f"--drop {col}: the table has no such column")
-    X = X.drop(columns=list(drop or []))
-    if X.shape[1] == 0:
-        raise UsageError("no feature columns left besides the target")
-    keep = y.notna().to_numpy()
-    if not keep.all():
-        console.warn(f"{int((~keep).sum())} row(s) with a missing {target!r} dropped")
-        X, y = X[keep].reset_index(drop=True), y[keep].reset_index(drop=True)
-    in_file, pos = row_locator(data, len(df)), np.flatnonzero(keep)
-
-    def where(i: int) -> str:  # row i of X, y (after the drop) as the file numbers it
-        return in_file(int(pos[i]))
-
-    check_numeric_columns(X, where)
-    if len(y) < 2:
-        raise UsageError(f"{data}: need at least 2 rows with a target to fit")
-    if cross_fit >= 2 and len(y) < 2 * cross_fit:  # the model would quietly fit f(x) in-sample
-        source = ctx.get_parameter_source("cross_fit")
-        if getattr(source, "name", None) != "DEFAULT":
-            most = f"at most {len(y) // 2} folds (2 rows a fold)" if len(y) >= 4 else "no cross-fitting"
-            raise UsageError(f"--cross-fit {cross_fit}: {len(y)} rows with a target allow {most}; "
-                             "give fewer folds, or --cross-fit 0 for an in-sample f(x)")
-        console.warn(f"{len(y)} rows: too few for --cross-fit {cross_fit} (2 rows a fold); f(x) is fitted in-sample")
-    if task == Task.regress:
-        yv = numeric_target(y, target, where)
-        model = DBTRegressor(**cfg.__dict__)
-    else:
-        from ..methods.dbt.model import _label
-
-        k = len({_label(v) for v in y})
-        if k > max_classes:
-            raise UsageError(f"target {target!r} has {k} distinct values over {len(y)} rows; --task classify expects "
-                             f"class labels, at most --max-classes {max_classes} ({k} classes take {k} trees a "
-                             f"timestep, {k * timesteps} in all): use --task regress for a real-valued target, or "
-                             "raise --max-classes")
-        yv = y
-        model = DBTClassifier(**cfg.__dict__)
-
-    from ..methods.dbt.tables import Schema
-
-    Xe, _ = Schema.infer(X).encode(X)
-    meta = {"config": cfg.__dict__, "task": task.value, "columns": [str(c) for c in X.columns],
-            "data": dbt_io.data_fingerprint(Xe, np.asarray([str(v) for v in yv]))}
-    ckpt = dbt_io.DirStore(out + ".ckpt", meta, resume=resume)
-    done = {"t": 0}
-    t0 = time.perf_counter()
-    try:
-        with console.progress(timesteps, "dbt fit (trees)") as bar:
-            def on_tree(t: int) -> None:
-                done["t"] = t
-                bar.update(1)
-
-            model.fit(X, yv, store=ckpt, progress=on_tree)
-    except KeyboardInterrupt:
-        console.warn(f"interrupted after {done['t']} of {timesteps} timesteps; trees kept in {ckpt.folder} "
-                     "(rerun with --resume)")
-        raise
-    seconds = time.perf_counter() - t0
-    model.save(out, provenance=provenance(seed=seed, parents=[data]))
-    ckpt.remove()
-    summary = {"out": out, "task": task.value, "rows": int(len(yv)), "features": int(X.shape[1]),
-               "categorical": sorted(model.schema.categorical), "timesteps": timesteps,
-               "trees": timesteps * model.n_outputs * trees_per_step, "fit_seconds": round(seconds, 2),
-               "resumed_members": ckpt.reused}
-    if task == Task.classify:
-        summary["classes"] = model.classes_
+    explicit = getattr(ctx.get_parameter_source("cross_fit"), "name", None) != "DEFAULT"
+    summary = fit_dbt(FitOptions(
+        data=data, target=target, out=out, task=task.value, drop=list(drop or []), timesteps=timesteps,
+        noise_samples=noise_samples, num_leaves=num_leaves, min_child_samples=min_child_samples,
+        trees_per_step=trees_per_step, learning_rate=learning_rate, mean_estimators=mean_estimators,
+        cross_fit=cross_fit if explicit else None, temperature=temperature, max_classes=max_classes, seed=seed,
+        threads=threads, resume=resume))
     console.summary(summary, title="boost fit")
-
-
-def _parse_quantiles(text: str) -> list[float]:
-    from ..core.errors import UsageError
-
-    try:
-        qs = [float(q) for q in text.split(",") if q.strip()]
-    except ValueError:
-        raise UsageError(f"--quantiles {text!r}: give numbers in (0, 1) separated by commas") from None
-    if not qs or any(not 0.0 < q < 1.0 for q in qs):
-        raise UsageError(f"--quantiles {text!r}: every quantile must be in (0, 1)")
-    return qs
 
 
 @app.command("predict")
@@ -237,16 +130,10 @@ def predict(
     """
     setup(fmt, quiet)
     _need()
-    import numpy as np
-
     from ..core import console
-    from ..core.artifacts import JsonlWriter
     from ..core.errors import UsageError
-    from ..methods.dbt.metrics import defer_test, sample_probabilities
-    from ..methods.dbt.tables import read_table, row_locator
+    from ..methods.dbt.run import PredictOptions, predict as predict_dbt
 
-    _finite({"--interval": interval, "--alpha": alpha})
-    qs = _parse_quantiles(quantiles)
     if out != "-":
         from pathlib import Path
 
@@ -255,43 +142,10 @@ def predict(
         from ..core.paths import check_outputs
 
         check_outputs({"--out": out}, inputs={"--data": data, "--model": model})
-    from ..methods.dbt.model import load as load_dbt
-
-    m = load_dbt(model)
-    m.config.num_threads = threads
-    df = read_table(data)
-    Xe, unseen = m.schema.encode(df, row_locator(data, len(df)))
-    for col, count in unseen.items():
-        console.warn(f"column {col!r}: {count} row(s) with a level not seen at fit time, treated as missing")
-    n = len(Xe)
-    lo_q, hi_q = (1 - interval) / 2, 1 - (1 - interval) / 2
-    chunk = max(1, 200_000 // samples)
-    with JsonlWriter(out) as w, console.progress(n, "dbt predict (rows)") as bar:
-        for start in range(0, n, chunk):
-            stop = min(n, start + chunk)
-            rows = np.arange(start, stop)
-            draws = m._sample_internal(Xe[start:stop], samples, seed, row_ids=rows)
-            if m.task == "regress":
-                ys = draws[..., 0] * m.y_std + m.y_mean
-                qv = np.quantile(ys, qs + [lo_q, hi_q], axis=1)
-                for i in range(stop - start):
-                    rec = {"row": int(rows[i]), "mean": float(ys[i].mean()), "std": float(ys[i].std()),
-                           "quantiles": {f"{q:g}": float(qv[j, i]) for j, q in enumerate(qs)},
-                           "interval": {"level": interval, "low": float(qv[-2, i]), "high": float(qv[-1, i])}}
-                    if not no_samples:
-                        rec["samples"] = [float(v) for v in ys[i]]
-                    w.write(rec)
-            else:
-                probs = sample_probabilities(draws, m.config.temperature)
-                top, second, p = defer_test(probs)
-                mean = probs.mean(axis=1)
-                for i in range(stop - start):
-                    w.write({"row": int(rows[i]), "label": m.classes_[top[i]],
-                             "probs": {str(c): float(mean[i, k]) for k, c in enumerate(m.classes_)},
-                             "second": m.classes_[second[i]], "p_value": float(p[i]), "defer": bool(p[i] >= alpha)})
-            bar.update(stop - start)
-    console.summary({"rows": n, "samples": samples, "task": m.task, "out": out, "model": model,
-                     "unseen_levels": unseen}, title="boost predict", stdout_busy=(out == "-"))
+    summary = predict_dbt(PredictOptions(model=model, data=data, out=out, samples=samples, quantiles=quantiles,
+                                         interval=interval, no_samples=no_samples, alpha=alpha, seed=seed,
+                                         threads=threads))
+    console.summary(summary, title="boost predict", stdout_busy=(out == "-"))
 
 
 @app.command("eval")
@@ -317,81 +171,11 @@ def evaluate(
     """
     setup(fmt, quiet)
     _need()
-    import numpy as np
-
     from ..core import console
-    from ..core.artifacts import read_jsonl
-    from ..core.errors import InputError, UsageError
-    from ..methods.dbt import metrics
-    from ..methods.dbt.model import _label
-    from ..methods.dbt.tables import numeric_target, read_table, row_locator, split_target
+    from ..methods.dbt.run import EvalOptions, evaluate as evaluate_dbt
 
-    _finite({"--alpha": alpha})
-    df = read_table(data)
-    _, y = split_target(df, target)
-    n = len(y)
-    state = {"kind": None, "S": None}
-
-    def check(rec: dict) -> None:
-        r = rec.get("row")
-        if not isinstance(r, int) or isinstance(r, bool) or not 0 <= r < n:
-            raise ValueError(f"'row' must be an integer in 0..{n - 1} (the table {data} has {n} rows)")
-        kind = "classify" if "label" in rec else "regress"
-        if state["kind"] is None:
-            state["kind"] = kind
-        elif state["kind"] != kind:
-            raise ValueError("mixes classification and regression records")
-        if kind == "regress":
-            s = rec.get("samples")
-            if not isinstance(s, list) or not s:
-                raise ValueError("no 'samples' list (run gaml boost predict without --no-samples)")
-            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in s):
-                raise ValueError("'samples' must hold numbers")
-            if state["S"] is None:
-                state["S"] = len(s)
-            elif state["S"] != len(s):
-                raise ValueError(f"{len(s)} samples where earlier lines have {state['S']}")
-        else:
-            if not isinstance(rec.get("p_value"), (int, float)) or not isinstance(rec.get("probs"), dict):
-                raise ValueError("a classification record needs 'label', 'probs' and 'p_value'")
-
-    recs: dict[int, dict] = {}
-    name = "<stdin>" if predictions == "-" else predictions
-    for lineno, rec in enumerate(read_jsonl(predictions, validate=check), 1):
-        if rec["row"] in recs:
-            raise InputError(f"{name}: row {rec['row']} appears twice")
-        recs[rec["row"]] = rec
-    if not recs:
-        raise InputError(f"{name}: no predictions")
-    if len(recs) != n:
-        raise UsageError(f"{name} covers {len(recs)} of the {n} rows of {data}; predict on the same table")
-    order = np.arange(n)
-    keep = y.notna().to_numpy()
-    if not keep.all():
-        console.warn(f"{int((~keep).sum())} row(s) with a missing {target!r} left out")
-    order = order[keep]
-    if state["kind"] == "regress":
-        in_file = row_locator(data, n)
-        yt = numeric_target(y[keep], target, lambda i: in_file(int(order[i])))
-        s = np.array([recs[i]["samples"] for i in order], dtype=np.float64)
-        result = metrics.regression_report(s, yt)
-        result["samples"] = int(s.shape[1])
-    else:
-        truth = [str(_label(v)) for v in y[keep]]
-        labels = [str(recs[i]["label"]) for i in order]
-        correct = np.array([a == b for a, b in zip(labels, truth)])
-        p = np.array([recs[i]["p_value"] for i in order], dtype=np.float64)
-        if alpha is None:
-            deferred = np.array([bool(recs[i].get("defer", False)) for i in order])
-            result = metrics.defer_report(correct, np.where(deferred, 1.0, 0.0), 0.5)
-            result["curve"] = metrics.defer_report(correct, p, 0.05)["curve"]
-            result["alpha"] = "as predicted"
-        else:
-            result = metrics.defer_report(correct, p, alpha)
-        pt = np.array([float(recs[i]["probs"].get(t, 0.0)) for i, t in zip(order, truth)])
-        result["nll"] = float(np.mean(-np.log(np.clip(pt, 1e-12, 1.0))))
-    result.update({"predictions": name, "data": data})
-    console.summary(result, title="boost eval")
+    console.summary(evaluate_dbt(EvalOptions(predictions=predictions, data=data, target=target, alpha=alpha)),
+                    title="boost eval")
 
 
 @app.command("data")
@@ -419,7 +203,9 @@ def data_cmd(
     from ..methods.dbt import data as ds
     from ..methods.dbt.tables import write_table
 
-    _finite({"--test-fraction": test_fraction})
+    from ..methods.dbt.run import check_finite
+
+    check_finite({"--test-fraction": test_fraction})
     if test is not None and test == train:
         raise UsageError("--train and --test are the same file")
     df = ds.load(name.value, n=n, seed=seed)
