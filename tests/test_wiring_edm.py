@@ -209,22 +209,24 @@ def _z(n, seed, shape):
 
 
 def test_teacher_sampling_uses_the_schedule_guidance_and_noise():
-    """generate(): x starts at sigma_max z; two Euler steps on sigmas (10, 0.5, 0) with rho 3; each
-    evaluation is one batched call [c; null] combined as D_u + 2.5 (D_c - D_u)."""
+    """generate(): x starts at sigma_max z; three Euler steps on the Karras sigmas from 10 to 0.5 with
+    rho 3, then 0; each evaluation is one batched call [c; null] combined as D_u + 2.5 (D_c - D_u)."""
     m = ToyModel()
     cfg = {"model": {"image_shape": [1, 2, 2]}}
-    spec = smp.SampleSpec(n=3, seed=5, steps=2, sampler="euler", guidance=2.5, sigma_max=10.0, sigma_min=0.5, rho=3.0)
+    spec = smp.SampleSpec(n=3, seed=5, steps=3, sampler="euler", guidance=2.5, sigma_max=10.0, sigma_min=0.5, rho=3.0)
     out, facts = smp.generate(m, "teacher", cfg, spec, [0, 2, 1], torch.device("cpu"))
-    assert facts["nfe"] == 2 and facts["guidance"] == 2.5
+    assert facts["nfe"] == 3 and facts["guidance"] == 2.5
+    a, b = 10.0 ** (1 / 3), 0.5 ** (1 / 3)
+    sig = [(a + i / 2 * (b - a)) ** 3 for i in range(3)] + [0.0]
     c, null = torch.tensor([0, 2, 1]), torch.full((3,), K)
     x = _z(3, 5, (1, 2, 2)) * 10.0
     first = m.rec.calls[0]
     assert torch.allclose(first[0], torch.cat([x, x])) and torch.equal(first[2], torch.cat([c, null]))
-    for s, s_next in ((10.0, 0.5), (0.5, 0.0)):
+    for s, s_next in zip(sig, sig[1:]):
         sv = torch.full((3,), s)
         d_c, d_u = _toy_D(x, sv, c), _toy_D(x, sv, null)
         x = x + (s_next - s) * (x - (d_u + 2.5 * (d_c - d_u))) / s
-    assert [round(c[1][0].item(), 5) for c in m.rec.calls] == [10.0, 0.5]
+    assert [c[1][0].item() for c in m.rec.calls] == pytest.approx(sig[:3], rel=1e-6)
     assert torch.allclose(out, x, atol=1e-5)
 
 
