@@ -1,0 +1,133 @@
+"""gaml's FD and accuracy metrics (diffusion/features.py, diffusion/eval.py) against hand computations.
+
+A stand-in classifier whose features are the image's pixels and whose heads read a class off a
+pixel makes every number predictable: the Frechet distance in closed form, which real images
+form the floor's two halves and which the generated set is compared with, and the (attribute)
+accuracies with unknown (-1) targets left out.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("scipy")
+
+from gaml_cli.core.artifacts import Artifact, ArtifactInfo  # noqa: E402
+from gaml_cli.diffusion.eval import fd_with_floor, score  # noqa: E402
+from gaml_cli.diffusion.features import frechet_distance  # noqa: E402
+
+
+def _fd_2d(f1, f2):
+    """FD of 2-d features in closed form: for 2x2 M with positive eigenvalues,
+    Tr M^(1/2) = sqrt(Tr M + 2 sqrt(det M))."""
+    mu1, mu2 = f1.mean(0), f2.mean(0)
+    s1, s2 = np.cov(f1, rowvar=False), np.cov(f2, rowvar=False)
+    m = s1 @ s2
+    tr_sqrt = math.sqrt(np.trace(m) + 2 * math.sqrt(np.linalg.det(m)))
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * tr_sqrt)
+
+
+def _fd_eig(f1, f2):
+    """FD in any dimension by eigenvalues: Tr (S1 S2)^(1/2) = sum sqrt eig(S1^(1/2) S2 S1^(1/2))."""
+    s1, s2 = np.cov(f1, rowvar=False), np.cov(f2, rowvar=False)
+    w, v = np.linalg.eigh(s1)
+    r = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    ev = np.clip(np.linalg.eigvalsh(r @ s2 @ r), 0, None)
+    return float(((f1.mean(0) - f2.mean(0)) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.sqrt(ev).sum())
+
+
+def test_frechet_distance_in_closed_form():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(50, 2)) @ np.array([[1.0, 0.3], [0.0, 0.5]])
+    b = rng.normal(size=(40, 2)) * np.array([2.0, 0.7]) + np.array([1.0, -2.0])
+    assert frechet_distance(a, b) == pytest.approx(_fd_2d(a, b), rel=1e-9)
+    assert frechet_distance(a, b) == pytest.approx(frechet_distance(b, a), rel=1e-9)
+    # a shift by (3, 4) adds exactly 25; the same set is at distance 0
+    assert frechet_distance(a, a + np.array([3.0, 4.0])) == pytest.approx(25.0, rel=1e-9)
+    assert abs(frechet_distance(a, a)) < 1e-9
+    # mean 0, covariances diag(2/3, 8/3) and diag(8/3, 2/3) (n - 1 = 3): for commuting covariances
+    # FD = sum_i (sqrt(a_i) - sqrt(b_i))^2 = 2 (sqrt(2/3) - sqrt(8/3))^2 = 4/3
+    p = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 2.0], [0.0, -2.0]])
+    q = np.array([[2.0, 0.0], [-2.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+    assert frechet_distance(p, q) == pytest.approx(4 / 3, rel=1e-9)
+
+
+class PixelClassifier:
+    """features = the 4 pixels of a (1, 2, 2) image; head k predicts round(pixel k) (10 classes)."""
+
+    config = {"image_shape": [1, 2, 2]}
+
+    def __init__(self, heads):
+        self.heads = {k: self._head(i) for i, k in enumerate(heads)}
+
+    @staticmethod
+    def _head(i):
+        return lambda f: torch.nn.functional.one_hot(f[:, i].round().long().clamp(0, 9), 10).float()
+
+    def features(self, x):
+        return x.flatten(1)
+
+
+def test_fd_with_floor_uses_disjoint_halves_of_the_real_set():
+    """m = min(#generated, #real // 2); real images split by the seed's permutation into A (first m)
+    and B (next m): fd = FD(generated[:m], B), floor = FD(A, B)."""
+    rng = np.random.default_rng(1)
+    ref = rng.normal(size=(30, 1, 2, 2)).astype(np.float32)
+    gen = (rng.normal(size=(20, 4)) * 1.5 + 0.5)
+    clf = PixelClassifier(["label"])
+    out = fd_with_floor(clf, gen, ref, seed=7)
+    perm = np.random.default_rng(7).permutation(30)
+    A, B = ref[perm[:15]].reshape(15, 4), ref[perm[15:30]].reshape(15, 4)
+    assert out["n"] == 15
+    assert out["fd"] == pytest.approx(_fd_eig(gen[:15], B.astype(np.float64)), rel=1e-6)
+    assert out["floor"] == pytest.approx(_fd_eig(A.astype(np.float64), B.astype(np.float64)), rel=1e-6)
+    assert out["ratio"] == pytest.approx(out["fd"] / out["floor"])
+    # fewer generated than half the real set: m follows the generated set
+    out = fd_with_floor(clf, gen[:6], ref, seed=7)
+    assert out["n"] == 6
+    assert out["floor"] == pytest.approx(_fd_eig(ref[perm[:6]].reshape(6, 4).astype(np.float64),
+                                                 ref[perm[6:12]].reshape(6, 4).astype(np.float64)), rel=1e-6)
+
+
+def _images(pixels):
+    return np.asarray(pixels, dtype=np.float32).reshape(-1, 1, 2, 2)
+
+
+def _art(tensors, config=None):
+    info = ArtifactInfo(path=Path("<test>"), kind="images", version=None, config=config or {}, provenance={},
+                        tensors={})
+    return Artifact(info=info, tensors=tensors)
+
+
+def test_label_accuracy_by_hand():
+    rng = np.random.default_rng(2)
+    ref = rng.normal(size=(20, 1, 2, 2)).astype(np.float32)
+    # predicted labels (pixel 0): 3, 1, 4, 1, 5, 9; asked for: 3, 1, 4, 2, 6, 9 -> 4 of 6 right
+    x = _images([[3, 0.1, 0.2, 0.3], [1, 0.5, -0.2, 0.0], [4, -0.4, 0.9, 0.1], [1, 0.2, 0.2, -0.7],
+                 [5, 0.8, -0.5, 0.4], [9, -0.1, 0.3, 0.6]])
+    s = score(PixelClassifier(["label"]), _art({"images": x, "labels": np.array([3, 1, 4, 2, 6, 9])}), ref)
+    assert s["accuracy"] == pytest.approx(4 / 6) and s["samples"] == 6
+
+
+def test_attribute_accuracy_leaves_unknown_targets_out():
+    rng = np.random.default_rng(3)
+    ref = rng.normal(size=(20, 1, 2, 2)).astype(np.float32)
+    # predicted (shape, colour, background) = pixels 0, 1, 2
+    x = _images([[0, 1, 2, 0.3], [1, 1, 1, -0.2], [2, 0, 2, 0.5], [0, 2, 1, 0.1], [1, 0, 0, -0.4]])
+    attrs = np.array([[0, 1, 2],     # all right
+                      [1, 2, 1],     # colour wrong
+                      [2, 0, -1],    # background unknown: shape and colour right
+                      [-1, 2, 0],    # shape unknown, background wrong
+                      [1, 0, 0]])    # all right
+    s = score(PixelClassifier(["shape", "color", "background"]), _art({"images": x, "attrs": attrs}), ref)
+    per = s["attribute_accuracy"]
+    assert per["shape"] == pytest.approx(4 / 4)       # rows 0, 1, 2, 4
+    assert per["color"] == pytest.approx(4 / 5)       # row 1 wrong
+    assert per["background"] == pytest.approx(3 / 4)  # rows 0, 1, 3, 4; row 3 wrong
+    # all three right, over the rows whose three targets are all known (0, 1, 4): rows 0 and 4
+    assert s["accuracy"] == pytest.approx(2 / 3)
