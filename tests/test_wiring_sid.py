@@ -368,3 +368,68 @@ def test_ema_constants(tmp_path, halflife_kimg, rampup):
         assert torch.allclose(v, ema_want[k], atol=1e-7, rtol=1e-5), k
         moved += int(not torch.allclose(v, G2[k], atol=1e-6))
     assert moved  # the EMA is not G itself
+
+
+# ------------------------------------------------------------------------------------------------
+def _sd_sigma(t: int) -> float:
+    """sigma_t of SD's scaled-linear DDPM schedule (beta 0.00085..0.012, 1000 steps), written out."""
+    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
+    abar = torch.cumprod(1 - betas, 0)[t]
+    return float(((1 - abar) / abar).sqrt())
+
+
+def test_stable_diffusion_teacher_wiring(tmp_path, monkeypatch):
+    """SiD-LSG on a tiny SD pipeline: G at t_init 625; both losses at DDPM sigmas of t in
+    [t_min, t_max); guidance against the empty prompt; the fake score's unweighted epsilon loss
+    (weight 1 / sigma^2 on x0); reported losses = the formulas on the recorded outputs."""
+    from sd_tiny import build_tiny_sd
+
+    from gaml_cli.diffusion.sd import VPEpsDenoiser
+    from gaml_cli.methods.sid.model import SDTeacher
+
+    state.quiet = True
+    pipe = build_tiny_sd(tmp_path / "sd")
+    prompts = ["a photo of a cat", "a red dog", "a house"]
+    t = SDTeacher(str(pipe), torch.device("cpu"), prompts)
+    log = []
+    orig = VPEpsDenoiser.forward
+
+    def spy(self, x, sigma, cond):
+        out = orig(self, x, sigma, cond)
+        log.append({"net": self, "x": x.detach().clone(), "x_grad": x.requires_grad, "sigma": sigma.detach().clone(),
+                    "cond": cond.detach().clone(), "out": out.detach().clone()})
+        return out
+
+    monkeypatch.setattr(VPEpsDenoiser, "forward", spy)
+    B, k1, k2, k4 = 4, 2.0, 1.5, 3.0
+    assert t.default_sigma_init == pytest.approx(_sd_sigma(625), rel=1e-5)
+    dc = DistillConfig(steps=1, batch_size=B, lr=1e-3, lr_fake=1e-2, alpha=1.0, sigma_init=t.default_sigma_init,
+                       kappa1=k1, kappa2=k2, kappa4=k4, t_min=100, t_max=110, checkpoint_every=0, ema_halflife_kimg=0)
+    (tmp_path / "run").mkdir()
+    G, report, _ = distill(t, dc, tmp_path / "run", torch.device("cpu"))
+    assert [r["net"] is G for r in log] == [True, False, True, False, False]
+    g0, f0, g1 = log[0], log[1], log[2]
+    f1, p1 = (log[3], log[4]) if log[4]["net"] is t.net else (log[4], log[3])
+    assert p1["net"] is t.net and f1["net"] is f0["net"] is not t.net
+    allowed = torch.tensor([_sd_sigma(i) for i in range(100, 110)])
+    empty = t.comp.encode_prompts([""])[0]
+    each = {p: t.comp.encode_prompts([p])[0] for p in prompts}
+    for g in (g0, g1):
+        assert torch.allclose(g["sigma"], torch.full((B,), _sd_sigma(625)), rtol=1e-5)
+        assert all(any(torch.allclose(c, e, atol=1e-5) for e in each.values()) for c in g["cond"])
+    for f in (f0, f1, p1):
+        assert len(f["x"]) == 2 * B
+        assert all(torch.allclose(c, empty, atol=1e-5) for c in f["cond"][B:])  # null = the "" prompt
+        assert all(((s - allowed).abs() < 1e-4 * allowed).any() for s in f["sigma"][:B])
+    assert torch.allclose(f0["cond"][:B], g0["cond"]) and torch.allclose(f1["cond"][:B], g1["cond"])
+    assert torch.allclose(p1["cond"][:B], g1["cond"])
+    assert not f0["x_grad"] and f1["x_grad"] and p1["x_grad"] and torch.equal(f1["x"], p1["x"])
+
+    _, _, y = _split_guided(f0, B, k1)
+    s = f0["sigma"][:B].view(-1, 1, 1, 1)
+    expected_f = ((y - g0["out"]) ** 2 / s**2).flatten(1).sum(1).sum() / B
+    assert report["loss_fake"] == pytest.approx(expected_f.item(), rel=1e-5)
+    _, _, y_fake = _split_guided(f1, B, k2)
+    _, _, y_real = _split_guided(p1, B, k4)
+    expected_g = _gen_loss_rows(g1["out"], y_real, y_fake, 1.0).sum() / B
+    assert report["loss_g"] == pytest.approx(expected_g.item(), rel=1e-5)
