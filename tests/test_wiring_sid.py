@@ -433,3 +433,27 @@ def test_stable_diffusion_teacher_wiring(tmp_path, monkeypatch):
     _, _, y_real = _split_guided(p1, B, k4)
     expected_g = _gen_loss_rows(g1["out"], y_real, y_fake, 1.0).sum() / B
     assert report["loss_g"] == pytest.approx(expected_g.item(), rel=1e-5)
+
+
+def test_the_papers_constants_are_the_defaults():
+    """SiD's constants (PAPERS.md) as the loop's defaults, and the shipped gaml teacher's noise levels
+    under them: ln sigma ~ N(-1.2, 1.2^2) for the fake score, sigma(t), t ~ U[0, 0.8], for G."""
+    from gaml_cli.core import hub
+    from gaml_cli.methods.sid.model import SDTeacher, load_teacher
+
+    dc = DistillConfig()
+    assert (dc.alpha, dc.sigma_init, dc.t_min, dc.t_max, dc.p_mean, dc.p_std) == (1.2, 2.5, 0, 800, -1.2, 1.2)
+    assert dc.betas == (0.0, 0.999) and (dc.kappa1, dc.kappa2, dc.kappa4, dc.p_uncond) == (1.0, 1.0, 1.0, 0.0)
+    assert GamlTeacher.default_sigma_init == 2.5 and GamlTeacher.default_t_range == (0, 800)
+    assert SDTeacher.default_t_range == (20, 980) and SDTeacher.INIT_TIMESTEP == 625
+    t = load_teacher(str(hub.resolve("digits")), torch.device("cpu"), None)
+    assert (t.sigma_min, t.sigma_max, t.sigma_data) == (0.002, 80.0, 0.5)
+    gen = torch.Generator().manual_seed(0)
+    ls = t.fake_sigma(20_000, gen, dc).log()
+    assert ls.mean().item() == pytest.approx(-1.2, abs=0.03) and ls.std().item() == pytest.approx(1.2, abs=0.03)
+    s = t.gen_sigma(20_000, gen, dc)
+    assert s.min().item() >= 0.002 * (1 - 1e-5) and s.max().item() <= _sigma_of_t(0.8) * (1 + 1e-5)
+    assert s.max().item() > 0.95 * _sigma_of_t(0.8) and s.min().item() < 0.01
+    # t uniform on [0, 0.8]: the median sigma is sigma(0.4)
+    assert s.median().item() == pytest.approx(_sigma_of_t(0.4), rel=0.05)
+    assert t.fake_weight(torch.tensor([2.0])).item() == pytest.approx((4 + 0.25) / 1.0)
