@@ -287,3 +287,17 @@ def test_stable_diffusion_sampling_wiring():
     assert facts["nfe"] == 1 and len(comp.rec.calls) == 1
     z = _z(2, 4, (1, 2, 2))
     assert torch.allclose(out, 2 * _toy_D(2.5 * z, torch.full((2,), 2.5), c), atol=1e-5)
+
+
+def test_edm_constants_are_the_defaults():
+    """EDM Table 1 / Sec. 5 constants as gaml's defaults: P_mean -1.2, P_std 1.2, sigma_data 0.5,
+    sigma in [0.002, 80], rho 7."""
+    tc = tr.TrainConfig()
+    assert (tc.p_mean, tc.p_std, tc.sigma_data) == (-1.2, 1.2, 0.5)
+    assert edm.EDMPrecond().sigma_data == 0.5
+    spec = smp.SampleSpec(n=1)
+    assert (spec.sigma_min, spec.sigma_max, spec.rho) == (0.002, 80.0, 7.0)
+    a, b = 80.0 ** (1 / 7), 0.002 ** (1 / 7)
+    assert edm.karras_sigmas(3).double().tolist() == pytest.approx([80.0, ((a + b) / 2) ** 7, 0.002, 0.0], rel=1e-6)
+    ls = edm.sample_sigma_train(20_000, generator=torch.Generator().manual_seed(0)).log()
+    assert ls.mean().item() == pytest.approx(-1.2, abs=0.03) and ls.std().item() == pytest.approx(1.2, abs=0.03)
