@@ -301,3 +301,21 @@ def test_edm_constants_are_the_defaults():
     assert edm.karras_sigmas(3).double().tolist() == pytest.approx([80.0, ((a + b) / 2) ** 7, 0.002, 0.0], rel=1e-6)
     ls = edm.sample_sigma_train(20_000, generator=torch.Generator().manual_seed(0)).log()
     assert ls.mean().item() == pytest.approx(-1.2, abs=0.03) and ls.std().item() == pytest.approx(1.2, abs=0.03)
+
+
+def test_sampling_bad_input_is_a_usage_error():
+    from gaml_cli.core.errors import GamlError
+
+    cfg = {"model": {"image_shape": [1, 2, 2]}}
+    uncond = ToyModel()
+    uncond.cond_type = "none"
+    for call, needle in (
+        (lambda: smp.generate(ToyModel(), "teacher", cfg, smp.SampleSpec(n=1, sampler="ddim"), [0], "cpu"),
+         "--sampler must be one of"),
+        (lambda: smp.generate(uncond, "teacher", cfg, smp.SampleSpec(n=1, guidance=2.0), None, "cpu"),
+         "guidance needs a conditional model"),
+        (lambda: smp.generate_sd(ToySD(), smp.SampleSpec(n=1, sampler="ddim"), ["a"], "cpu"), "--sampler must be"),
+    ):
+        with pytest.raises(GamlError) as e:
+            call()
+        assert e.value.exit_code == 2 and needle in e.value.one_line()

@@ -131,3 +131,19 @@ def test_attribute_accuracy_leaves_unknown_targets_out():
     assert per["background"] == pytest.approx(3 / 4)  # rows 0, 1, 3, 4; row 3 wrong
     # all three right, over the rows whose three targets are all known (0, 1, 4): rows 0 and 4
     assert s["accuracy"] == pytest.approx(2 / 3)
+
+
+def test_bad_input_is_a_usage_error():
+    """Too few images or the wrong image size reach the user as exit code 2."""
+    from gaml_cli.core.errors import GamlError
+
+    clf = PixelClassifier(["label"])
+    ref = np.zeros((10, 1, 2, 2), dtype=np.float32)
+    for call, needle in (
+        (lambda: fd_with_floor(clf, np.zeros((1, 4)), ref), "at least 2 generated"),
+        (lambda: fd_with_floor(clf, np.zeros((5, 4)), ref[:3]), "4 reference images"),
+        (lambda: score(clf, _art({"images": np.zeros((3, 1, 4, 4), np.float32)}), ref), "the classifier expects"),
+    ):
+        with pytest.raises(GamlError) as e:
+            call()
+        assert e.value.exit_code == 2 and needle in e.value.one_line()

@@ -457,3 +457,34 @@ def test_the_papers_constants_are_the_defaults():
     # t uniform on [0, 0.8]: the median sigma is sigma(0.4)
     assert s.median().item() == pytest.approx(_sigma_of_t(0.4), rel=0.05)
     assert t.fake_weight(torch.tensor([2.0])).item() == pytest.approx((4 + 0.25) / 1.0)
+
+
+def test_bad_input_in_the_method_layer_is_a_usage_or_input_error(tmp_path):
+    """Each of these reaches the user as one line and exit code 2 (not 1, not a traceback)."""
+    from gaml_cli.core.artifacts import save_artifact
+    from gaml_cli.core.errors import GamlError
+    from gaml_cli.methods.sid.model import SDTeacher, load_teacher, load_trainable
+    from gaml_cli.methods.sid.train import check_evaluable
+
+    state.quiet = True
+    images = save_artifact(tmp_path / "x.safetensors", {"images": torch.zeros(2, 1, 8, 8).numpy()}, kind="images",
+                           config={})
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "run").mkdir()
+    cases = [
+        (lambda: distill(TinyTeacher(), DistillConfig(steps=1, batch_size=8, micro_batch=3), tmp_path / "run",
+                         torch.device("cpu")), "must divide the per-process batch 8"),
+        (lambda: check_evaluable(TinyTeacher()), "digits or shapes"),
+        (lambda: load_trainable(torch.nn.Linear(2, 2), {"nope": torch.zeros(1)}), "does not fit"),
+        (lambda: SDTeacher("whatever", torch.device("cpu"), None), "needs --prompts"),
+        (lambda: load_teacher(str(images), torch.device("cpu"), None), "is a 'images' artifact"),
+        (lambda: load_teacher(str(tmp_path / "empty"), torch.device("cpu"), None), "neither a diffusers pipeline"),
+        (lambda: build_plan(TinyTeacher(), ["0"], ["1"], None, 0.01, 1.0), "strictly between"),
+        (lambda: build_plan(TinyTeacher(), ["2"], ["2"], None, 0.01, 0.5), "same class on both sides"),
+        (lambda: build_plan(TinyTeacher(), ["3"], ["1"], None, 0.01, 0.5), "classes 0..2"),
+    ]
+    for call, needle in cases:
+        with pytest.raises(GamlError) as e:
+            call()
+        assert e.value.exit_code == 2 and needle in e.value.one_line(), (needle, e.value)
+    assert not list((tmp_path / "run").iterdir())  # the refused run wrote nothing
