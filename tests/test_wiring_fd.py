@@ -147,3 +147,59 @@ def test_bad_input_is_a_usage_error():
         with pytest.raises(GamlError) as e:
             call()
         assert e.value.exit_code == 2 and needle in e.value.one_line()
+
+
+def test_eval_forget_metrics_by_hand(monkeypatch):
+    """methods/sfd/evaluate.py on a model whose answers are known: asked for 0 it draws a 1, asked
+    for 5 a 6, else what it is asked (label = 10 x pixel 0). Pairs 0 -> 1 and 7 -> 2: recognised
+    0 and 1, into 1 and 0, so both means are 0.5; retained classes cycled over 16 samples hold
+    two 5s: accuracy 14/16; the retained FD is against the real images of retained classes only."""
+    from types import SimpleNamespace
+
+    from gaml_cli.core import runtime
+    from gaml_cli.diffusion import eval as eval_mod
+    from gaml_cli.diffusion import io as io_mod
+    from gaml_cli.methods.sfd.evaluate import evaluate
+
+    draws = {0: 1, 5: 6}
+
+    class Net(torch.nn.Module):
+        cond_type, num_classes = "class", 10
+
+        def encode_condition(self, cond, n, device="cpu"):
+            return torch.as_tensor([int(c) for c in cond])
+
+        def null_condition(self, n, device="cpu"):
+            return torch.full((n,), 10)
+
+        def forward(self, x, sigma, cond):
+            out = (x / 4).clone()
+            out[:, 0, 0, 0] = torch.tensor([draws.get(int(c), int(c)) / 10 for c in cond])
+            return out
+
+    class LabelReader(PixelClassifier):
+        def __init__(self):
+            self.heads = {"label": lambda f: torch.nn.functional.one_hot((f[:, 0] * 10).round().long().clamp(0, 9), 10).float()}
+
+    rng = np.random.default_rng(4)
+    ref_x = rng.uniform(-1, 1, size=(60, 1, 2, 2)).astype(np.float32)
+    ref_y = np.arange(60) % 10
+    cfg = {"data": {"dataset": "digits"}, "model": {"image_shape": [1, 2, 2]}, "generator": {"sigma_init": 2.0}}
+    monkeypatch.setattr(io_mod, "load_model", lambda p, device=None: (Net(), SimpleNamespace(config=cfg, kind="generator")))
+    monkeypatch.setattr(eval_mod, "load_classifier", lambda name, ref, c: (LabelReader(), Path("<clf>")))
+    monkeypatch.setattr(eval_mod, "reference_data", lambda ref, clf: (ref_x, {"labels": ref_y}, "toy"))
+    out = evaluate(Path("<model>"), [(0, 1), (7, 2)], 16, 3, {}, "cpu")
+    assert [(p["recognised"], p["into_rate"]) for p in out["pairs"]] == [(0.0, 1.0), (1.0, 0.0)]
+    assert out["forgotten_recognised"] == 0.5 and out["into_rate"] == 0.5
+    assert out["retained_accuracy"] == pytest.approx(14 / 16) and out["nfe"] == 1
+    # the retained samples, rebuilt: G(2 z; 2, c) clamped, with classes 1..9 without 7 cycled
+    retained = [1, 2, 3, 4, 5, 6, 8, 9]
+    conds = [retained[i % 8] for i in range(16)]
+    z = runtime.randn_per_sample((1, 2, 2), runtime.sample_seeds(3, range(16)))
+    f_r = Net()(2.0 * z, torch.full((16,), 2.0), conds).clamp(-1, 1).flatten(1).double().numpy()
+    keep = ref_x[~np.isin(ref_y, [0, 7])].reshape(-1, 4).astype(np.float64)  # 48 images
+    m = min(16, len(keep) // 2)
+    perm = np.random.default_rng(3).permutation(len(keep))
+    assert out["n_fd"] == m == 16
+    assert out["retained_fd"] == pytest.approx(_fd_eig(f_r[:m], keep[perm[m:2 * m]]), rel=1e-6)
+    assert out["retained_floor"] == pytest.approx(_fd_eig(keep[perm[:m]], keep[perm[m:2 * m]]), rel=1e-6)
