@@ -203,3 +203,57 @@ def test_eval_forget_metrics_by_hand(monkeypatch):
     assert out["n_fd"] == m == 16
     assert out["retained_fd"] == pytest.approx(_fd_eig(f_r[:m], keep[perm[m:2 * m]]), rel=1e-6)
     assert out["retained_floor"] == pytest.approx(_fd_eig(keep[perm[:m]], keep[perm[m:2 * m]]), rel=1e-6)
+
+
+def test_eval_forget_with_a_clip_judge_by_hand(monkeypatch):
+    """evaluate_sd on a one-step generator that forgot "cat" (it draws every prompt with "cat" made
+    "dog") and a judge whose cosine is the word overlap (Jaccard) of the drawn prompt and the text.
+    Pair cat -> dog: every sample is nearer its override: recognised 0, into 1. Pair house -> tree:
+    nearer the forget prompt: recognised 1, into 0. Retained prompts (no cat, no house): "a red dog",
+    drawn as itself, cosine 1 x 0.8."""
+    import re
+
+    from gaml_cli.diffusion import clip as clip_mod
+    from gaml_cli.diffusion import sample as sample_mod
+    from gaml_cli.diffusion import sd as sd_mod
+    from gaml_cli.methods.sfd.evaluate import evaluate_sd
+
+    drawn: list[str] = []
+    calls = []
+
+    def words(t):
+        return set(re.findall(r"[a-z]+", t.lower()))
+
+    class Judge:
+        def __init__(self, name, device="cpu"):
+            self.path = name
+
+        def cosines(self, images, texts):
+            out = []
+            for img, t in zip(images, texts):
+                d = words(drawn[int(round(float(img.flat[0]) * 1000))])
+                out.append(0.8 * len(d & words(t)) / len(d | words(t)))
+            return np.array(out)
+
+    def onestep(comp, sigma_init, spec, texts, device, **kw):
+        calls.append((sigma_init, spec.seed, list(texts)))
+        idx = []
+        for t in texts:
+            drawn.append(re.sub("cat", "dog", t, flags=re.IGNORECASE))
+            idx.append(len(drawn) - 1)
+        return torch.tensor(idx, dtype=torch.float32).view(-1, 1, 1, 1) / 1000, {"nfe": 1}
+
+    monkeypatch.setattr(clip_mod, "ClipScorer", Judge)
+    monkeypatch.setattr(sd_mod, "load_sd_generator", lambda path, cfg, device=None: object())
+    monkeypatch.setattr(sample_mod, "generate_sd_onestep", onestep)
+    prompts = ["a photo of a cat", "a red dog", "a house"]
+    out = evaluate_sd(Path("<run>"), {"generator": {"sigma_init": 2.2}}, [("cat", "dog"), ("house", "tree")], prompts,
+                      6, 10, "clip", {}, "cpu")
+    assert [(p["recognised"], p["into_rate"]) for p in out["pairs"]] == [(0.0, 1.0), (1.0, 0.0)]
+    assert out["forgotten_recognised"] == 0.5 and out["into_rate"] == 0.5
+    assert out["retained_clip"] == pytest.approx(0.8) and out["retained_fd"] is None and out["nfe"] == 1
+    # forget prompts of each pair (seeds 11, 12), then the retained prompts (seed 10), at sigma_init 2.2
+    assert [(s, seed) for s, seed, _ in calls] == [(2.2, 11), (2.2, 12), (2.2, 10)]
+    assert calls[0][2] == ["a photo of a cat", "a red dog, cat", "a house, cat"] * 2
+    assert calls[1][2] == ["a photo of a cat, house", "a red dog, house", "a house"] * 2
+    assert calls[2][2] == ["a red dog"] * 6
