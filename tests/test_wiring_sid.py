@@ -488,3 +488,31 @@ def test_bad_input_in_the_method_layer_is_a_usage_or_input_error(tmp_path):
             call()
         assert e.value.exit_code == 2 and needle in e.value.one_line(), (needle, e.value)
     assert not list((tmp_path / "run").iterdir())  # the refused run wrote nothing
+
+
+def test_micro_batches_add_up_to_the_batch_mean(tmp_path):
+    """Two micro-batches of 4 in a batch of 8: each network's loss (and G's gradient) is the sum of
+    the per-row losses over both passes divided by 8, not by 4."""
+    B, alpha = 8, 1.2
+    dc = DistillConfig(steps=1, batch_size=B, micro_batch=4, lr=1e-3, lr_fake=1e-2, alpha=alpha, checkpoint_every=0,
+                       ema_halflife_kimg=0)
+    t, G, report = _run(tmp_path, dc)
+    log = list(t.log)
+    g_net = log[0]["net"]
+    assert [r["net"] is g_net for r in log][:4] == [True, False, True, False]
+    fake, gen = log[:4], log[4:]
+    loss_f = sum((_lam(f["sigma"]).view(-1, 1, 1, 1) * (f["out"] - g["out"]) ** 2).flatten(1).sum(1).sum()
+                 for g, f in (fake[0:2], fake[2:4])) / B
+    assert report["loss_fake"] == pytest.approx(float(loss_f), rel=1e-5)
+    G0 = copy.deepcopy(t.base).requires_grad_(True)
+    loss_g = 0.0
+    for i in range(2):
+        g, f, p = _by_role(gen[3 * i:3 * i + 3], g_net)
+        x_g = G0(g[0]["x"], g[0]["sigma"], g[0]["cond"])
+        x_t = x_g + (p[0]["x"] - x_g.detach())
+        y_fake = f[0]["net"].inner(x_t, p[0]["sigma"], g[0]["cond"])
+        y_real = t.base(x_t, p[0]["sigma"], g[0]["cond"])
+        loss_g = loss_g + _gen_loss_rows(x_g, y_real, y_fake, alpha).sum() / B
+    assert report["loss_g"] == pytest.approx(float(loss_g.detach()), rel=1e-5)
+    loss_g.backward()
+    assert _rel(_grads(G.inner), _grads(G0)) < 1e-3
