@@ -319,3 +319,28 @@ def test_sampling_bad_input_is_a_usage_error():
         with pytest.raises(GamlError) as e:
             call()
         assert e.value.exit_code == 2 and needle in e.value.one_line()
+
+
+def test_text_teacher_training_pairs_images_with_their_captions(spied_train, tmp_path):
+    """Caption data: each x0 row comes with the tokens of its own caption, or the empty caption's
+    (the null condition) at rate p_uncond."""
+    d = _data()
+    caps = [f"a {c} {s} on a black background" for c, s in
+            zip(["red", "green", "blue"] * 4, ["circle", "square", "triangle", "star"] * 3)]
+    data = ImageData(images=d.images, cond_type="text", labels=None, captions=caps,
+                     info={"dataset": None, "image_shape": [1, 8, 8]}, path=Path("<toy>"))
+    tc = tr.TrainConfig(steps=1, batch_size=16, p_uncond=0.4, grad_clip=0.0, checkpoint_every=0,
+                        unet=unet_config([8, 16], 1))
+    tr.train_teacher(data, tc, tmp_path / "ck", torch.device("cpu"))
+    [rec] = spied_train["loss"]
+    model = spied_train["model"]
+    tokens = model.text.tokenize(caps)
+    empty = model.text.tokenize([""])[0]
+    dropped = 0
+    for x, c in zip(rec["x0"], rec["cond"]):
+        r = int(round(float(x.mean()) * 12))
+        if torch.equal(c, empty):
+            dropped += 1
+        else:
+            assert torch.equal(c, tokens[r]), (r, c)
+    assert 0 < dropped < 16
