@@ -52,7 +52,7 @@ def test_train_sample_eval_chain_digits(gaml, data, tmp_path):
 
 def test_batch_size_does_not_change_samples(gaml, data, tmp_path):
     teacher = tmp_path / "t.safetensors"
-    gaml("train", "--data", data / "digits.safetensors", "--out", teacher, *TINY)
+    assert gaml("train", "--data", data / "digits.safetensors", "--out", teacher, *TINY).code == 0
     # Euler: Heun's last correction divides by sigma ~0.002 and would amplify float noise ~300x
     for bs in ("3", "16"):
         assert gaml("sample", "--model", teacher, "-n", "6", "--steps", "3", "--sampler", "euler", "--batch-size", bs,
@@ -96,7 +96,7 @@ def test_generator_artifact_is_one_step(gaml, data, tmp_path):
     from gaml_cli.diffusion.io import load_model, save_model
 
     teacher = tmp_path / "t.safetensors"
-    gaml("train", "--data", data / "digits.safetensors", "--out", teacher, *TINY)
+    assert gaml("train", "--data", data / "digits.safetensors", "--out", teacher, *TINY).code == 0
     model, info = load_model(teacher)
     gen_path = tmp_path / "g.safetensors"
     save_model(gen_path, model, kind="generator", config={**info.config, "generator": {"sigma_init": 2.5}}, seed=0)
@@ -119,7 +119,7 @@ def test_generator_artifact_is_one_step(gaml, data, tmp_path):
 ])
 def test_sample_bad_input(gaml, data, tmp_path, make, needle):
     teacher = tmp_path / "t.safetensors"
-    gaml("train", "--data", data / "digits.safetensors", "--out", teacher, *TINY)
+    assert gaml("train", "--data", data / "digits.safetensors", "--out", teacher, *TINY).code == 0
     out = tmp_path / "s.safetensors"
     res = gaml("sample", *make(data, teacher), "--out", out)
     assert res.code == 2 and len(res.err_lines) == 1 and needle in res.err, res.err

@@ -20,7 +20,7 @@ def test_distill_digits_then_sample_one_step_then_eval(gaml, tmp_path):
                "-f", "json")
     assert res.code == 0, res.err
     summary = json.loads(res.out)
-    assert summary["steps"] == 3 and summary["fd"] > 0 and 0 <= summary["accuracy"] <= 1
+    assert summary["steps"] == 3
     info = read_header(run / "generator.safetensors")
     assert info.kind == "generator" and info.config["generator"]["sigma_init"] == 2.5
     d = info.config["distill"]
@@ -28,13 +28,17 @@ def test_distill_digits_then_sample_one_step_then_eval(gaml, tmp_path):
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert log[-1]["step"] == 3 and "loss_fake" in log[-1] and "fd" in log[-1]
     samples = tmp_path / "s.safetensors"
-    res = gaml("sample", "--model", run, "-n", "30", "--out", samples, "--device", "cpu", "-f", "json")
+    res = gaml("sample", "--model", run, "-n", "40", "--out", samples, "--device", "cpu", "-f", "json")
     assert res.code == 0, res.err
     assert json.loads(res.out)["nfe"] == 1
-    assert load_artifact(samples, "images")["images"].shape == (30, 1, 8, 8)
+    assert load_artifact(samples, "images")["images"].shape == (40, 1, 8, 8)
     res = gaml("eval", "fd", "--images", samples, "--ref", "digits", "-f", "json")
     assert res.code == 0, res.err
-    assert {"fd", "floor", "accuracy"} <= set(json.loads(res.out))
+    # the in-training evaluation of the last step is the offline one of the saved generator
+    # (the same 40 samples and split seed)
+    ev = json.loads(res.out)
+    assert ev["fd"] == pytest.approx(summary["fd"], rel=1e-6) and ev["accuracy"] == summary["accuracy"]
+    assert ev["floor"] == pytest.approx(log[-1]["floor"], rel=1e-6)
 
 
 def test_generator_starts_as_the_teachers_one_shot_denoiser(gaml, tmp_path):

@@ -248,9 +248,15 @@ def test_tiny_stable_diffusion_unlearns_a_concept_and_clip_judges_it(gaml, tmp_p
                "-f", "json", "-q")
     assert res.code == 0, res.err
     ev = json.loads(res.out)
-    assert ev["pairs"][0]["forget"] == "cat" and 0 <= ev["forgotten_recognised"] <= 1
-    assert ev["forgotten_recognised"] + ev["into_rate"] <= 1 and ev["retained_fd"] is None
-    assert -1 <= ev["retained_clip"] <= 1 and ev["nfe"] == 1
+    pair = ev["pairs"][0]
+    assert (pair["forget"], pair["into"]) == ("cat", "dog")
+    # one pair: the means are its rates, each a count out of the n = 3 samples
+    assert (ev["forgotten_recognised"], ev["into_rate"]) == (pair["recognised"], pair["into_rate"])
+    for rate in (pair["recognised"], pair["into_rate"]):
+        assert 3 * rate == pytest.approx(round(3 * rate))
+    assert pair["recognised"] + pair["into_rate"] <= 1 and ev["retained_fd"] is None
+    # "a red dog" and "a house" name no cat: they are scored (the method-level numbers: test_wiring_fd.py)
+    assert isinstance(ev["retained_clip"], float) and ev["nfe"] == 1
     res = gaml("eval", "forget", "--model", run, "--clip", clip)
     assert res.code == 2 and "--prompts" in res.err
     res = gaml("eval", "forget", "--model", run, "--prompts", prompts)  # clip-l14 is not in the test's cache
