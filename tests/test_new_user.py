@@ -512,7 +512,7 @@ def test_topic_refuses_to_overwrite_its_inputs(gaml, bow, tmp_path, case):
 
 
 def test_topic_transform_checks_its_output_before_the_work(gaml, bow, readonly_dir, monkeypatch):
-    _no_work(monkeypatch, "gaml_cli.commands.topic", "_load_model")
+    _no_work(monkeypatch, "gaml_cli.methods.gbn.run", "load_model")
     res = gaml("topic", "transform", "--model", bow, "--corpus", bow, "--out", readonly_dir / "t.jsonl")
     assert res.code == 2 and "cannot be written" in res.err
 

@@ -1,4 +1,7 @@
-"""gaml topic: deep topic models, the generalized gamma belief network (and the linear GBN)."""
+"""gaml topic: deep topic models, the generalized gamma belief network (and the linear GBN).
+
+Thin: options, output-path checks and printing here; the jobs in methods/gbn/run.py.
+"""
 
 from __future__ import annotations
 
@@ -15,9 +18,6 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-MODEL_KIND = "topic-model"
-THETA_KIND = "topic-theta"
-
 
 class Link(str, Enum):
     gate = "gate"
@@ -33,55 +33,6 @@ class HeldOut(str, Enum):
     test = "test"
     all = "all"
     train = "train"
-
-
-def _threads() -> None:
-    import os
-
-    import torch
-
-    n = os.environ.get("OMP_NUM_THREADS")
-    if n and n.isdigit() and int(n) > 0:
-        torch.set_num_threads(int(n))
-
-
-def _load_model(path: str):
-    import torch
-
-    from ..core.artifacts import load_artifact
-    from ..core.errors import InputError
-    from ..methods.gbn.model import GBN
-    from ..methods.gbn.vocab import decode_vocab
-
-    art = load_artifact(path, MODEL_KIND, framework="pt")
-    cfg = art.config
-    try:
-        model = GBN(cfg["model"])
-        state = {k: v for k, v in art.tensors.items() if k != "vocab_utf8"}
-        model.load_state_dict(state)
-        vocab = decode_vocab(art.tensors["vocab_utf8"].numpy())
-    except (KeyError, RuntimeError, TypeError, ValueError) as exc:
-        raise InputError(f"{path}: corrupt topic model ({type(exc).__name__})") from None
-    model.eval()
-    return model, vocab, cfg
-
-
-def _bow_for_model(corpus: str, cfg: dict, model_path: str):
-    from ..methods.gbn.vocab import check_same_vocab, load_bow
-
-    bow = load_bow(corpus)
-    check_same_vocab(bow, cfg["vocab_sha256"], cfg["model"]["vocab_size"], model_path)
-    return bow
-
-
-def _rows(bow, split: str):
-    from ..core.errors import InputError
-
-    rows = bow.rows(split)
-    if len(rows) == 0:
-        hint = "build the corpus with --test-fraction > 0, or pass --split all" if split == "test" else None
-        raise InputError(f"{bow.path}: no {split} documents", hint=hint)
-    return rows
 
 
 @app.command("vocab")
@@ -119,101 +70,17 @@ def vocab(
         gaml topic vocab --corpus genes.txt --token-pattern '[a-z0-9]+' --min-len 2 --out bow.safetensors
     """
     setup(fmt, quiet)
-    from ..core import console
-    from ..core.artifacts import save_artifact
-    from ..core.errors import InputError
-    from ..methods.gbn import corpus as C
-    from ..methods.gbn import vocab as Vb
-
     from pathlib import Path
 
+    from ..core import console
+    from ..methods.gbn.run import VocabOptions, vocab as run_vocab
+
     check_out(out, ".safetensors", inputs={"--corpus": corpus if Path(corpus).exists() else None, "--vocab": vocab_from})
-    _finite({"--max-df": max_df, "--test-fraction": test_fraction})
-    if vocab_from is None:
-        C.token_regex(token_pattern)  # a bad pattern: one line before the corpus is read
-    docs = C.read_documents(corpus)
-    split = Vb.split_documents(len(docs.texts), docs.labels, test_fraction, seed)
-    stops = Vb.stop_words([w.strip() for w in extra_stop.split(",")] if extra_stop else None, use_default=stop_words)
-    if vocab_from is not None:
-        ref = Vb.load_bow(vocab_from)
-        words = ref.vocab
-        label_names = ref.label_names
-        opts = dict(ref.config.get("options", {}))
-        stops = frozenset(opts.get("stop_words_list", sorted(stops)))
-        min_len = int(opts.get("min_len", min_len))
-        if token_pattern is not None and token_pattern != opts.get("token_pattern"):
-            from rich.markup import escape
-
-            ref_pattern = opts.get("token_pattern")
-            used = f"--token-pattern '{ref_pattern}'" if ref_pattern else "the default tokens (words of letters)"
-            console.warn(escape(f"--token-pattern '{token_pattern}' ignored: {vocab_from} was built with {used}, "
-                                "which is used"))
-        token_pattern = opts.get("token_pattern")
-    else:
-        raw = [C.tokenize(text, min_len, token_pattern) for text in docs.texts]
-        toks = [[t for t in d if t not in stops] for d in raw]
-        words = Vb.build_vocabulary(toks, split == 0, min_df=min_df, max_df=max_df, max_size=max_size)
-        if not words:
-            w = Vb.why_no_vocabulary(raw, stops, split == 0, min_df=min_df, max_df=max_df)
-            what = (f"characters matching --token-pattern '{token_pattern}'" if token_pattern is not None
-                    else "letters")
-            hint = None
-            if w["tokens"] == 0 and token_pattern is None:
-                hint = ("tokens are words of letters; for ids with digits such as brca1 pass --token-pattern "
-                        "'[a-z0-9]+', for a pre-tokenised corpus --token-pattern '\\S+'")
-            raise InputError(f"{docs.source}: no word passes the vocabulary filters in {w['documents']} training "
-                             f"documents: {w['tokens']} tokens ({w['distinct']} distinct) of --min-len {min_len}+ "
-                             f"{what} seen; dropped {w['stop_words']} as stop words, "
-                             f"{w['min_df']} by --min-df {min_df}, {w['max_df']} by --max-df {max_df:g}", hint=hint)
-        label_names = sorted(set(docs.labels)) if docs.labels is not None else None
-    if docs.labels is not None and label_names is not None:
-        unknown = sorted(set(docs.labels) - set(label_names))
-        if unknown:
-            console.warn(f"labels not in the reference vocabulary's label set are stored as -1: {unknown[:5]}")
-    tensors, empty = Vb.to_bow(docs, words, stops, min_len, split, label_names, token_pattern)
-    if len(tensors["doc_ids"]) == 0:
-        raise InputError(f"{docs.source}: no document has a word in the vocabulary ({len(words)} words)")
-    if empty:
-        shown = ", ".join(map(str, empty[:10])) + (", ..." if len(empty) > 10 else "")
-        console.warn(f"{len(empty)} document(s) with no in-vocabulary words were dropped (line/record {shown})")
-    options = {"min_df": min_df, "max_df": max_df, "max_size": max_size, "min_len": min_len,
-               "test_fraction": test_fraction, "seed": seed, "stop_words_list": sorted(stops),
-               "token_pattern": token_pattern}
-    config = {"vocab_size": len(words), "vocab_sha256": Vb.vocab_sha(words), "n_docs": int(len(tensors["doc_ids"])),
-              "label_names": label_names, "source": docs.source, "dropped_empty": len(empty), "options": options,
-              "vocab_from": vocab_from}
-    parents = [p for p in (corpus, vocab_from) if p and p not in C.ALIASES and p != "-"]
-    path = save_artifact(out, tensors, kind=Vb.KIND, config=config, seed=seed, parents=parents)
-    sp = tensors["split"]
-    console.summary({"out": str(path), "kind": Vb.KIND, "documents": int(len(sp)), "train": int((sp == 0).sum()),
-                     "test": int((sp == 1).sum()), "vocab_size": len(words), "words": int(tensors["counts"].sum()),
-                     "labels": label_names, "dropped_empty": len(empty), "source": docs.source}, title="bow")
-
-
-def _parse_layers(text: str) -> list[int]:
-    from ..core.errors import UsageError
-
-    try:
-        layers = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise UsageError(f"--layers {text!r}: expected topic counts like 128,64,32") from None
-    if not layers or any(k < 1 for k in layers):
-        raise UsageError(f"--layers {text!r}: expected positive topic counts like 128,64,32")
-    if any(b > a for a, b in zip(layers, layers[1:])):
-        raise UsageError(f"--layers {text}: the number of topics must not grow from one layer to the next; give the "
-                         f"widest first (layer 1, the most specific), e.g. {','.join(map(str, sorted(layers, reverse=True)))}")
-    return layers
-
-
-def _finite(options: dict) -> None:
-    """Refuse inf/nan in a float option (a range check lets inf through when it has no maximum)."""
-    import math
-
-    from ..core.errors import UsageError
-
-    for name, number in options.items():
-        if number is not None and not math.isfinite(number):
-            raise UsageError(f"{name} {number:g}: must be a finite number")
+    summary = run_vocab(VocabOptions(
+        corpus=corpus, out=out, vocab_from=vocab_from, min_df=min_df, max_df=max_df, max_size=max_size,
+        min_len=min_len, token_pattern=token_pattern, stop_words=stop_words, extra_stop=extra_stop,
+        test_fraction=test_fraction, seed=seed))
+    console.summary(summary, title="bow")
 
 
 @app.command("fit")
@@ -252,61 +119,16 @@ def fit(
         gaml topic fit --corpus bow.safetensors --layers 32,16,8 --linear --out gbn.safetensors
     """
     setup(fmt, quiet)
-    from pathlib import Path
-
-    from ..core.errors import UsageError
+    from ..core import console
+    from ..methods.gbn.run import FitOptions, fit as run_fit
 
     link, split = value(link), value(split)
     check_out(out, ".safetensors", inputs={"--corpus": corpus})
-    _finite({"--lr": lr, "--eta": eta})
-    if not lr > 0:
-        raise UsageError(f"--lr {lr:g}: must be > 0 (Adam's learning rate)")
-    ks = _parse_layers(layers)
-    if split not in ("train", "all"):
-        raise UsageError(f"--split must be train or all, not {split!r}")
-    if link not in ("gate", "residual"):
-        raise UsageError(f"--link must be gate or residual, not {link!r}")
-    _threads()
-    from ..core import console
-    from ..core.artifacts import save_artifact
-    from ..methods.gbn.train import FitConfig, fit as fit_gbn
-    from ..methods.gbn.vocab import check_trainable, encode_vocab, load_bow
-
-    bow = load_bow(corpus)
-    rows = bow.rows(split)
-    check_trainable(bow, rows, split)
-    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else Path(out[: -len(".safetensors")] + ".ckpt")
-    if resume and not ckpt_dir.is_dir():
-        raise UsageError(f"--resume: no checkpoint folder {ckpt_dir}")
-    fc = FitConfig(layers=tuple(ks), linear=linear, link=link, hidden=hidden, steps=steps, batch_size=batch_size, lr=lr,
-                   eta=eta, checkpoint_every=checkpoint_every, seed=seed)
-    model, report = fit_gbn(bow, rows, fc, ckpt_dir, resume=resume)
-    from dataclasses import asdict
-
-    tensors = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    import torch
-
-    tensors["vocab_utf8"] = torch.from_numpy(encode_vocab(bow.vocab))
-    config = {"model": model.config, "vocab_sha256": bow.config["vocab_sha256"], "vocab_size": bow.vocab_size,
-              "fit": {**asdict(fc), "split": split}, "report": report, "label_names": bow.label_names}
-    path = save_artifact(out, tensors, kind=MODEL_KIND, config=config, seed=seed, parents=[corpus])
-    console.summary({"out": str(path), "model": "linear GBN" if linear else "generalized GBN", "layers": ks,
-                     **{k: v for k, v in report.items() if k != "history_tail"}, "checkpoints": str(ckpt_dir)},
-                    title="topic model")
-
-
-def _topic_words(model, vocab, top: int):
-    """Per layer: topics' word weights (layer l's topics projected to words through Phi_1...Phi_l)."""
-    import torch
-
-    out = []
-    with torch.no_grad():
-        proj = None
-        for l in range(model.L):
-            phi = model.phi(l)
-            proj = phi if proj is None else proj @ phi
-            out.append(proj.T.numpy())  # topics x words
-    return out
+    summary = run_fit(FitOptions(
+        corpus=corpus, out=out, layers=layers, linear=linear, steps=steps, batch_size=batch_size, lr=lr, link=link,
+        hidden=hidden, eta=eta, split=split, checkpoint_every=checkpoint_every, checkpoint_dir=checkpoint_dir,
+        resume=resume, seed=seed))
+    console.summary(summary, title="topic model")
 
 
 @app.command("show")
@@ -332,45 +154,25 @@ def show(
         gaml topic show --model model.safetensors --layer 2 --format json | jq '.layers[0][0].words'
     """
     setup(fmt, quiet)
-    import numpy as np
-
     from ..core import console
-    from ..core.errors import UsageError
+    from ..methods.gbn.run import ShowOptions, show as run_show
 
-    model, vocab, cfg = _load_model(model_path)
-    if layer is not None and layer > model.L:
-        raise UsageError(f"--layer {layer}: the model has {model.L} layer(s)")
-    words = _topic_words(model, vocab, top)
-    import torch
-
-    with torch.no_grad():
-        links = [None] + [model.phi(l).numpy() for l in range(1, model.L)]
-    layers_out = []
-    for l in range(model.L):
-        topics = []
-        for j, row in enumerate(words[l]):
-            order = np.argsort(-row, kind="stable")[:top]
-            entry = {"id": j, "words": [vocab[i] for i in order], "weights": [round(float(row[i]), 6) for i in order]}
-            if links[l] is not None:
-                col = links[l][:, j]
-                kids = np.argsort(-col, kind="stable")[:max(children, 1)]
-                entry["children"] = [[int(c), round(float(col[c]), 4)] for c in kids]
-            topics.append(entry)
-        layers_out.append(topics)
-    chosen = [layer - 1] if layer is not None else list(range(model.L))
+    shown_topics = run_show(ShowOptions(model_path=model_path, layer=layer, top=top, children=children))
+    layers_out = shown_topics["layers"]
     if console.state.format == "json":
-        console.print_json({"layers": [layers_out[l] for l in chosen]})
+        console.print_json({"layers": layers_out})
         return
     import sys
 
     lines = []
     if layer is not None:
-        lines.append(f"layer {layer} ({len(layers_out[layer - 1])} topics)")
-        for t in layers_out[layer - 1]:
+        lines.append(f"layer {layer} ({len(layers_out[0])} topics)")
+        for t in layers_out[0]:
             lines.append(f"  [{layer}.{t['id']}] " + " ".join(t["words"]))
     else:
-        top_l = model.L - 1
-        lines.append(f"{'linear GBN' if model.linear else 'generalized GBN'}: layers {model.Ks} (layer 1 = most specific)")
+        n_layers = len(layers_out)
+        top_l = n_layers - 1
+        lines.append(f"{shown_topics['model']}: layers {shown_topics['topics_per_layer']} (layer 1 = most specific)")
         shown: set[tuple[int, int]] = set()
 
         def walk(l: int, j: int, depth: int) -> None:
@@ -384,7 +186,7 @@ def show(
         for j in range(len(layers_out[top_l])):
             walk(top_l, j, 0)
         missing = [j for j in range(len(layers_out[0])) if (0, j) not in shown]
-        if missing and model.L > 1:
+        if missing and n_layers > 1:
             lines.append(f"layer-1 topics not among the strongest links above: {len(missing)}")
             for j in missing:
                 lines.append(f"  [1.{j}] " + " ".join(layers_out[0][j]["words"]))
@@ -426,42 +228,12 @@ def transform(
     if out != "-" and Path(out).is_dir():
         raise UsageError(f"--out {out} is a folder")
     check_out(out, Path(out).suffix, inputs={"--model": model_path, "--corpus": corpus}, stdout_ok=True)
-    _threads()
-    import numpy as np
-    import torch
-
     from ..core import console
-    from ..core.artifacts import JsonlWriter, save_artifact
+    from ..methods.gbn.run import TransformOptions, transform as run_transform
 
-    model, vocab, cfg = _load_model(model_path)
-    bow = _bow_for_model(corpus, cfg, model_path)
-    rows = _rows(bow, split)
-    thetas = [[] for _ in range(model.L)]
-    with console.progress(len(rows), "transform") as bar:
-        for a in range(0, len(rows), batch_size):
-            x = torch.from_numpy(bow.dense(rows[a:a + batch_size]))
-            for l, t in enumerate(model.transform(x, refine_steps=refine, seed=seed, offset=a)):
-                thetas[l].append(t.numpy())
-            bar.update(len(x))
-    thetas = [np.concatenate(t) for t in thetas]
-    names = bow.label_names or []
-    if out.endswith(".safetensors"):
-        tensors = {f"theta_{l + 1}": thetas[l].astype(np.float32) for l in range(model.L)}
-        tensors.update({"doc_ids": bow.doc_ids[rows], "labels": bow.labels[rows], "split": bow.split[rows]})
-        save_artifact(out, tensors, kind=THETA_KIND, config={"layers": model.Ks, "label_names": bow.label_names,
-                                                             "refine_steps": refine},
-                      seed=seed, parents=[model_path, corpus])
-    else:
-        with JsonlWriter(out) as w:
-            for i, r in enumerate(rows):
-                lab = int(bow.labels[r])
-                w.write({"doc": int(bow.doc_ids[r]), "label": names[lab] if 0 <= lab < len(names) else None,
-                         "split": "test" if bow.split[r] else "train",
-                         "theta": [[round(float(v), 6) for v in thetas[l][i]] for l in range(model.L)]})
-    from ..methods.gbn.metrics import sparsity
-
-    console.summary({"out": out, "documents": int(len(rows)), "layers": model.Ks,
-                     "sparsity_layer1": sparsity(thetas[0])}, title="transform", stdout_busy=(out == "-"))
+    summary = run_transform(TransformOptions(model_path=model_path, corpus=corpus, out=out, split=split, refine=refine,
+                                             seed=seed, batch_size=batch_size))
+    console.summary(summary, title="transform", stdout_busy=(out == "-"))
 
 
 @app.command("perplexity")
@@ -491,31 +263,10 @@ def perplexity(
         gaml topic perplexity --model model.safetensors --corpus bow.safetensors --format json
     """
     setup(fmt, quiet)
+    from ..core import console
+    from ..methods.gbn.run import PerplexityOptions, perplexity as run_perplexity
 
     split = value(split)
-    _finite({"--observed": observed})
-    _threads()
-    import numpy as np
-    import torch
-
-    from ..core import console
-    from ..methods.gbn import metrics as M
-
-    model, vocab, cfg = _load_model(model_path)
-    bow = _bow_for_model(corpus, cfg, model_path)
-    rows = _rows(bow, split)
-    # chunk by chunk: the split draws from one stream in document order and each document's
-    # Monte Carlo draws are its own (GBN.infer), so --batch-size changes memory, not the result
-    rng = np.random.default_rng(seed)
-    loglik, words = 0.0, 0.0
-    with console.progress(len(rows), "perplexity") as bar:
-        for a in range(0, len(rows), batch_size):
-            obs, held = M.completion_split(bow.dense(rows[a:a + batch_size]), observed, rng=rng)
-            probs = model.word_probs(torch.from_numpy(obs), refine_steps=refine, seed=seed, offset=a).numpy()
-            loglik += M.heldout_loglik(probs, held)
-            words += float(held.sum())
-            bar.update(len(obs))
-    ppl = M.perplexity_from(loglik, words)
-    console.summary({"perplexity": ppl, "documents": int(len(rows)), "heldout_words": int(words),
-                     "observed": observed, "split": split, "refine_steps": refine, "model": model_path,
-                     "corpus": corpus}, title="perplexity")
+    summary = run_perplexity(PerplexityOptions(model_path=model_path, corpus=corpus, split=split, observed=observed,
+                                               refine=refine, seed=seed, batch_size=batch_size))
+    console.summary(summary, title="perplexity")
