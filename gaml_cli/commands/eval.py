@@ -1,4 +1,8 @@
-"""gaml eval: score generated images (FD, conditional accuracy) and train the feature nets."""
+"""gaml eval: score generated images (FD, conditional accuracy) and train the feature nets.
+
+Thin: the jobs are in gaml_cli.diffusion.jobs (fd, clip, fid, train-classifier) and
+gaml_cli.methods.sfd.evaluate (forget).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import DeviceOpt, FormatOpt, QuietOpt, check_out, out_file, setup
+from ._common import DeviceOpt, FormatOpt, QuietOpt, check_out, out_file, setup, value
 
 app = typer.Typer(help="Evaluate generated images: Frechet distance and conditional accuracy.\n\nExample:\n\n\b\n    gaml sample --model digits -n 1000 --out s.safetensors\n    gaml eval fd --images s.safetensors --ref digits",
                   no_args_is_help=True)
@@ -36,17 +40,9 @@ def fd(
     """
     setup(fmt, quiet)
     from ..core import console
-    from ..core.artifacts import load_artifact
-    from ..core.images import check_finite_images
-    from ..diffusion.eval import load_classifier, reference_images, score
+    from ..diffusion.jobs import FdOptions, fd as run_fd
 
-    gen = load_artifact(images, "images")
-    check_finite_images(gen["images"], images)
-    clf, clf_path = load_classifier(classifier, ref, gen.config)
-    ref_x, ref_name = reference_images(ref, clf)
-    result = score(clf, gen, ref_x, seed=seed)
-    result.update({"images": images, "ref": ref_name, "classifier": str(clf_path)})
-    console.summary(result, title="fd")
+    console.summary(run_fd(FdOptions(images=images, ref=ref, classifier=classifier, seed=seed)), title="fd")
 
 
 @app.command("clip")
@@ -72,30 +68,12 @@ def clip(
         gaml eval clip --images s.safetensors --model clip-l14 --format json
     """
     setup(fmt, quiet)
-    import numpy as np
+    from ..core import console
+    from ..diffusion.jobs import ClipOptions, clip as run_clip
 
-    from ..core import console, runtime
-    from ..core.artifacts import load_artifact
-    from ..core.images import check_finite_images
-    from ..core.errors import UsageError
-    from ..core.prompts import cycle, read_prompts
-    from ..diffusion.clip import ClipScorer
-
-    art = load_artifact(images, "images")
-    check_finite_images(art["images"], images)
-    x = art["images"]
-    if prompts is not None:
-        texts = cycle(read_prompts(prompts), len(x))
-    else:
-        texts = art.config.get("prompts")
-        if not texts or len(texts) != len(x):
-            raise UsageError(f"{images} lists no prompts for its images; give --prompts")
-    dev = runtime.pick_device(device.value if hasattr(device, "value") else device)
-    scorer = ClipScorer(model, device=dev)
-    cos = scorer.cosines(x, texts, batch_size=batch_size)
-    console.summary({"clip_score": float(cos.mean()), "clipscore_100": float((100 * np.maximum(cos, 0)).mean()),
-                     "std": float(cos.std()), "n": int(len(cos)), "model": str(scorer.path), "images": images},
-                    title="clip")
+    summary = run_clip(ClipOptions(images=images, model=model, prompts=prompts, batch_size=batch_size,
+                                   device=value(device)))
+    console.summary(summary, title="clip")
 
 
 @app.command("fid")
@@ -125,49 +103,14 @@ def fid(
         gaml eval fid --images s.safetensors --ref coco.npz --format json
     """
     setup(fmt, quiet)
-    import numpy as np
+    from ..core import console
+    from ..diffusion.jobs import FidOptions, fid as run_fid
 
-    from ..core import console, runtime
-    from ..core.artifacts import atomic_path, load_artifact
-    from ..core.images import check_finite_images
-    from ..core.errors import UsageError
-    from ..diffusion import inception as inc
-    from ..diffusion.features import frechet_from_stats
-
-    if save_ref_stats is not None:
-        if ref.endswith(".npz"):
-            raise UsageError("--save-ref-stats needs --ref to be images, not statistics")
+    if save_ref_stats is not None and not ref.endswith(".npz"):  # (statistics as --ref: the job refuses it first)
         check_out(save_ref_stats, ".npz", "--save-ref-stats", inputs={"--images": images, "--ref": ref})
-    gen = load_artifact(images, "images")["images"]
-    check_finite_images(gen, images)
-    ref_stats = inc.load_stats(ref) if ref.endswith(".npz") else None
-    ref_x = None if ref_stats is not None else load_artifact(ref, "images")["images"]
-    if ref_x is not None:
-        check_finite_images(ref_x, ref)
-    for name, arr in ((images, gen), (ref, ref_x)):
-        if arr is not None and len(arr) < 2:
-            raise UsageError(f"{name}: FID needs at least 2 images, got {len(arr)}")
-    weights = inc.weights_path(inception)
-    dev = runtime.pick_device(device.value if hasattr(device, "value") else device)
-    net = inc.load_inception(weights, device=dev)
-    total = len(gen) + (len(ref_x) if ref_x is not None else 0)
-    with console.progress(total, "inception") as bar:
-        f_gen = inc.features(net, gen, batch_size=batch_size, device=dev, progress=bar.update)
-        if ref_x is not None:
-            f_ref = inc.features(net, ref_x, batch_size=batch_size, device=dev, progress=bar.update)
-    mu1, s1 = inc.stats(f_gen)
-    if ref_stats is not None:
-        mu2, s2, n_ref = ref_stats
-    else:
-        (mu2, s2), n_ref = inc.stats(f_ref), len(f_ref)
-        if save_ref_stats is not None:
-            with atomic_path(save_ref_stats) as tmp:
-                with open(tmp, "wb") as fh:
-                    np.savez(fh, mu=mu2, sigma=s2, n=np.int64(n_ref))
-    if min(len(f_gen), n_ref or len(f_gen)) < inc.FEATURES:
-        console.warn(f"fewer than {inc.FEATURES} images on a side: FID is biased upwards; compare only at equal n")
-    console.summary({"fid": frechet_from_stats(mu1, s1, mu2, s2), "n": int(len(f_gen)),
-                     "n_ref": n_ref, "images": images, "ref": ref, "inception": str(weights)}, title="fid")
+    summary = run_fid(FidOptions(images=images, ref=ref, inception=inception, save_ref_stats=save_ref_stats,
+                                 batch_size=batch_size, device=value(device)))
+    console.summary(summary, title="fid")
 
 
 @app.command("forget")
@@ -204,33 +147,13 @@ def forget(
         gaml eval forget --model runs/sfd-sd15 --prompts subjects.txt --clip clip-l14
     """
     setup(fmt, quiet)
-    from ..core import console, hub, runtime
-    from ..core.artifacts import expect_kind, read_header
-    from ..core.errors import UsageError
-    from ..diffusion.io import IMAGE_MODEL_KINDS, run_artifact
-    from ..methods.sfd.evaluate import evaluate, evaluate_sd, forget_pairs
+    from ..core import console
+    from ..methods.sfd.evaluate import ForgetEvalOptions, evaluate_forgetting
 
-    from ..diffusion.sd import is_pipeline_folder
-
-    path = run_artifact(hub.resolve(model, option="--model"))
-    pipeline = path.is_dir() and is_pipeline_folder(path)
-    if path.is_dir() and not pipeline:
-        raise UsageError(f"--model {model}: a folder that is neither a run (generator.safetensors) nor an SD pipeline")
-    cfg = {} if pipeline else expect_kind(read_header(path), IMAGE_MODEL_KINDS).config
-    sd = pipeline or "sd" in cfg
-    if sd and prompts is None:
-        raise UsageError("a Stable Diffusion model needs --prompts (the prompts the concepts are put into)")
-    pairs = forget_pairs(cfg, forget_, into, sd, str(path))
-    dev = runtime.pick_device(device.value if hasattr(device, "value") else device)
-    sample_kw = {"steps": steps, "guidance": guidance}
-    if sd:
-        from ..core.prompts import read_prompts
-
-        res = evaluate_sd(path, None if pipeline else cfg, pairs, read_prompts(prompts), n, seed, clip, sample_kw, dev)
-    else:
-        res = evaluate(path, pairs, n, seed, sample_kw, dev)
-    res.update({"model": str(path)})
-    console.summary(res, title="forget")
+    summary = evaluate_forgetting(ForgetEvalOptions(model=model, forget=forget_, into=into, n=n, steps=steps,
+                                                    guidance=guidance, prompts=prompts, clip=clip, seed=seed,
+                                                    device=value(device)))
+    console.summary(summary, title="forget")
 
 
 @app.command("train-classifier")
@@ -255,26 +178,9 @@ def train_classifier_cmd(
     """
     setup(fmt, quiet)
     from ..core import console
-    from ..core.artifacts import load_artifact, save_artifact
-    from ..core.images import check_finite_images
-    from ..core.errors import InputError
-    from ..diffusion.features import targets_of, train_classifier
+    from ..diffusion.jobs import ClassifierOptions, train_classifier
 
     check_out(out, ".safetensors", inputs={"--data": data})
-    art = load_artifact(data, "images")
-    check_finite_images(art["images"], data)
-    try:
-        y, heads, names = targets_of(art)
-    except ValueError as exc:
-        raise InputError(f"{data}: {exc}") from None
-    x = art["images"]
-    split = art["split"] if "split" in art.tensors else None
-    tr = split == 0 if split is not None else slice(None)
-    te = split == 1 if split is not None else None
-    model, report = train_classifier(
-        x[tr], {k: v[tr] for k, v in y.items()}, heads, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-        x_val=x[te] if te is not None and te.any() else None,
-        y_val={k: v[te] for k, v in y.items()} if te is not None and te.any() else None)
-    config = {"model": model.config, "classes": names, "dataset": art.config.get("dataset"), "train": report}
-    save_artifact(out, model.state_dict(), kind="classifier", config=config, seed=seed, parents=[data])
-    console.summary({"out": out, **report}, title="classifier")
+    summary = train_classifier(ClassifierOptions(data=data, out=out, epochs=epochs, batch_size=batch_size, lr=lr,
+                                                 seed=seed))
+    console.summary(summary, title="classifier")

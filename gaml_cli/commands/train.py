@@ -1,4 +1,7 @@
-"""gaml train: train a diffusion teacher on an image artifact."""
+"""gaml train: train a diffusion teacher on an image artifact.
+
+Thin: the job is gaml_cli.diffusion.jobs.train.
+"""
 
 from __future__ import annotations
 
@@ -54,51 +57,14 @@ def train(
         gaml train --data data/digits.safetensors --steps 4000 --out digits-teacher.safetensors
     """
     setup(fmt, quiet)
-    from pathlib import Path
+    from ..core import console
+    from ..diffusion.jobs import TrainOptions, train as run_train
 
-    from ..core import console, runtime
-    from ..core.errors import UsageError
-    from ..diffusion.data import load_image_data
-    from ..diffusion.io import SAVE_DTYPES, save_model
-    from ..diffusion.train import TrainConfig, train_teacher
-
-    cond, split, save_precision = value(cond), value(split), value(save_precision)
+    opts = TrainOptions(data=data, out=out, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, ema=ema,
+                        p_uncond=p_uncond, cond=value(cond), split=value(split), channels=channels,
+                        layers_per_block=layers_per_block, guidance=guidance, checkpoint_every=checkpoint_every,
+                        checkpoint_dir=checkpoint_dir, resume=resume, resume_from=resume_from,
+                        save_precision=value(save_precision), seed=seed, device=value(device))
     check_out(out, ".safetensors", inputs={"--data": data, "--resume-from": resume_from})
-    if save_precision not in SAVE_DTYPES:
-        raise UsageError(f"--save-precision must be one of {', '.join(SAVE_DTYPES)}")
-    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else Path(out[: -len(".safetensors")] + ".ckpt")
-    check_folder_out(str(ckpt_dir), "--checkpoint-dir", inputs={"--data": data})
-    dev = runtime.pick_device(device.value if hasattr(device, "value") else device)
-    d = load_image_data(data, split=split, cond=cond)
-    if resume and resume_from:
-        raise UsageError("give --resume or --resume-from, not both")
-    if resume and not ckpt_dir.is_dir():
-        raise UsageError(f"--resume: no checkpoint folder {ckpt_dir}")
-    if resume_from:
-        from ..core.artifacts import expect_kind, read_header
-
-        expect_kind(read_header(resume_from), "checkpoint")
-    from ..diffusion.models import default_unet, unet_config
-
-    unet = default_unet(d.info["image_shape"])
-    if channels is not None or layers_per_block is not None:
-        try:
-            ch = [int(c) for c in channels.split(",")] if channels else unet["block_out_channels"]
-        except ValueError:
-            raise UsageError(f"--channels {channels!r}: expected integers like 48,96,96") from None
-        if any(c <= 0 or c % 8 for c in ch):
-            raise UsageError("--channels must be positive multiples of 8 (GroupNorm uses 8 groups)")
-        side = d.info["image_shape"][-1]
-        if side % (2 ** (len(ch) - 1)):
-            raise UsageError(f"--channels: {len(ch)} levels need the image side ({side}) divisible by {2 ** (len(ch) - 1)}")
-        unet = unet_config(ch, layers_per_block or unet["layers_per_block"])
-    tc = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, ema=ema, p_uncond=p_uncond,
-                     checkpoint_every=checkpoint_every, seed=seed, unet=unet)
-    model, mcfg, report = train_teacher(d, tc, ckpt_dir, dev, resume=resume,
-                                        resume_from=Path(resume_from) if resume_from else None)
-    from dataclasses import asdict
-
-    config = {"model": mcfg, "data": d.info, "train": {**asdict(tc), **report},
-              "sampling": {"sampler": "heun", "steps": 18, "guidance": guidance}}
-    path = save_model(out, model, kind="teacher", config=config, seed=seed, parents=[data], dtype=save_precision)
-    console.summary({"out": str(path), **report, "checkpoints": str(ckpt_dir)}, title="teacher")
+    check_folder_out(str(opts.ckpt_dir), "--checkpoint-dir", inputs={"--data": data})
+    console.summary(run_train(opts), title="teacher")

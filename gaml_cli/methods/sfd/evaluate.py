@@ -6,10 +6,16 @@ SFD's "forgotten-class accuracy", lower is better) and how many as the override 
 On the retained conditions (balanced classes; random captions without a forgotten value) it
 reports conditional accuracy and the Frechet distance to the real images of those conditions,
 with the real-vs-real floor at the same size.
+
+The whole job from one options object (`gaml eval forget` is a thin wrapper around it):
+
+    from gaml_cli.methods.sfd.evaluate import ForgetEvalOptions, evaluate_forgetting
+    summary = evaluate_forgetting(ForgetEvalOptions(model="runs/sfd-digits"))
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -215,3 +221,49 @@ def forget_pairs(cfg: dict, forget: list[str] | None, into: list[str] | None, sd
             k = int(mcond["num_classes"])
             pairs.append((_class(a, k), None if b is None else _class(b, k)))
     return pairs
+
+
+@dataclass
+class ForgetEvalOptions:
+    """Every option of `gaml eval forget`, by the same names."""
+
+    model: str  # a gaml unlearn / distill run folder, a generator or teacher artifact, or an alias
+    forget: list[str] | None = None  # forgotten conditions (0, color=red); None: the run's recorded pairs
+    into: list[str] | None = None  # the override of each forget (for into_rate)
+    n: int = 1000
+    steps: int | None = None  # sampler steps for teachers (None: the model's)
+    guidance: float | None = None  # guidance for teachers (None: the model's)
+    prompts: str | None = None  # Stable Diffusion: the prompts the concepts are put into
+    clip: str = "clip-l14"  # Stable Diffusion: the CLIP model that judges the concepts
+    seed: int = 0
+    device: str = "auto"
+
+
+def evaluate_forgetting(o: ForgetEvalOptions) -> dict[str, Any]:
+    """How well o.model forgot: `evaluate` for gaml's digits/shapes models, `evaluate_sd` (CLIP
+    as the judge, needs o.prompts) for Stable Diffusion runs and pipelines; returns the summary."""
+    from ...core import hub, runtime
+    from ...core.artifacts import expect_kind, read_header
+    from ...diffusion.io import IMAGE_MODEL_KINDS, run_artifact
+    from ...diffusion.sd import is_pipeline_folder
+
+    path = run_artifact(hub.resolve(o.model, option="--model"))
+    pipeline = path.is_dir() and is_pipeline_folder(path)
+    if path.is_dir() and not pipeline:
+        raise UsageError(f"--model {o.model}: a folder that is neither a run (generator.safetensors) nor an SD pipeline")
+    cfg = {} if pipeline else expect_kind(read_header(path), IMAGE_MODEL_KINDS).config
+    sd = pipeline or "sd" in cfg
+    if sd and o.prompts is None:
+        raise UsageError("a Stable Diffusion model needs --prompts (the prompts the concepts are put into)")
+    pairs = forget_pairs(cfg, o.forget, o.into, sd, str(path))
+    dev = runtime.pick_device(o.device)
+    sample_kw = {"steps": o.steps, "guidance": o.guidance}
+    if sd:
+        from ...core.prompts import read_prompts
+
+        res = evaluate_sd(path, None if pipeline else cfg, pairs, read_prompts(o.prompts), o.n, o.seed, o.clip,
+                          sample_kw, dev)
+    else:
+        res = evaluate(path, pairs, o.n, o.seed, sample_kw, dev)
+    res.update({"model": str(path)})
+    return res
