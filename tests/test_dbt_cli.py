@@ -173,6 +173,11 @@ def test_malformed_predictions_name_the_line(gaml, tables):
     stdin = '{"row": 0, "samples": [1, 2]}\n{"row": 1, "samples": [1, 2, 3]}\n'
     _clean_failure(gaml("boost", "eval", "-p", "-", "--data", tables / "test.csv", "--target", "y", stdin=stdin),
                    "line 2: 3 samples where earlier lines have 2")
+    # a NaN or infinite draw (JSON's NaN / Infinity) is bad input, not a report of null metrics
+    for bad in ("NaN", "Infinity"):
+        stdin = '{"row": 0, "samples": [1, 2]}\n{"row": 1, "samples": [1, %s]}\n' % bad
+        _clean_failure(gaml("boost", "eval", "-p", "-", "--data", tables / "test.csv", "--target", "y", stdin=stdin),
+                       "line 2: 'samples' must hold finite numbers")
 
 
 def test_bad_table_files(gaml, tables, tmp_path):

@@ -271,6 +271,8 @@ def evaluate(
     """
     setup(fmt, quiet)
     _need()
+    import math
+
     import numpy as np
 
     from ..core import console
@@ -298,8 +300,9 @@ def evaluate(
             s = rec.get("samples")
             if not isinstance(s, list) or not s:
                 raise ValueError("no 'samples' list (run gaml boost predict without --no-samples)")
-            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in s):
-                raise ValueError("'samples' must hold numbers")
+            # JSON's NaN / Infinity parse as floats; they would turn the metrics into null
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in s):
+                raise ValueError("'samples' must hold finite numbers")
             if state["S"] is None:
                 state["S"] = len(s)
             elif state["S"] != len(s):
