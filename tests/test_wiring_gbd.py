@@ -378,3 +378,33 @@ def test_the_reverse_step_moves_z_up_by_a_beta_draw_of_the_stated_parameters():
     sd_p = math.sqrt(a * b / ((a + b) ** 2 * (a + b + 1)))
     assert float(out.mean()) == pytest.approx(z + (1 - z) * mean_p, abs=5 * (1 - z) * sd_p / math.sqrt(n))
     assert float(out.std()) == pytest.approx((1 - z) * sd_p, rel=0.02)
+
+
+def test_graphs_smaller_than_the_eigenvalue_features_are_padded_like_any_small_graph(tmp_path):
+    """--extra-features takes the 5 lowest Laplacian eigenvalues: a data set whose largest graph
+    has fewer than 5 nodes is padded to 5 for these features, as a small graph in a wider batch
+    is (padded nodes' eigenvalues sit above the real ones), so it trains and samples."""
+    from gaml_cli.methods.gbd.gbd import N_EIGVAL, structural_features
+    from gaml_cli.methods.gbd.sample import sample
+    from gaml_cli.methods.gbd.train import TrainConfig, train
+
+    def logits(edges, N):   # alpha_t = 1: logit +-10 is an edge / no edge of the noisy graph
+        lz = torch.full((N, N), -10.0)
+        for u, v in edges:
+            lz[u, v] = lz[v, u] = 10.0
+        return lz.unsqueeze(0)
+
+    path = [(0, 1), (1, 2)]
+    small = structural_features(logits(path, 3), torch.ones(1), torch.ones(1, 3, dtype=torch.bool), SHIFT, SCALE, 3)
+    wide = structural_features(logits(path, N_EIGVAL), torch.ones(1), torch.arange(N_EIGVAL).unsqueeze(0) < 3, SHIFT, SCALE)
+    assert small[1].shape == (1, N_EIGVAL + 1) and torch.equal(small[1], wide[1])
+    assert torch.equal(small[0], wide[0][:, :3])
+    # the path's Laplacian eigenvalues 0, 1, 3 (/ 5), then the two padded nodes' 4 N (/ N = 5); one component of 3
+    assert torch.allclose(small[1][0], torch.tensor([0, 1 / 5, 3 / 5, 4, 4, 1 / 3]), atol=1e-5)
+
+    graphs = [from_networkx(nx.path_graph(4)), from_networkx(nx.path_graph(3))]
+    tc = TrainConfig(steps=1, batch_size=2, checkpoint_every=0, workers=1)
+    net, cfg, prof, _ = train(graphs, tc, tmp_path / "ck", torch.device("cpu"),
+                              cfg_overrides={"net": SMALL, "extra_features": True, "degree_input": True})
+    out = list(sample(net.eval(), cfg, prof, 2, seed=0, steps=2))
+    assert len(out) == 2 and all(g.num_nodes in (3, 4) for g in out)
