@@ -210,68 +210,75 @@ def _flat_views(vec, params):
 
 
 @pytest.mark.parametrize("groups,workers", [(1, 1), (2, 2)])
-def test_one_training_step_is_the_loss_gradient_clipped_then_adamw_then_ema(tmp_path, monkeypatch, groups, workers):
-    """gbd/train.py: the step's gradient is the gradient of GBD.loss on the step's batch and draws
-    (uniform batches: KLUBs averaged over the batch; size groups: divided by a uniform batch's
-    expected counts), clipped to norm 1; AdamW's first step moves each weight by lr * sign(g); the
-    EMA after step 0 is 0.1 * init + 0.9 * trained."""
-    from gaml_cli.methods.gbd.gbd import build_net
-    from gaml_cli.methods.gbd.train import TrainConfig, batch_indices, train
+def test_training_steps_are_the_loss_gradient_clipped_then_adamw_then_ema(tmp_path, monkeypatch, groups, workers):
+    """gbd/train.py: each step's gradient is the gradient of GBD.loss on the step's batch and draws
+    at the current weights (uniform batches: KLUBs averaged over the batch; size groups: divided by
+    a uniform batch's expected counts), nothing carried over from the step before, clipped to the
+    norm --grad-clip; AdamW's first step moves each weight by lr * sign(g); the EMA after step 0 is
+    0.1 * init + 0.9 * trained, after step 1 decays by 2 / 11."""
+    from gaml_cli.methods.gbd.gbd import GBD, build_net
+    from gaml_cli.methods.gbd.train import TrainConfig, batch_indices, prepare, train
 
     graphs = _graphs() + [from_networkx(nx.complete_graph(4))]
     over = {"net": SMALL, "lambda_e": 3.0, "t_focus": (0.0, 0.4, 0.85)}
-    # cosine: the first step runs at the full rate
-    tc = TrainConfig(steps=1, batch_size=2, lr=1e-2, checkpoint_every=0, seed=3, size_groups=groups, workers=workers,
+    # cosine over 2 steps: lr, then lr (1 + cos(pi / 2)) / 2 = lr / 2
+    tc = TrainConfig(steps=2, batch_size=2, lr=1e-2, checkpoint_every=0, seed=3, size_groups=groups, workers=workers,
                      grad_clip=0.05, lr_schedule="constant" if groups == 1 else "cosine")
-    rec = {}
+    recs = []
     orig = torch.optim.AdamW.step
 
     def step(self, *a, **k):
         p = self.param_groups[0]["params"][0]
-        rec.update(grad=p.grad.detach().clone(), before=p.detach().clone(), lr=self.param_groups[0]["lr"])
+        rec = dict(grad=p.grad.detach().clone(), before=p.detach().clone(), lr=self.param_groups[0]["lr"])
         out = orig(self, *a, **k)
         rec["after"] = p.detach().clone()
+        recs.append(rec)
         return out
 
     monkeypatch.setattr(torch.optim.AdamW, "step", step)
     ema, cfg, _, _ = train(graphs, tc, tmp_path / "ck", torch.device("cpu"), cfg_overrides=over)
+    assert len(recs) == 2
+    assert [r["lr"] for r in recs] == ([1e-2, 1e-2] if groups == 1 else [1e-2, pytest.approx(5e-3)])
 
-    # the same step written out: same init, same generator, the loss applied directly
-    from gaml_cli.methods.gbd.gbd import GBD
-    from gaml_cli.methods.gbd.train import prepare
-
+    # the same steps written out: same init, same generator, the loss applied directly
     torch.manual_seed(3)
     cfg2, tens, p_x, p_e = prepare(graphs, over)
     net = build_net(cfg2)
-    init = [p.detach().clone() for p in net.parameters()]
+    params = list(net.parameters())
+    init = [p.detach().clone() for p in params]
     gen = torch.Generator().manual_seed(3)
     gbd = GBD(cfg2, p_x, p_e)
-    idx = batch_indices(tc, 0, tens.n, 2, gen)
-    if groups == 1:
-        assert torch.equal(idx, torch.randperm(4, generator=torch.Generator().manual_seed(3))[:2])
-        per = None
-    else:
-        n = tens.n.double()
-        per = (2 * float(n.mean()) * cfg2.D, 2 * float((n * (n - 1)).mean()))
-    m = int(tens.n[idx].max())
-    loss, _, _ = gbd.loss(net, tens.A[idx, :m, :m], tens.onehot[idx, :m], tens.node_mask[idx, :m],
-                          tens.norm_deg[idx, :m], gen, per=per)
-    params = list(net.parameters())
-    grads = torch.autograd.grad(loss, params, allow_unused=True)
-    grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
-    norm = float(torch.sqrt(sum((g.double() ** 2).sum() for g in grads)))
-    assert norm > 0.05   # so that clipping acts
-    got = _flat_views(rec["grad"], params)
-    for g, h in zip(grads, got):
-        assert torch.allclose(h, g * (0.05 / (norm + 1e-6)), rtol=1e-4, atol=1e-8)
-    assert rec["lr"] == 1e-2
-    before, after = _flat_views(rec["before"], params), _flat_views(rec["after"], params)
-    for p0, b, a, g in zip(init, before, after, got):
-        assert torch.equal(p0, b)
-        want = b - 1e-2 * g / (g.abs() + 1e-8)       # AdamW's (amsgrad) first step; weight decay 1e-12
-        assert torch.allclose(a, want, atol=1e-6)
-    for pe, p0, a in zip(ema.parameters(), init, after):
-        assert torch.allclose(pe, 0.1 * p0 + 0.9 * a, atol=1e-6)
+    n = tens.n.double()
+    per = None if groups == 1 else (2 * float(n.mean()) * cfg2.D, 2 * float((n * (n - 1)).mean()))
+    for k, rec in enumerate(recs):
+        before = _flat_views(rec["before"], params)
+        with torch.no_grad():
+            for p, b in zip(params, before):
+                p.copy_(b)
+        idx = batch_indices(tc, k, tens.n, 2, gen)
+        if groups == 1 and k == 0:
+            assert torch.equal(idx, torch.randperm(4, generator=torch.Generator().manual_seed(3))[:2])
+        m = int(tens.n[idx].max())
+        loss, _, _ = gbd.loss(net, tens.A[idx, :m, :m], tens.onehot[idx, :m], tens.node_mask[idx, :m],
+                              tens.norm_deg[idx, :m], gen, per=per)
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+        norm = float(torch.sqrt(sum((g.double() ** 2).sum() for g in grads)))
+        assert norm > 0.05   # so that clipping acts
+        got = _flat_views(rec["grad"], params)
+        for g, h in zip(grads, got):
+            assert torch.allclose(h, g * (0.05 / (norm + 1e-6)), rtol=1e-4, atol=1e-8), k
+        if k == 0:
+            after = _flat_views(rec["after"], params)
+            for p0, b, a, g in zip(init, before, after, got):
+                assert torch.equal(p0, b)
+                want = b - 1e-2 * g / (g.abs() + 1e-8)       # AdamW's (amsgrad) first step; weight decay 1e-12
+                assert torch.allclose(a, want, atol=1e-6)
+    a1, a2 = (_flat_views(r["after"], params) for r in recs)
+    assert all(torch.equal(x, y) for x, y in zip(a1, _flat_views(recs[1]["before"], params)))
+    d1 = 2 / 11
+    for pe, p0, x, y in zip(ema.parameters(), init, a1, a2):
+        assert torch.allclose(pe, d1 * (0.1 * p0 + 0.9 * x) + (1 - d1) * y, atol=1e-6)
 
 
 def test_a_sampler_step_hands_the_reverse_step_its_arguments_in_order(monkeypatch):
