@@ -175,3 +175,34 @@ def test_the_classification_sampler_gives_each_coordinate_its_tree_and_its_f():
     assert np.allclose(m._f(Xs), f)
     want = _sample_by_hand(Xs, f, m.trees, T, S, seed, np.arange(3))
     assert np.allclose(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_classification_trees_learn_each_one_hot_coordinate_around_out_of_fold_probabilities(monkeypatch):
+    import lightgbm as lgb
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(40, 2))
+    labels = np.where(X[:, 0] > 0.2, "yes", "no")
+    T, m, seed = 2, 2, 5
+    calls = _spy_train(monkeypatch)
+    DBTClassifier(n_timesteps=T, noise_samples=m, mean_estimators=8, cross_fit=2, seed=seed).fit(X, labels)
+    assert calls[0]["params"]["objective"] == "binary"
+    assert np.array_equal(calls[0]["label"], (labels == "yes").astype(float))   # classes sorted: no, yes
+    onehot = np.column_stack([labels == "no", labels == "yes"]).astype(float)
+    # out-of-fold f(x) = (1 - p, p) from the fold model that did not see the row
+    f = np.full((40, 2), np.nan)
+    for c in calls[1:3]:
+        held = np.array([not any(np.array_equal(row, r) for r in c["X"]) for row in X])
+        p = lgb.Booster(model_str=c["text"]).predict(X[held])
+        f[held] = np.column_stack([1 - p, p])
+    assert not np.isnan(f).any()
+    trees = calls[3:]
+    assert len(trees) == 2 * T
+    _, abar = _abar(T)
+    for j, c in enumerate(trees):
+        t, k = j // 2 + 1, j % 2
+        eps = np.random.default_rng([seed, t]).standard_normal((40 * m, 2))
+        y0, fr = np.repeat(onehot, m, axis=0), np.repeat(f, m, axis=0)
+        y_t = math.sqrt(abar[t - 1]) * y0 + (1 - math.sqrt(abar[t - 1])) * fr + math.sqrt(1 - abar[t - 1]) * eps
+        assert np.allclose(c["X"][:, 2:4], y_t, atol=1e-12) and np.allclose(c["X"][:, 4:6], fr, atol=1e-12)
+        assert np.array_equal(c["label"], y0[:, k]) and c["params"]["seed"] == seed * 100003 + t
