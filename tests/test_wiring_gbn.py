@@ -153,7 +153,9 @@ def test_each_fit_step_hands_the_loss_its_warm_up_weight_prior_and_batch(tmp_pat
     orig = torch.optim.Adam.step
 
     def step(self, *a, **k):
-        steps.append(dict(lr=self.param_groups[0]["lr"], grads=[p.grad.clone() for p in self.param_groups[0]["params"]]))
+        ps = self.param_groups[0]["params"]
+        steps.append(dict(lr=self.param_groups[0]["lr"], grads=[p.grad.clone() for p in ps],
+                          params=[p.detach().clone() for p in ps]))
         return orig(self, *a, **k)
 
     monkeypatch.setattr(T, "loss", spy)
@@ -165,20 +167,28 @@ def test_each_fit_step_hands_the_loss_its_warm_up_weight_prior_and_batch(tmp_pat
     want_lr = [0.02 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * s / 5))) for s in range(6)]
     assert [s["lr"] for s in steps] == pytest.approx(want_lr, rel=1e-12)
 
-    # the first step written out: same init and generator, the loss applied directly, clipped to 0.5
+    # the first two steps written out: same init and generator, the loss applied directly at the
+    # step's weights (nothing carried over from the step before), clipped to 0.5
     torch.manual_seed(2)
     model = Model(default_config(bow.vocab_size, [4, 2], hidden=8))
     gen = torch.Generator().manual_seed(2)
     T.init_topics_from_data(model, bow, rows, gen)
-    idx = torch.randperm(12, generator=gen)[:5]
-    x = torch.from_numpy(bow.dense(rows[idx.numpy()]))
-    assert torch.equal(calls[0]["x"], x)
-    obj, _ = real_loss(model, x, gen, eta=2.0, n_docs=12, kl_weight=0.25)
-    grads = torch.autograd.grad(obj, list(model.parameters()))
-    norm = math.sqrt(sum(float((g.double() ** 2).sum()) for g in grads))
-    assert norm > 0.5
-    for g, h in zip(grads, steps[0]["grads"]):
-        assert torch.allclose(h, g * (0.5 / (norm + 1e-6)), rtol=1e-4, atol=1e-7)
+    params = list(model.parameters())
+    for k in (0, 1):
+        if k == 0:   # the same initialisation as the loop's
+            assert all(torch.equal(p, q) for p, q in zip(params, steps[0]["params"]))
+        with torch.no_grad():
+            for p, q in zip(params, steps[k]["params"]):
+                p.copy_(q)
+        idx = torch.randperm(12, generator=gen)[:5]
+        x = torch.from_numpy(bow.dense(rows[idx.numpy()]))
+        assert torch.equal(calls[k]["x"], x)
+        obj, _ = real_loss(model, x, gen, eta=2.0, n_docs=12, kl_weight=0.25 * (k + 1))
+        grads = torch.autograd.grad(obj, params)
+        norm = math.sqrt(sum(float((g.double() ** 2).sum()) for g in grads))
+        assert norm > 0.5
+        for g, h in zip(grads, steps[k]["grads"]):
+            assert torch.allclose(h, g * (0.5 / (norm + 1e-6)), rtol=1e-4, atol=1e-7), k
 
 
 def test_perplexity_command_infers_from_the_observed_words_and_scores_the_held_out_ones(tmp_path, gaml):
