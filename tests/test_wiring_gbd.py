@@ -415,3 +415,42 @@ def test_graphs_smaller_than_the_eigenvalue_features_are_padded_like_any_small_g
                               cfg_overrides={"net": SMALL, "extra_features": True, "degree_input": True})
     out = list(sample(net.eval(), cfg, prof, 2, seed=0, steps=2))
     assert len(out) == 2 and all(g.num_nodes in (3, 4) for g in out)
+
+
+def test_the_structural_and_random_walk_inputs_are_those_of_the_graph_the_noisy_state_points_to():
+    """--extra-features / --rw-features: the denoiser's extra channels come from A_t = 1[(clamp(z_t /
+    alpha_t, 0, 1) - shift) / scale > 1/2] (the edges' noisy state at the current time): degree / N,
+    triangles / N, Laplacian eigenvalues / N and the share of zero ones; P = D^-1 A_t and its powers."""
+    cfg, tens, p_x, p_e, gbd = _setup(extra_features=True, rw_features=True)
+    B, N, D = 3, cfg.max_nodes, cfg.D
+    mask = tens.node_mask
+    g = torch.Generator().manual_seed(3)
+    up = torch.triu((torch.rand(B, N, N, generator=g) < 0.5).float(), 1)
+    A_true = (up + up.transpose(1, 2)) * (mask.unsqueeze(2) & mask.unsqueeze(1))
+    t = torch.tensor([0.2, 0.4, 0.5])
+    a = torch.from_numpy(_alpha(t.numpy())).float()[:, None, None]
+    z = a * (SCALE * A_true + SHIFT) * torch.exp(-0.05 * torch.randn(B, N, N, generator=g).abs())   # a little under alpha_t x0
+    lz_e = torch.logit(z)
+    lz_e = torch.triu(lz_e, 1) + torch.triu(lz_e, 1).transpose(1, 2)
+    lz_x = torch.randn(B, N, D, generator=g)
+    eta_n, eta_e = gbd.concentrations(tens.norm_deg)
+    net = SpyNet(B, N, D)
+    gbd.predict_x0(net, lz_x, lz_e, t, gbd.sched.alpha(t), eta_n, eta_e, mask, torch.ones(B), tens.norm_deg)
+    X, E, _, _, y = net.calls[0]
+    assert X.shape[-1] == D + 1 + 4 + 3 and E.shape[-1] == 2 + 4 and y.shape[-1] == 1 + 5 + 1
+    A = A_true.numpy().astype(np.float64)
+    deg = A.sum(-1)
+    tri = np.einsum("bij,bjk,bki->bi", A, A, A) / 2
+    assert np.allclose(X[..., D + 1].numpy(), deg / N) and np.allclose(X[..., D + 2].numpy(), tri / N)
+    mk = mask.numpy()
+    for b in range(B):
+        L = np.diag(deg[b] + (~mk[b]) * 4 * N) - A[b]
+        ev = np.linalg.eigvalsh(L)
+        n = mk[b].sum()
+        assert np.allclose(y[b, 1:6].numpy(), ev[:5] / N, atol=1e-5)
+        assert y[b, 6].item() == pytest.approx(np.sum(np.abs(ev) < 1e-4) / n)
+    P = A / np.maximum(A.sum(-1, keepdims=True), 1)
+    P2 = P @ P
+    off = (mk[:, :, None] & mk[:, None, :]) & ~np.eye(N, dtype=bool)
+    assert np.allclose(E[..., 2].numpy(), P, atol=1e-6) and np.allclose(E[..., 3].numpy(), P2 * off, atol=1e-6)
+    assert np.allclose(X[..., D + 5].numpy(), np.einsum("bii->bi", P2) * mk, atol=1e-6)      # return after 2 steps
