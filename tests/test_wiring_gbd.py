@@ -5,7 +5,7 @@ helpers under test; each test was seen to fail on a plausible slip in the wiring
 
 from __future__ import annotations
 
-import copy
+import json
 import math
 
 import networkx as nx
@@ -454,3 +454,21 @@ def test_the_structural_and_random_walk_inputs_are_those_of_the_graph_the_noisy_
     off = (mk[:, :, None] & mk[:, None, :]) & ~np.eye(N, dtype=bool)
     assert np.allclose(E[..., 2].numpy(), P, atol=1e-6) and np.allclose(E[..., 3].numpy(), P2 * off, atol=1e-6)
     assert np.allclose(X[..., D + 5].numpy(), np.einsum("bii->bi", P2) * mk, atol=1e-6)      # return after 2 steps
+
+
+def test_graphgen_train_options_reach_the_model_config(tmp_path, gaml):
+    """--lambda-e, --eta, --t-focus and the feature switches end up in the GBDConfig the loss and
+    the sampler read (saved in the artifact), and the widths in the network."""
+    from gaml_cli.core.artifacts import read_header
+
+    data = tmp_path / "g.jsonl"
+    data.write_text("".join(json.dumps(g.to_record()) + "\n" for g in _graphs()))
+    out = tmp_path / "m.safetensors"
+    res = gaml("graphgen", "train", "--data", data, "--out", out, "--steps", "1", "--layers", "1", "--hidden", "8,4,6",
+               "--heads", "2", "--batch-size", "2", "--lambda-e", "2.5", "--eta", "500,20,5", "--t-focus", "0.5,0.2,0.7",
+               "--extra-features", "--no-degree-input", "--rw-features", "--device", "cpu", "-q")
+    assert res.code == 0, res.err
+    cfg = read_header(out).config["model"]
+    assert cfg["lambda_e"] == 2.5 and cfg["eta"] == [500.0, 20.0, 5.0] and cfg["t_focus"] == [0.5, 0.2, 0.7]
+    assert (cfg["extra_features"], cfg["degree_input"], cfg["rw_features"]) == (True, False, True)
+    assert cfg["net"] == {"layers": 1, "dx": 8, "de": 4, "dy": 6, "heads": 2, "ffx": 16, "ffe": 8}
