@@ -191,7 +191,7 @@ def test_each_fit_step_hands_the_loss_its_warm_up_weight_prior_and_batch(tmp_pat
             assert torch.allclose(h, g * (0.5 / (norm + 1e-6)), rtol=1e-4, atol=1e-7), k
 
 
-def test_perplexity_command_infers_from_the_observed_words_and_scores_the_held_out_ones(tmp_path, gaml):
+def test_fit_options_reach_the_fit_and_perplexity_infers_from_the_observed_words_and_scores_the_held_out_ones(tmp_path, gaml):
     from test_topic_cli import corpus_lines
 
     from gaml_cli.core.artifacts import load_artifact
@@ -203,12 +203,17 @@ def test_perplexity_command_infers_from_the_observed_words_and_scores_the_held_o
     bow_p, model_p = tmp_path / "bow.safetensors", tmp_path / "m.safetensors"
     assert gaml("topic", "vocab", "--corpus", docs, "--out", bow_p, "--min-df", "1", "-q").code == 0
     assert gaml("topic", "fit", "--corpus", bow_p, "--out", model_p, "--layers", "4,2", "--hidden", "8", "--steps", "5",
+                "--eta", "1.5", "--lr", "0.01", "--batch-size", "7", "--link", "residual", "--seed", "4",
                 "--checkpoint-every", "0", "-q").code == 0
     res = gaml("topic", "perplexity", "--model", model_p, "--corpus", bow_p, "--refine", "0", "--seed", "3",
                "--observed", "0.6", "-f", "json")
     assert res.code == 0, res.err
     got = json.loads(res.out)
     art = load_artifact(str(model_p), "topic-model", framework="pt")
+    # the fit options reached the fit (its config is saved with the model)
+    fit = art.config["fit"]
+    assert (fit["eta"], fit["lr"], fit["batch_size"], fit["link"], fit["seed"], fit["steps"]) == (1.5, 0.01, 7, "residual", 4, 5)
+    assert art.config["model"]["link"] == "residual" and art.config["model"]["hidden"] == 8
     model = GBN(art.config["model"])
     model.load_state_dict({k: v for k, v in art.tensors.items() if k != "vocab_utf8"})
     model.eval()
