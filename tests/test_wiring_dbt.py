@@ -206,3 +206,21 @@ def test_classification_trees_learn_each_one_hot_coordinate_around_out_of_fold_p
         y_t = math.sqrt(abar[t - 1]) * y0 + (1 - math.sqrt(abar[t - 1])) * fr + math.sqrt(1 - abar[t - 1]) * eps
         assert np.allclose(c["X"][:, 2:4], y_t, atol=1e-12) and np.allclose(c["X"][:, 4:6], fr, atol=1e-12)
         assert np.array_equal(c["label"], y0[:, k]) and c["params"]["seed"] == seed * 100003 + t
+
+
+def test_boost_fit_options_reach_the_model(tmp_path, gaml):
+    import pandas as pd
+
+    X, y = _data(n=50)
+    data = tmp_path / "t.csv"
+    pd.DataFrame({"a": X[:, 0], "b": X[:, 1], "y": y}).to_csv(data, index=False)
+    out = tmp_path / "m.dbt"
+    res = gaml("boost", "fit", "--data", data, "--target", "y", "--out", out, "-T", "3", "--noise-samples", "2",
+               "--num-leaves", "4", "--min-child-samples", "3", "--trees-per-step", "2", "--learning-rate", "0.5",
+               "--mean-estimators", "7", "--cross-fit", "2", "--temperature", "0.3", "--seed", "9", "-q")
+    assert res.code == 0, res.err
+    c = DBTRegressor.load(str(out)).config
+    assert (c.n_timesteps, c.noise_samples, c.num_leaves, c.min_child_samples, c.trees_per_step, c.learning_rate,
+            c.mean_estimators, c.cross_fit, c.temperature, c.seed) == (3, 2, 4, 3, 2, 0.5, 7, 2, 0.3, 9)
+    m = DBTRegressor.load(str(out))
+    assert len(m.trees) == 3 and m.trees[0][0].num_trees() == 2 and m.mean_model.num_trees() == 7
