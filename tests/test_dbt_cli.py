@@ -61,6 +61,14 @@ def test_fit_predict_eval_through_a_pipe(gaml, tables, model):
     assert len(r["samples"]) == 40 and r["mean"] == pytest.approx(sum(r["samples"]) / 40)
     assert r["quantiles"]["0.1"] <= r["quantiles"]["0.5"] <= r["quantiles"]["0.9"]
     assert r["interval"]["low"] < r["interval"]["high"]
+    import numpy as np
+
+    for r in lines:   # every row's summary is that of its own draws: --quantiles, the 95% interval's ends, std
+        s = np.array(r["samples"])
+        assert [r["quantiles"][q] for q in ("0.1", "0.5", "0.9")] == pytest.approx(np.quantile(s, [0.1, 0.5, 0.9]), rel=1e-12)
+        assert (r["interval"]["level"], r["interval"]["low"], r["interval"]["high"]) == pytest.approx(
+            (0.95, *np.quantile(s, [0.025, 0.975])), rel=1e-12)
+        assert r["std"] == pytest.approx(s.std(), rel=1e-12)
     ev = gaml("boost", "eval", "--predictions", "-", "--data", tables / "test.csv", "--target", "y",
               "--format", "json", stdin=res.out)
     assert ev.code == 0, ev.err
