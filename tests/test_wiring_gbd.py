@@ -456,9 +456,10 @@ def test_the_structural_and_random_walk_inputs_are_those_of_the_graph_the_noisy_
     assert np.allclose(X[..., D + 5].numpy(), np.einsum("bii->bi", P2) * mk, atol=1e-6)      # return after 2 steps
 
 
-def test_graphgen_train_options_reach_the_model_config(tmp_path, gaml):
+def test_graphgen_train_and_sample_options_reach_the_model_and_the_sampler(tmp_path, gaml, monkeypatch):
     """--lambda-e, --eta, --t-focus and the feature switches end up in the GBDConfig the loss and
-    the sampler read (saved in the artifact), and the widths in the network."""
+    the sampler read (saved in the artifact), and the widths in the network; graphgen sample's
+    -n, --seed, --steps, --batch-size and --workers reach the sampler."""
     from gaml_cli.core.artifacts import read_header
 
     data = tmp_path / "g.jsonl"
@@ -472,3 +473,20 @@ def test_graphgen_train_options_reach_the_model_config(tmp_path, gaml):
     assert cfg["lambda_e"] == 2.5 and cfg["eta"] == [500.0, 20.0, 5.0] and cfg["t_focus"] == [0.5, 0.2, 0.7]
     assert (cfg["extra_features"], cfg["degree_input"], cfg["rw_features"]) == (True, False, True)
     assert cfg["net"] == {"layers": 1, "dx": 8, "de": 4, "dy": 6, "heads": 2, "ffx": 16, "ffe": 8}
+    # graphgen sample's options reach the sampler, and its lines are the sampler's graphs
+    from gaml_cli.methods.gbd import sample as S
+
+    seen = {}
+    real = S.sample
+
+    def spy(net, cfg, prof, n, seed, steps, batch_size=64, device="cpu", progress=None, workers=1):
+        seen.update(n=n, seed=seed, steps=steps, batch_size=batch_size, workers=workers)
+        return real(net, cfg, prof, n, seed, steps, batch_size, device, progress, workers)
+
+    monkeypatch.setattr(S, "sample", spy)
+    res = gaml("graphgen", "sample", "--model", out, "-n", "3", "--steps", "3", "--seed", "5", "--batch-size", "2",
+               "--workers", "1", "--device", "cpu", "-q")
+    assert res.code == 0, res.err
+    assert seen == {"n": 3, "seed": 5, "steps": 3, "batch_size": 2, "workers": 1}
+    net, mcfg, prof, _ = S.load_model(out)
+    assert [json.loads(l) for l in res.out.splitlines()] == [g.to_record() for g in real(net, mcfg, prof, 3, 5, 3)]
