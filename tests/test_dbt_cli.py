@@ -113,6 +113,19 @@ def test_classify_with_deferral(gaml, tables):
     assert all(isinstance(l["defer"], bool) and abs(sum(l["probs"].values()) - 1) < 1e-9 for l in lines)
     assert all(l["defer"] == (l["p_value"] >= 0.05) for l in lines)   # predict's --alpha default
     assert all(l["label"] == max(l["probs"], key=l["probs"].get) for l in lines)
+    # the probabilities are the mean over row i's draws (stream (0, i)) of softmax(-(y0 - 1)^2 / temperature)
+    import numpy as np
+    import pandas as pd
+
+    from gaml_cli.methods.dbt.model import DBTClassifier
+
+    clf = DBTClassifier.load(str(out))
+    feats = pd.read_json(tables / "c_test.jsonl", lines=True).drop(columns=["diagnosis"])
+    draws = clf.sample(feats, 30, seed=0)
+    logits = -((draws - 1) ** 2) / clf.config.temperature
+    p_hand = (np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)).mean(1)
+    got = np.array([[l["probs"][str(c)] for c in clf.classes_] for l in lines])
+    assert np.allclose(got, p_hand, rtol=1e-9, atol=1e-12)
     ev = gaml("boost", "eval", "-p", "-", "--data", tables / "c_test.jsonl", "--target", "diagnosis",
               "--alpha", "0.05", "-f", "json", stdin=pred.out)
     assert ev.code == 0, ev.err
