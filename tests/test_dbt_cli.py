@@ -61,12 +61,35 @@ def test_fit_predict_eval_through_a_pipe(gaml, tables, model):
     assert len(r["samples"]) == 40 and r["mean"] == pytest.approx(sum(r["samples"]) / 40)
     assert r["quantiles"]["0.1"] <= r["quantiles"]["0.5"] <= r["quantiles"]["0.9"]
     assert r["interval"]["low"] < r["interval"]["high"]
+    import numpy as np
+
+    for r in lines:   # every row's summary is that of its own draws: --quantiles, the 95% interval's ends, std
+        s = np.array(r["samples"])
+        assert [r["quantiles"][q] for q in ("0.1", "0.5", "0.9")] == pytest.approx(np.quantile(s, [0.1, 0.5, 0.9]), rel=1e-12)
+        assert (r["interval"]["level"], r["interval"]["low"], r["interval"]["high"]) == pytest.approx(
+            (0.95, *np.quantile(s, [0.025, 0.975])), rel=1e-12)
+        assert r["std"] == pytest.approx(s.std(), rel=1e-12)
     ev = gaml("boost", "eval", "--predictions", "-", "--data", tables / "test.csv", "--target", "y",
               "--format", "json", stdin=res.out)
     assert ev.code == 0, ev.err
     m = json.loads(ev.out)
     assert set(m) >= {"rmse", "nll", "qice", "picp", "crps"} and m["n"] == 44
-    assert 30 < m["rmse"] < 90 and 0 <= m["qice"] < 0.2  # diabetes' target has std 77
+    assert 30 < m["rmse"] < 90 and m["qice"] < 0.2  # diabetes' target has std 77
+    # the report's numbers, recomputed here from the lines and the table (CARD's definitions)
+    import numpy as np
+    import pandas as pd
+
+    y = pd.read_csv(tables / "test.csv")["y"].to_numpy(dtype=float)
+    S = np.array([r["samples"] for r in lines])
+    mu, sd = S.mean(1), S.std(1)
+    assert m["rmse"] == pytest.approx(float(np.sqrt(np.mean((mu - y) ** 2))), rel=1e-9)
+    assert m["nll"] == pytest.approx(float(np.mean(0.5 * np.log(2 * np.pi * sd**2) + (y - mu) ** 2 / (2 * sd**2))), rel=1e-9)
+    lo, hi = np.percentile(S, 2.5, axis=1), np.percentile(S, 97.5, axis=1)
+    assert m["picp"] == pytest.approx(float(np.mean((lo <= y) & (y <= hi))))
+    pair = np.abs(S[:, :, None] - S[:, None, :]).mean((1, 2))
+    assert m["crps"] == pytest.approx(float(np.mean(np.abs(S - y[:, None]).mean(1) - 0.5 * pair)), rel=1e-9)
+    bins = [np.clip(np.searchsorted(np.percentile(s, np.linspace(0, 100, 11)), v) - 1, 0, 9) for s, v in zip(S, y)]
+    assert m["qice"] == pytest.approx(float(np.mean(np.abs(np.bincount(bins, minlength=10) / 44 - 0.1))))
 
 
 def test_model_file_is_a_documented_zip(model):
@@ -84,13 +107,41 @@ def test_classify_with_deferral(gaml, tables):
                "--task", "classify", "--out", out, *FAST)
     assert res.code == 0, res.err
     pred = gaml("-q", "boost", "predict", "--model", out, "--data", tables / "c_test.jsonl", "--samples", "30")
+    assert pred.code == 0, pred.err
     lines = [json.loads(l) for l in pred.out.splitlines()]
     assert {l["label"] for l in lines} <= {"benign", "malignant"}
     assert all(isinstance(l["defer"], bool) and abs(sum(l["probs"].values()) - 1) < 1e-9 for l in lines)
+    assert all(l["defer"] == (l["p_value"] >= 0.05) for l in lines)   # predict's --alpha default
+    assert all(l["label"] == max(l["probs"], key=l["probs"].get) for l in lines)
+    # the probabilities are the mean over row i's draws (stream (0, i)) of softmax(-(y0 - 1)^2 / temperature)
+    import numpy as np
+    import pandas as pd
+
+    from gaml_cli.methods.dbt.model import DBTClassifier
+
+    clf = DBTClassifier.load(str(out))
+    feats = pd.read_json(tables / "c_test.jsonl", lines=True).drop(columns=["diagnosis"])
+    draws = clf.sample(feats, 30, seed=0)
+    logits = -((draws - 1) ** 2) / clf.config.temperature
+    p_hand = (np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)).mean(1)
+    got = np.array([[l["probs"][str(c)] for c in clf.classes_] for l in lines])
+    assert np.allclose(got, p_hand, rtol=1e-9, atol=1e-12)
     ev = gaml("boost", "eval", "-p", "-", "--data", tables / "c_test.jsonl", "--target", "diagnosis",
               "--alpha", "0.05", "-f", "json", stdin=pred.out)
+    assert ev.code == 0, ev.err
     m = json.loads(ev.out)
-    assert m["accuracy"] > 0.85 and 0 <= m["defer_rate"] <= 1 and m["curve"]
+    assert m["accuracy"] > 0.85 and m["curve"]
+    # recomputed from the lines: deferred where p >= 0.05; accuracy on all and on the kept rows
+    import numpy as np
+    import pandas as pd
+
+    truth = pd.read_json(tables / "c_test.jsonl", lines=True)["diagnosis"].astype(str).tolist()
+    correct = np.array([l["label"] == t for l, t in zip(lines, truth)])
+    p = np.array([l["p_value"] for l in lines])
+    assert m["accuracy"] == pytest.approx(correct.mean())
+    assert m["defer_rate"] == pytest.approx(float(np.mean(p >= 0.05)))
+    assert m["accuracy_kept"] == pytest.approx(float(correct[p < 0.05].mean()))
+    assert m["nll"] == pytest.approx(float(np.mean([-np.log(max(l["probs"][t], 1e-12)) for l, t in zip(lines, truth)])))
 
 
 def test_unseen_categorical_level_is_treated_as_missing(gaml, tables):
@@ -143,6 +194,11 @@ def test_malformed_predictions_name_the_line(gaml, tables):
     stdin = '{"row": 0, "samples": [1, 2]}\n{"row": 1, "samples": [1, 2, 3]}\n'
     _clean_failure(gaml("boost", "eval", "-p", "-", "--data", tables / "test.csv", "--target", "y", stdin=stdin),
                    "line 2: 3 samples where earlier lines have 2")
+    # a NaN or infinite draw (JSON's NaN / Infinity) is bad input, not a report of null metrics
+    for bad in ("NaN", "Infinity"):
+        stdin = '{"row": 0, "samples": [1, 2]}\n{"row": 1, "samples": [1, %s]}\n' % bad
+        _clean_failure(gaml("boost", "eval", "-p", "-", "--data", tables / "test.csv", "--target", "y", stdin=stdin),
+                       "line 2: 'samples' must hold finite numbers")
 
 
 def test_bad_table_files(gaml, tables, tmp_path):

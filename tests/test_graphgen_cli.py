@@ -51,7 +51,13 @@ def test_train_sample_eval_plot_chain(comm, tmp_path, gaml):
     assert e.returncode == 0, e.stderr
     out = json.loads(e.stdout)
     assert {"degree", "clustering", "orbit", "connected", "unique", "novel"} <= set(out) and out["n"] == 6
-    assert all(out[k] >= 0 for k in ("degree", "clustering", "orbit"))
+    # the command's MMDs are those of the piped samples against --ref (GraphRNN's kernels)
+    from gaml_cli.graphs import mmd
+    from gaml_cli.graphs.io import graph_from_record, read_graphs
+
+    want = mmd.mmd_all(read_graphs(str(comm / "test.jsonl")), [graph_from_record(json.loads(l)) for l in lines], "emd")
+    assert all(out[k] == pytest.approx(want[k], abs=1e-6) for k in ("degree", "clustering", "orbit")), (out, want)
+    assert out["kernel"] == "emd" and out["n_ref"] == 20
     png = tmp_path / "g.png"
     p = gaml("graphgen", "plot", "-", "--ref", comm / "test.jsonl", "--out", png, "--count", "4", stdin=s.stdout)
     assert p.code == 0, p.err

@@ -255,8 +255,9 @@ def evaluate(o: EvalOptions) -> dict[str, Any]:
             s = rec.get("samples")
             if not isinstance(s, list) or not s:
                 raise ValueError("no 'samples' list (run gaml boost predict without --no-samples)")
-            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in s):
-                raise ValueError("'samples' must hold numbers")
+            # JSON's NaN / Infinity parse as floats; they would turn the metrics into null
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in s):
+                raise ValueError("'samples' must hold finite numbers")
             if state["S"] is None:
                 state["S"] = len(s)
             elif state["S"] != len(s):

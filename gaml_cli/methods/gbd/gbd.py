@@ -93,10 +93,13 @@ def structural_features(lz_e: torch.Tensor, alpha_t: torch.Tensor, node_mask: to
     N is the padded width, or `n_max` (the model's largest graph) when the batch is padded less:
     the graphs are then padded to n_max for these features, so that they are the same, to the
     bit, however far a batch is padded (the eigenvectors' signs and bases come from LAPACK, which
-    need not give the same ones for a differently padded matrix)."""
+    need not give the same ones for a differently padded matrix). Graphs are padded to at least
+    N_EIGVAL nodes, so that a data set of graphs under 5 nodes gets its 5 eigenvalues the way a
+    small graph in a wider batch does (from the padded nodes above the real ones)."""
     B, N0 = node_mask.shape
-    if n_max is not None and n_max > N0:
-        pad = n_max - N0
+    width = max(N0 if n_max is None else n_max, N_EIGVAL)
+    if width > N0:
+        pad = width - N0
         fx, fy = structural_features(F.pad(lz_e, (0, pad, 0, pad)), alpha_t, F.pad(node_mask, (0, pad)),
                                      shift, scale)
         return fx[:, :N0], fy
