@@ -34,8 +34,8 @@ def test_digits_artifact(gaml, tmp_path):
 
 
 def test_digits_split_depends_on_seed(gaml, tmp_path):
-    gaml("dataset", "digits", "--out", tmp_path / "a.safetensors", "--seed", "1", "-q")
-    gaml("dataset", "digits", "--out", tmp_path / "b.safetensors", "--seed", "2", "-q")
+    assert gaml("dataset", "digits", "--out", tmp_path / "a.safetensors", "--seed", "1", "-q").code == 0
+    assert gaml("dataset", "digits", "--out", tmp_path / "b.safetensors", "--seed", "2", "-q").code == 0
     a = load_artifact(tmp_path / "a.safetensors", "images")["split"]
     b = load_artifact(tmp_path / "b.safetensors", "images")["split"]
     assert (a != b).any() and a.sum() == b.sum()
