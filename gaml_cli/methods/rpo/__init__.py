@@ -6,4 +6,6 @@ from the same group's public LLM RPO loss (the M x M matrix of winner-vs-loser m
 embedding similarity). Every choice the paper leaves open is an option of `RPOConfig`.
 
 loss.py  the per-timestep preference losses (DPO sigmoid / hinge / IPO; RPO's weight matrix)
+pairs.py the preference pairs: JSONL with image paths or Pick-a-Pic v2 parquet shards, decoded
+         once to (N, C, size, size) tensors in [-1, 1] (`read_pairs` -> `PairSet`)
 """
