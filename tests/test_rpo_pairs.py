@@ -354,3 +354,16 @@ def test_not_a_parquet_file_and_all_dropped(tmp_path):
     _one_line_error(tmp_path / "x.parquet", "not a readable parquet file")
     src = _pickapic(tmp_path / "s.parquet", [_row(label=0.5), _row(has_label=False)])
     _one_line_error(src, "no preference pairs to train on (dropped: 1 ties, 1 unlabeled)")
+
+
+def test_truncated_parquet_is_one_line(tmp_path):
+    full = _pickapic(tmp_path / "full.parquet", [_row(), _row()]).read_bytes()
+    cut = tmp_path / "cut.parquet"
+    cut.write_bytes(full[: len(full) // 2])
+    _one_line_error(cut, f"{cut}: not a readable parquet file")
+
+
+def test_jsonl_with_a_byte_order_mark(images):
+    src = images / "bom.jsonl"
+    src.write_bytes(b"\xef\xbb\xbf" + (json.dumps(GOOD) + "\n").encode())
+    assert read_pairs(src, size=4).prompts == ["ok"]

@@ -139,7 +139,8 @@ def read_pairs(path: str | os.PathLike, size: int, channels: int = 3, limit: int
     if p.is_dir():
         shards = sorted(q for q in p.glob("*.parquet") if q.is_file())
         if not shards:
-            raise InputError(f"{p}: a folder with no *.parquet files (give a pairs JSONL file or Pick-a-Pic parquet shards)")
+            raise InputError(f"{p}: a folder with no *.parquet files "
+                             "(give a pairs JSONL file or Pick-a-Pic parquet shards)")
         for shard in shards:
             if acc.full:
                 break
@@ -182,7 +183,8 @@ class _Accumulator:
     def finish(self, name: str, channels: int, size: int) -> PairSet:
         if not self.prompts:
             dropped = []
-            for count, what in ((self.ties, "ties"), (self.unlabeled, "unlabeled"), (self.same, "with two identical images")):
+            for count, what in ((self.ties, "ties"), (self.unlabeled, "unlabeled"),
+                                (self.same, "with two identical images")):
                 if count:
                     dropped.append(f"{count} {what}")
             why = f" (dropped: {', '.join(dropped)})" if dropped else ""
@@ -400,7 +402,8 @@ def _decode_bytes(data: bytes, size: int, channels: int, what: str) -> np.ndarra
     except Image.DecompressionBombError as exc:
         raise InputError(f"{what}: too large to decode ({exc})") from None
     except Image.UnidentifiedImageError:
-        raise InputError(f"{what}: not a readable image (not a format Pillow recognises, e.g. PNG, JPEG, WebP)") from None
+        raise InputError(f"{what}: not a readable image "
+                         "(not a format Pillow recognises, e.g. PNG, JPEG, WebP)") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise InputError(f"{what}: not a readable image ({reason})") from None
