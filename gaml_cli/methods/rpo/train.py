@@ -1,0 +1,269 @@
+"""Preference fine-tuning of a gaml EDM denoiser: Diffusion-DPO, Diffusion-RPO (a reconstruction)
+and supervised fine-tuning on the chosen images (SFT, the usual peer) in one explicit loop.
+
+One step, for a batch of B pairs (prompt c_i, chosen x_w(i), rejected x_l(i)):
+
+  1. one noise level sigma_i and one noise n_i per pair, shared by winner and loser
+     (Diffusion-DPO): x_w,t = x_w + sigma n, x_l,t = x_l + sigma n;
+     sigma from the denoiser's own training distribution, ln sigma ~ N(P_mean, P_std^2).
+  2. the policy D_theta and the frozen reference D_ref on both (the reference: the same network
+     with its LoRA adapters switched off, so no second copy; a frozen copy for full fine-tuning);
+     errors mse = lambda(sigma) * mean (D(x_t) - x)^2, EDM's loss weight lambda(sigma), the
+     counterpart of Diffusion-DPO's epsilon-MSE (which is the x-MSE weighted by 1/sigma^2).
+  3. loss: dpo -> loss.diffusion_dpo_loss; rpo -> loss.rpo_loss with weights from the prompt
+     embeddings the model itself conditions on (its text encoder's vectors); sft -> the mean
+     weighted error on the chosen images.
+  4. clip the gradient norm, AdamW step.
+
+The gradient reaches theta through both the winner's and the loser's error (a test checks both).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ...core import console
+from ...core.checkpoint import CheckpointDir, StepLoop
+from ...core.errors import UsageError
+from ...core.runtime import require_finite
+from . import loss as L
+
+METHODS = ("rpo", "dpo", "sft")
+
+
+@dataclass
+class AlignConfig:
+    method: str = "rpo"  # rpo | dpo | sft
+    steps: int = 300
+    batch_size: int = 16  # pairs per step
+    lr: float = 1e-4
+    beta: float = 5000.0  # Diffusion-DPO's beta, in `beta_convention`
+    beta_convention: str = "original"  # original: scale beta/2 (5000 -> 2500); diffusers: scale beta
+    loss: str = "sigmoid"  # sigmoid | hinge | ipo
+    tau: float = 0.5  # RPO: temperature of the similarity weights
+    placement: str = "inside"  # RPO: the weight inside the loss (authors' LLM code) or outside
+    lora_rank: int = 8  # 0: full fine-tuning of the UNet (a frozen copy is the reference)
+    grad_clip: float = 1.0
+    p_mean: float = -1.2
+    p_std: float = 1.2
+    checkpoint_every: int = 100
+    seed: int = 0
+
+    def check(self) -> None:
+        if self.method not in METHODS:
+            raise UsageError(f"unknown method {self.method!r} ({', '.join(METHODS)})")
+        if self.loss not in L.LOSS_KINDS:
+            raise UsageError(f"--loss must be one of {', '.join(L.LOSS_KINDS)}")
+        if self.beta_convention not in L.BETA_CONVENTIONS:
+            raise UsageError(f"--beta-convention must be one of {', '.join(L.BETA_CONVENTIONS)}")
+        if self.placement not in L.WEIGHT_PLACEMENTS:
+            raise UsageError(f"--weight-placement must be one of {', '.join(L.WEIGHT_PLACEMENTS)}")
+        for name in ("lr", "beta", "tau", "grad_clip", "p_mean", "p_std"):
+            v = getattr(self, name)
+            if not math.isfinite(v):
+                raise UsageError(f"--{name.replace('_', '-')} {v}: expected a finite number")
+        if self.lr <= 0 or self.beta <= 0:
+            raise UsageError("--lr and --beta must be positive")
+        if self.tau < 0:
+            raise UsageError("--tau must be >= 0 (0: each pair weighs only itself)")
+        if self.method == "rpo" and self.batch_size < 2:
+            raise UsageError("Diffusion-RPO compares pairs with each other: --batch-size must be at least 2")
+
+
+# Fields that must match for --resume to continue the same run.
+RUN_IDENTITY = ("method", "batch_size", "beta", "beta_convention", "loss", "tau", "placement", "lora_rank",
+                "p_mean", "p_std", "seed")
+
+
+def set_adapters(module: torch.nn.Module, enabled: bool) -> None:
+    """Switch every peft LoRA layer of `module` on or off (off: the base network exactly)."""
+    for sub in module.modules():
+        if hasattr(sub, "enable_adapters") and hasattr(sub, "lora_A"):
+            sub.enable_adapters(enabled)
+
+
+class Reference:
+    """The frozen reference D_ref: with LoRA the policy itself with adapters off (no copy);
+    for full fine-tuning a frozen copy made before the first step."""
+
+    def __init__(self, policy: torch.nn.Module, lora: bool):
+        self.policy, self.lora = policy, lora
+        self.copy = None if lora else copy.deepcopy(policy).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def __call__(self, x, sigma, cond):
+        if self.copy is not None:
+            return self.copy(x, sigma, cond)
+        set_adapters(self.policy, False)
+        try:
+            return self.policy(x, sigma, cond)
+        finally:
+            set_adapters(self.policy, True)
+
+
+def prepare_policy(net: torch.nn.Module, ac: AlignConfig) -> tuple[torch.nn.Module, list[str]]:
+    """A trainable copy of `net`: LoRA adapters on its UNet (rank ac.lora_rank) or the whole
+    UNet; the text encoder stays frozen. Returns (policy, names of the trained parameters)."""
+    from ..sid.model import add_lora
+
+    # eval mode throughout: these networks have no dropout or batch statistics, and eval mode keeps
+    # the text encoder on the same kernels as sampling, so the LoRA-off reference is the
+    # starting model bit for bit
+    policy = copy.deepcopy(net).eval()
+    policy.requires_grad_(False)
+    if ac.lora_rank > 0:
+        add_lora(policy.unet, ac.lora_rank, ac.seed)
+    else:
+        policy.unet.requires_grad_(True)
+    names = [n for n, p in policy.named_parameters() if p.requires_grad]
+    if not names:
+        raise UsageError("nothing to train: the model has no UNet parameters LoRA can adapt")
+    return policy, names
+
+
+def pair_errors(policy, reference, x_w, x_l, cond, sigma, noise, precond):
+    """(mse_w, mse_l, ref_w, ref_l): both images noised with the same sigma and noise; the
+    errors weighted by lambda(sigma). The policy's carry the gradient."""
+    b = x_w.shape[0]
+    s = sigma.reshape(-1, *([1] * (x_w.ndim - 1)))
+    x_t = torch.cat([x_w + s * noise, x_l + s * noise])
+    sig2 = torch.cat([sigma, sigma])
+    c2 = None if cond is None else torch.cat([cond, cond])
+    weight = precond.loss_weight(sigma)
+    d = policy(x_t, sig2, c2)
+    d_ref = reference(x_t, sig2, c2)
+    mse_w = L.per_sample_mse(d[:b], x_w, weight)
+    mse_l = L.per_sample_mse(d[b:], x_l, weight)
+    ref_w = L.per_sample_mse(d_ref[:b], x_w, weight)
+    ref_l = L.per_sample_mse(d_ref[b:], x_l, weight)
+    return mse_w, mse_l, ref_w, ref_l
+
+
+def step_loss(ac: AlignConfig, errors, embeddings: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
+    mse_w, mse_l, ref_w, ref_l = errors
+    if ac.method == "dpo":
+        return L.diffusion_dpo_loss(mse_w, mse_l, ref_w, ref_l, ac.beta, ac.loss, ac.beta_convention)
+    if ac.method == "rpo":
+        w = L.rpo_weights(embeddings, ac.tau)
+        return L.rpo_loss(mse_w, mse_l, ref_w, ref_l, w, ac.beta, ac.loss, ac.beta_convention, ac.placement)
+    loss = mse_w.mean()  # sft: the denoising loss on the chosen images only
+    return loss, L._stats(L.dpo_margin(mse_w, mse_l, ref_w, ref_l), mse_w, mse_l, ref_w, ref_l)
+
+
+class DriftWatch:
+    """Users of Diffusion-DPO report both errors growing against the reference at large beta
+    (the model unlearns both images): warn once when, over the last `window` steps, the mean
+    winner AND loser errors are both above the reference's by more than `rel`."""
+
+    def __init__(self, window: int = 50, rel: float = 0.02):
+        self.window, self.rel, self.rows, self.warned = window, rel, [], False
+
+    def update(self, stats: dict, step: int) -> None:
+        self.rows.append((float(stats["mse_w"]), float(stats["ref_mse_w"]), float(stats["mse_l"]),
+                          float(stats["ref_mse_l"])))
+        self.rows = self.rows[-self.window:]
+        if self.warned or len(self.rows) < self.window:
+            return
+        mw, rw, ml, rl = (sum(r[k] for r in self.rows) / len(self.rows) for k in range(4))
+        if mw > rw * (1 + self.rel) and ml > rl * (1 + self.rel):
+            self.warned = True
+            console.warn(f"step {step}: both errors have grown above the reference's (winner {mw:.4g} vs "
+                         f"{rw:.4g}, loser {ml:.4g} vs {rl:.4g}, means of {self.window} steps): the model is "
+                         "drifting; try a smaller --beta or --lr")
+
+
+def align(net: torch.nn.Module, prompts: list[str], chosen: torch.Tensor, rejected: torch.Tensor,
+          ac: AlignConfig, out_dir: Path, device: torch.device, resume: bool = False,
+          progress_label: str = "align") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Fine-tune `net` (a gaml ImageDenoiser) on the preference pairs; returns (policy, report).
+    Checkpoints and log.jsonl go to out_dir."""
+    ac.check()
+    out_dir = Path(out_dir) if out_dir is not None else None
+    n = len(prompts)
+    if n == 0 or chosen.shape != rejected.shape or chosen.shape[0] != n:
+        raise UsageError("the pairs must hold as many chosen and rejected images as prompts")
+    if tuple(chosen.shape[1:]) != tuple(net.config["image_shape"]):
+        raise UsageError(f"the pairs' images are {tuple(chosen.shape[1:])}; the model wants "
+                         f"{tuple(net.config['image_shape'])}")
+    if getattr(net, "cond_type", None) != "text":
+        raise UsageError("preference alignment needs a caption-conditioned model (e.g. shapes, or a gaml train "
+                         f"artifact with captions); this one is {getattr(net, 'cond_type', '?')}-conditional")
+    torch.manual_seed(ac.seed)
+    policy, names = prepare_policy(net.to(device), ac)
+    reference = Reference(policy, lora=ac.lora_rank > 0)
+    params = [p for p in policy.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=ac.lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(ac.seed)
+    precond = policy.precond
+    ckpt = CheckpointDir(out_dir / "checkpoints", keep=2)
+    identity = {k: getattr(ac, k) for k in RUN_IDENTITY} | {"pairs": n}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log_path = out_dir / "log.jsonl"
+    start, seconds = 0, 0.0
+    if resume:
+        from ..sid.model import load_trainable
+
+        step, state, run_cfg = ckpt.load(device="cpu")
+        if run_cfg.get("identity") != json.loads(json.dumps(identity)):
+            raise UsageError(f"{out_dir}: the checkpoint was made with other settings or pairs "
+                             f"({', '.join(RUN_IDENTITY)} must match); start a new --out")
+        load_trainable(policy, state["policy"])
+        opt.load_state_dict(state["opt"])
+        gen.set_state(state["gen"])
+        start, seconds = step, float(state.get("seconds", 0.0))
+        console.log(f"resumed from {ckpt.latest()} at step {start}")
+    chosen, rejected = chosen.to(device), rejected.to(device)
+    with torch.no_grad():  # the conditions the model sees; for RPO also the similarity embeddings
+        cond_all = policy.encode_condition(list(prompts), n, device)
+    t0 = time.perf_counter()
+
+    def save_ckpt(step: int) -> None:
+        from ..sid.model import trainable_state
+
+        ckpt.save(step, {"policy": trainable_state(policy, names), "opt": opt.state_dict(), "gen": gen.get_state(),
+                         "seconds": seconds + time.perf_counter() - t0},
+                  config={"identity": identity, "align": asdict(ac)}, seed=ac.seed)
+
+    watch = DriftWatch()
+    last: dict[str, float] = {}
+    loop = StepLoop(start, ac.steps, save_ckpt, ckpt, every=ac.checkpoint_every)
+    console.log(f"{ac.method}: {n} pairs, {len(names)} trained tensors "
+                f"({sum(p.numel() for p in params) / 1e6:.3f}M parameters, "
+                f"{'LoRA rank ' + str(ac.lora_rank) if ac.lora_rank else 'full UNet'}), {ac.steps} steps of "
+                f"{ac.batch_size} pairs on {device}")
+    with loop, console.progress(ac.steps, progress_label, completed=start) as bar:
+        for step in loop:
+            idx = torch.randint(n, (ac.batch_size,), generator=gen)
+            sigma = (torch.randn(ac.batch_size, generator=gen) * ac.p_std + ac.p_mean).exp()
+            noise = torch.randn((ac.batch_size, *chosen.shape[1:]), generator=gen)
+            idx_d, sigma, noise = idx.to(device), sigma.to(device), noise.to(device)
+            cond = None if cond_all is None else cond_all[idx_d]
+            errors = pair_errors(policy, reference, chosen[idx_d], rejected[idx_d], cond, sigma, noise, precond)
+            loss, stats = step_loss(ac, errors, cond)
+            require_finite(step, loss=loss)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if ac.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, ac.grad_clip)
+            opt.step()
+            last = {"loss": float(loss.detach()), **{k: float(v) for k, v in stats.items()}}
+            watch.update(stats, step + 1)
+            if (step + 1) % 10 == 0 or step + 1 == ac.steps:
+                with open(log_path, "a") as fh:
+                    fh.write(json.dumps({"step": step + 1, **console.finite(last)}) + "\n")
+            bar.update(1, loss=last["loss"], acc=last["implicit_accuracy"])
+    seconds += time.perf_counter() - t0
+    if start >= ac.steps:
+        console.warn(f"the checkpoint is already at step {start} >= --steps {ac.steps}; saving it as it is")
+    report = {"steps": max(start, loop.done), "train_seconds": round(seconds, 1), "pairs": n,
+              "trainable_parameters": sum(p.numel() for p in params), **console.finite(last),
+              "drift_warning": watch.warned}
+    return policy, report
