@@ -105,7 +105,7 @@ def from_measure(name: str, m: dict[str, np.ndarray]) -> np.ndarray:
     if name == "left":
         return np.where(m["found"], 1.0 - np.nan_to_num(m["x"]), 0.0)
     d = np.sqrt((m["x"] - 0.5) ** 2 + (m["y"] - 0.5) ** 2)
-    return np.where(m["found"], -np.nan_to_num(d), -NO_SHAPE_DISTANCE)
+    return np.where(m["found"], -np.nan_to_num(d), -NO_SHAPE_DISTANCE) + 0.0  # + 0.0: no -0.0 at the centre
 
 
 def score(name: str, images: np.ndarray) -> np.ndarray:
