@@ -8,9 +8,9 @@ function __gaml_subcommands
         case 'boost'
             printf '%s\n' data eval fit predict
         case 'dataset'
-            printf '%s\n' digits shapes
+            printf '%s\n' digits prefs shapes
         case 'eval'
-            printf '%s\n' clip fd fid forget train-classifier
+            printf '%s\n' clip fd fid forget reward train-classifier
         case 'graphgen'
             printf '%s\n' data eval plot sample train
         case 'models'
@@ -43,9 +43,9 @@ end
 complete -c gaml -f
 complete -c gaml -n "__gaml_at ''" -a boost -d 'Diffusion Boosted Trees: p(y|x) for tables from one...'
 complete -c gaml -n "__gaml_at ''" -a completion -d 'Print a completion script; it lists every command and...'
-complete -c gaml -n "__gaml_at ''" -a dataset -d 'Data sets that work offline: scikit-learns digits and...'
+complete -c gaml -n "__gaml_at ''" -a dataset -d 'Data sets that work offline: scikit-learns digits,...'
 complete -c gaml -n "__gaml_at ''" -a distill -d 'Distil a diffusion teacher into a one-step generator,...'
-complete -c gaml -n "__gaml_at ''" -a eval -d 'Evaluate generated images: Frechet distance and...'
+complete -c gaml -n "__gaml_at ''" -a eval -d 'Evaluate generated images: Frechet distance, conditional...'
 complete -c gaml -n "__gaml_at ''" -a export -d 'Export a gaml teacher or one-step generator for plain...'
 complete -c gaml -n "__gaml_at ''" -a graphgen -d 'Graph generation by Graph Beta Diffusion (GBD): benchmark...'
 complete -c gaml -n "__gaml_at ''" -a grid -d 'Draw the first N images of an image artifact as a PNG grid.'
@@ -123,6 +123,7 @@ complete -c gaml -n "__gaml_at 'boost predict'" -l help -s h -d 'Show help and e
 complete -c gaml -n "__gaml_at 'completion'" -a 'bash zsh fish'
 complete -c gaml -n "__gaml_at 'completion'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'dataset'" -a digits -d 'Write scikit-learns 8x8 digits (1,797 images, labels...'
+complete -c gaml -n "__gaml_at 'dataset'" -a prefs -d 'Offline preference pairs: two samples per caption, the...'
 complete -c gaml -n "__gaml_at 'dataset'" -a shapes -d 'Generate captioned shapes: a red circle on a blue...'
 complete -c gaml -n "__gaml_at 'dataset'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'dataset digits'" -F
@@ -133,6 +134,20 @@ complete -c gaml -n "__gaml_at 'dataset digits'" -l grid -r -F -d 'Also write a 
 complete -c gaml -n "__gaml_at 'dataset digits'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'dataset digits'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'dataset digits'" -l help -s h -d 'Show help and exit.'
+complete -c gaml -n "__gaml_at 'dataset prefs'" -F
+complete -c gaml -n "__gaml_at 'dataset prefs'" -l out -s o -r -F -d 'New or empty folder: images/*.png and prefs.jsonl.'
+complete -c gaml -n "__gaml_at 'dataset prefs'" -l oracle -x -a 'size small left centered' -d 'What the reward measures, from the pixels: size (area share of the shape, larger preferred), small (smaller preferred), left (centroid further left preferred), centered (centroid closer to the image centre preferred).'
+complete -c gaml -n "__gaml_at 'dataset prefs'" -l model -s m -r -F -d 'A caption-conditional teacher or one-step generator: an artifact, a run folder, or the alias shapes.'
+complete -c gaml -n "__gaml_at 'dataset prefs'" -l n -s n -r -F -d 'Number of pairs [default: 1000, or one per --captions line].'
+complete -c gaml -n "__gaml_at 'dataset prefs'" -l captions -r -F -d 'Captions, one a line (text) or JSONL with prompt/caption (- = stdin); cycled over the pairs. Default: random captions from the models attributes.'
+complete -c gaml -n "__gaml_at 'dataset prefs'" -l steps -r -F -d 'Sampler steps (teachers; default from the model).'
+complete -c gaml -n "__gaml_at 'dataset prefs'" -l guidance -r -F -d 'Classifier-free guidance scale (default from the model).'
+complete -c gaml -n "__gaml_at 'dataset prefs'" -l batch-size -r -F -d 'Samples per forward pass (does not change the samples).'
+complete -c gaml -n "__gaml_at 'dataset prefs'" -l seed -r -F -d 'Image a of pair i uses seed (seed, 2i), b uses (seed, 2i + 1).'
+complete -c gaml -n "__gaml_at 'dataset prefs'" -l device -x -a 'auto cpu cuda mps' -d 'auto picks cuda, then mps, then cpu.'
+complete -c gaml -n "__gaml_at 'dataset prefs'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'dataset prefs'" -l quiet -s q -d 'No progress bars or logs on stderr.'
+complete -c gaml -n "__gaml_at 'dataset prefs'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'dataset shapes'" -F
 complete -c gaml -n "__gaml_at 'dataset shapes'" -l out -s o -r -F -d 'Image artifact to write (.safetensors).'
 complete -c gaml -n "__gaml_at 'dataset shapes'" -l captions -r -F -d 'Captions + attributes JSONL (- for stdout). Default: next to --out, same name, .jsonl.'
@@ -183,6 +198,7 @@ complete -c gaml -n "__gaml_at 'eval'" -a clip -d 'CLIP score: how well each ima
 complete -c gaml -n "__gaml_at 'eval'" -a fd -d 'Frechet distance to real images in a gaml classifiers...'
 complete -c gaml -n "__gaml_at 'eval'" -a fid -d 'FID of real RGB images: Frechet distance of Inception-v3...'
 complete -c gaml -n "__gaml_at 'eval'" -a forget -d 'How well a model forgot: recognition of the forgotten...'
+complete -c gaml -n "__gaml_at 'eval'" -a reward -d 'Oracle reward of images: mean, std, min, quantiles and...'
 complete -c gaml -n "__gaml_at 'eval'" -a train-classifier -d 'Train the small CNN whose features gaml eval fd uses...'
 complete -c gaml -n "__gaml_at 'eval'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'eval clip'" -F
@@ -226,6 +242,12 @@ complete -c gaml -n "__gaml_at 'eval forget'" -l device -x -a 'auto cpu cuda mps
 complete -c gaml -n "__gaml_at 'eval forget'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'eval forget'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'eval forget'" -l help -s h -d 'Show help and exit.'
+complete -c gaml -n "__gaml_at 'eval reward'" -F
+complete -c gaml -n "__gaml_at 'eval reward'" -l images -s i -r -F -d 'An images artifact (gaml sample, gaml dataset shapes).'
+complete -c gaml -n "__gaml_at 'eval reward'" -l oracle -x -a 'size small left centered' -d 'What the reward measures, from the pixels: size (area share of the shape, larger preferred), small (smaller preferred), left (centroid further left preferred), centered (centroid closer to the image centre preferred).'
+complete -c gaml -n "__gaml_at 'eval reward'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'eval reward'" -l quiet -s q -d 'No progress bars or logs on stderr.'
+complete -c gaml -n "__gaml_at 'eval reward'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'eval train-classifier'" -F
 complete -c gaml -n "__gaml_at 'eval train-classifier'" -l data -s d -r -F -d 'An images artifact with labels or attrs.'
 complete -c gaml -n "__gaml_at 'eval train-classifier'" -l out -s o -r -F -d 'Classifier artifact to write (.safetensors).'

@@ -32,6 +32,15 @@ class Precision(str, Enum):
     fp16 = "fp16"
 
 
+class Oracle(str, Enum):
+    """The oracle rewards of gaml_cli.datasets.oracles.ORACLES (a test keeps the two equal)."""
+
+    size = "size"
+    small = "small"
+    left = "left"
+    centered = "centered"
+
+
 FormatOpt = Annotated[
     Format,
     typer.Option("--format", "-f", help="Summary format: 'human' (for people) or 'json' (one object on stdout)."),
@@ -40,6 +49,12 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars 
 SeedOpt = Annotated[int, typer.Option("--seed", min=0, help="Base random seed; sample i uses a seed derived from (seed, i).")]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="auto picks cuda, then mps, then cpu.")]
 PrecisionOpt = Annotated[Precision, typer.Option("--precision", help="Compute dtype: fp32, bf16 or fp16 (GPU).")]
+OracleOpt = Annotated[
+    Oracle,
+    typer.Option("--oracle", help="What the reward measures, from the pixels: size (area share of the shape, larger "
+                 "preferred), small (smaller preferred), left (centroid further left preferred), centered "
+                 "(centroid closer to the image centre preferred)."),
+]
 OutOpt = Annotated[str, typer.Option("--out", "-o", help="Output path ('-' for stdout where the format streams).")]
 OptionalPath = Optional[str]
 

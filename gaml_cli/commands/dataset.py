@@ -6,10 +6,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import FormatOpt, QuietOpt, check_out, out_file, setup
+from ._common import DeviceOpt, FormatOpt, OracleOpt, QuietOpt, check_folder_out, check_out, out_file, out_folder, setup, value
 
 app = typer.Typer(
-    help="Data sets that work offline: scikit-learn's digits and gaml's captioned shapes.\n\nExample:\n\n\b\n    gaml dataset digits --out data/digits.safetensors --grid data/digits.png\n    gaml dataset shapes -n 2000 --out data/shapes.safetensors",
+    help="Data sets that work offline: scikit-learn's digits, gaml's captioned shapes, and preference pairs scored by an oracle.\n\nExample:\n\n\b\n    gaml dataset digits --out data/digits.safetensors --grid data/digits.png\n    gaml dataset shapes -n 2000 --out data/shapes.safetensors",
     no_args_is_help=True,
 )
 
@@ -149,3 +149,45 @@ def shapes(
         title="shapes",
         stdout_busy=cap_path == "-",
     )
+
+
+@app.command("prefs")
+def prefs(
+    out: Annotated[str, typer.Option("--out", "-o", callback=out_folder, help="New or empty folder: images/*.png and prefs.jsonl.")],
+    oracle: OracleOpt = "size",
+    model: Annotated[str, typer.Option("--model", "-m", help="A caption-conditional teacher or one-step generator: an artifact, a run folder, or the alias shapes.")] = "shapes",
+    n: Annotated[Optional[int], typer.Option("--n", "-n", min=1, max=1_000_000, help="Number of pairs [default: 1000, or one per --captions line].")] = None,
+    captions: Annotated[Optional[str], typer.Option(help="Captions, one a line (text) or JSONL with 'prompt'/'caption' ('-' = stdin); cycled over the pairs. Default: random captions from the model's attributes.")] = None,
+    steps: Annotated[Optional[int], typer.Option(min=1, max=1000, help="Sampler steps (teachers; default from the model).")] = None,
+    guidance: Annotated[Optional[float], typer.Option(min=0.0, help="Classifier-free guidance scale (default from the model).")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Samples per forward pass (does not change the samples).")] = 256,
+    seed: Annotated[int, typer.Option(min=0, help="Image a of pair i uses seed (seed, 2i), b uses (seed, 2i + 1).")] = 0,
+    device: DeviceOpt = "auto",
+    fmt: FormatOpt = "human",
+    quiet: QuietOpt = False,
+):
+    """Offline preference pairs: two samples per caption, the oracle's favourite is "chosen".
+
+    For each caption the model draws two images with different seeds; --oracle scores both
+    from their pixels (a property the caption leaves free: size or position) and the higher
+    is chosen. Writes OUT/images/NNNNN-a.png and -b.png (RGB, the model's resolution) and
+    OUT/prefs.jsonl, one pair a line: {"prompt", "chosen", "rejected" (paths relative to
+    OUT), "label" (1, or 0.5 when the scores tie exactly), "oracle", "chosen_score",
+    "rejected_score"}. The summary gives pairs, ties, mean_margin (the mean chosen-minus-
+    rejected score) and seconds. The oracles are in docs/diffusion.md ("Preference data and
+    oracles").
+
+    Example:
+
+    \b
+        gaml dataset prefs --model shapes --oracle size -n 1000 --out prefs-size
+        gaml dataset prefs --model shapes --oracle left -n 8 --steps 10 --out prefs-left --format json
+    """
+    setup(fmt, quiet)
+    from ..core import console
+    from ..datasets.prefs import PrefsOptions, prefs as run_prefs
+
+    check_folder_out(out, inputs={"--captions": captions, "--model": model})
+    summary = run_prefs(PrefsOptions(out=out, oracle=value(oracle), model=model, n=n, captions=captions, steps=steps,
+                                     guidance=guidance, batch_size=batch_size, seed=seed, device=value(device)))
+    console.summary(summary, title="prefs")

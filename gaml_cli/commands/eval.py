@@ -1,7 +1,7 @@
 """gaml eval: score generated images (FD, conditional accuracy) and train the feature nets.
 
-Thin: the jobs are in gaml_cli.diffusion.jobs (fd, clip, fid, train-classifier) and
-gaml_cli.methods.sfd.evaluate (forget).
+Thin: the jobs are in gaml_cli.diffusion.jobs (fd, clip, fid, train-classifier),
+gaml_cli.methods.sfd.evaluate (forget) and gaml_cli.datasets.prefs (reward).
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import DeviceOpt, FormatOpt, QuietOpt, check_out, out_file, setup, value
+from ._common import DeviceOpt, FormatOpt, OracleOpt, QuietOpt, check_out, out_file, setup, value
 
-app = typer.Typer(help="Evaluate generated images: Frechet distance and conditional accuracy.\n\nExample:\n\n\b\n    gaml sample --model digits -n 1000 --out s.safetensors\n    gaml eval fd --images s.safetensors --ref digits",
+app = typer.Typer(help="Evaluate generated images: Frechet distance, conditional accuracy, oracle rewards.\n\nExample:\n\n\b\n    gaml sample --model digits -n 1000 --out s.safetensors\n    gaml eval fd --images s.safetensors --ref digits",
                   no_args_is_help=True)
 
 
@@ -184,3 +184,32 @@ def train_classifier_cmd(
     summary = train_classifier(ClassifierOptions(data=data, out=out, epochs=epochs, batch_size=batch_size, lr=lr,
                                                  seed=seed))
     console.summary(summary, title="classifier")
+
+
+@app.command("reward")
+def reward(
+    images: Annotated[str, typer.Option("--images", "-i", help="An 'images' artifact (gaml sample, gaml dataset shapes).")],
+    oracle: OracleOpt = "size",
+    fmt: FormatOpt = "human",
+    quiet: QuietOpt = False,
+):
+    """Oracle reward of images: mean, std, min, quantiles and max over an images artifact.
+
+    The oracles measure, from the pixels, a property of gaml's synthetic shapes that their
+    caption leaves free (the same scores `gaml dataset prefs` ranks pairs by): size (area
+    share), small (1 - area share), left (1 - centroid x), centered (minus the centroid's
+    distance to the centre); higher is preferred. no_shape counts images where no shape
+    stands out from the background. They suit gaml's shapes, not real photographs: reward
+    models for real images (PickScore, HPS) are future work.
+
+    Example:
+
+    \b
+        gaml sample --model shapes -n 256 --out s.safetensors
+        gaml eval reward --images s.safetensors --oracle size --format json
+    """
+    setup(fmt, quiet)
+    from ..core import console
+    from ..datasets.prefs import RewardOptions, reward as run_reward
+
+    console.summary(run_reward(RewardOptions(images=images, oracle=value(oracle))), title="reward")
