@@ -4,7 +4,9 @@
 function __gaml_subcommands
     switch "$argv"
         case ''
-            printf '%s\n' boost completion dataset distill eval export graphgen grid info inspect models run sample topic train unlearn
+            printf '%s\n' align boost completion dataset distill eval export graphgen grid info inspect models run sample topic train unlearn
+        case 'align'
+            printf '%s\n' diffusion-dpo rpo
         case 'boost'
             printf '%s\n' data eval fit predict
         case 'dataset'
@@ -41,6 +43,7 @@ function __gaml_at
 end
 
 complete -c gaml -f
+complete -c gaml -n "__gaml_at ''" -a align -d 'Preference alignment of diffusion models: Diffusion-RPO...'
 complete -c gaml -n "__gaml_at ''" -a boost -d 'Diffusion Boosted Trees: p(y|x) for tables from one...'
 complete -c gaml -n "__gaml_at ''" -a completion -d 'Print a completion script; it lists every command and...'
 complete -c gaml -n "__gaml_at ''" -a dataset -d 'Data sets that work offline: scikit-learns digits,...'
@@ -60,6 +63,49 @@ complete -c gaml -n "__gaml_at ''" -a unlearn -d 'Forget classes or concepts whi
 complete -c gaml -n "__gaml_at ''" -l version -d 'Print the version and exit.'
 complete -c gaml -n "__gaml_at ''" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at ''" -l help -s h -d 'Show help and exit.'
+complete -c gaml -n "__gaml_at 'align'" -a diffusion-dpo -d 'Diffusion-DPO (Wallace et al.'
+complete -c gaml -n "__gaml_at 'align'" -a rpo -d 'Diffusion-RPO: Diffusion-DPOs per-timestep preference...'
+complete -c gaml -n "__gaml_at 'align'" -l help -s h -d 'Show help and exit.'
+complete -c gaml -n "__gaml_at 'align diffusion-dpo'" -F
+complete -c gaml -n "__gaml_at 'align diffusion-dpo'" -l model -s m -r -F -d 'A gaml caption-conditioned teacher: shapes (shipped) or a gaml train artifact with captions.'
+complete -c gaml -n "__gaml_at 'align diffusion-dpo'" -l pairs -s p -r -F -d 'Preference pairs: JSONL {prompt, chosen, rejected[, label]} (images relative to the file; label 0.5 = tie, dropped; 0 = swapped) or Pick-a-Pic v2 parquet shards (a file or folder).'
+complete -c gaml -n "__gaml_at 'align diffusion-dpo'" -l out -s o -r -F -d 'Run folder: model.safetensors, checkpoints/, log.jsonl.'
+complete -c gaml -n "__gaml_at 'align diffusion-dpo'" -l steps -r -F -d 'Optimizer steps.'
+complete -c gaml -n "__gaml_at 'align diffusion-dpo'" -l batch-size -r -F -d 'Pairs per step.'
+complete -c gaml -n "__gaml_at 'align diffusion-dpo'" -l lr -r -F -d 'AdamW learning rate (LoRA adapters, or the whole UNet with --lora-rank 0).'
+complete -c gaml -n "__gaml_at 'align diffusion-dpo'" -l beta -r -F -d 'Diffusion-DPOs beta. In the original convention the loss is -log sigmoid(-beta/2 (model_diff - ref_diff)): the papers 5000 for SD equals the diffusers examples 2500 with --beta-convention diffusers.'
+complete -c gaml -n "__gaml_at 'align diffusion-dpo'" -l beta-convention -x -a 'original diffusers' -d 'original: the scale is beta/2 (Salesforces code); diffusers: the scale is beta (diffusers example).'
+complete -c gaml -n "__gaml_at 'align diffusion-dpo'" -l loss -x -a 'sigmoid hinge ipo' -d 'sigmoid (DPO), hinge or ipo (the margins loss).'
+complete -c gaml -n "__gaml_at 'align diffusion-dpo'" -l lora-rank -r -F -d 'Rank of the LoRA adapters (peft) on the UNet; the reference is the same network with adapters off. 0: full fine-tuning against a frozen copy.'
+complete -c gaml -n "__gaml_at 'align diffusion-dpo'" -l limit -r -F -d 'Use at most this many pairs.'
+complete -c gaml -n "__gaml_at 'align diffusion-dpo'" -l checkpoint-every -r -F -d 'Save a resumable checkpoint every N steps (0: at the end and on Ctrl-C).'
+complete -c gaml -n "__gaml_at 'align diffusion-dpo'" -l resume -d 'Continue the run in --out from its last checkpoint.'
+complete -c gaml -n "__gaml_at 'align diffusion-dpo'" -l seed -r -F -d 'Seed of the batches, noise levels and noise.'
+complete -c gaml -n "__gaml_at 'align diffusion-dpo'" -l device -x -a 'auto cpu cuda mps' -d 'auto picks cuda, then mps, then cpu.'
+complete -c gaml -n "__gaml_at 'align diffusion-dpo'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'align diffusion-dpo'" -l quiet -s q -d 'No progress bars or logs on stderr.'
+complete -c gaml -n "__gaml_at 'align diffusion-dpo'" -l help -s h -d 'Show help and exit.'
+complete -c gaml -n "__gaml_at 'align rpo'" -F
+complete -c gaml -n "__gaml_at 'align rpo'" -l model -s m -r -F -d 'A gaml caption-conditioned teacher: shapes (shipped) or a gaml train artifact with captions.'
+complete -c gaml -n "__gaml_at 'align rpo'" -l pairs -s p -r -F -d 'Preference pairs: JSONL {prompt, chosen, rejected[, label]} (images relative to the file; label 0.5 = tie, dropped; 0 = swapped) or Pick-a-Pic v2 parquet shards (a file or folder).'
+complete -c gaml -n "__gaml_at 'align rpo'" -l out -s o -r -F -d 'Run folder: model.safetensors, checkpoints/, log.jsonl.'
+complete -c gaml -n "__gaml_at 'align rpo'" -l steps -r -F -d 'Optimizer steps.'
+complete -c gaml -n "__gaml_at 'align rpo'" -l batch-size -r -F -d 'Pairs per step.'
+complete -c gaml -n "__gaml_at 'align rpo'" -l lr -r -F -d 'AdamW learning rate (LoRA adapters, or the whole UNet with --lora-rank 0).'
+complete -c gaml -n "__gaml_at 'align rpo'" -l beta -r -F -d 'Diffusion-DPOs beta. In the original convention the loss is -log sigmoid(-beta/2 (model_diff - ref_diff)): the papers 5000 for SD equals the diffusers examples 2500 with --beta-convention diffusers.'
+complete -c gaml -n "__gaml_at 'align rpo'" -l beta-convention -x -a 'original diffusers' -d 'original: the scale is beta/2 (Salesforces code); diffusers: the scale is beta (diffusers example).'
+complete -c gaml -n "__gaml_at 'align rpo'" -l loss -x -a 'sigmoid hinge ipo' -d 'sigmoid (DPO), hinge or ipo (the margins loss).'
+complete -c gaml -n "__gaml_at 'align rpo'" -l lora-rank -r -F -d 'Rank of the LoRA adapters (peft) on the UNet; the reference is the same network with adapters off. 0: full fine-tuning against a frozen copy.'
+complete -c gaml -n "__gaml_at 'align rpo'" -l limit -r -F -d 'Use at most this many pairs.'
+complete -c gaml -n "__gaml_at 'align rpo'" -l checkpoint-every -r -F -d 'Save a resumable checkpoint every N steps (0: at the end and on Ctrl-C).'
+complete -c gaml -n "__gaml_at 'align rpo'" -l resume -d 'Continue the run in --out from its last checkpoint.'
+complete -c gaml -n "__gaml_at 'align rpo'" -l seed -r -F -d 'Seed of the batches, noise levels and noise.'
+complete -c gaml -n "__gaml_at 'align rpo'" -l tau -r -F -d 'Temperature of RPOs weights w_ij = softmax_j(-(1 - cos(e_i, e_j)) / tau) over the models own caption embeddings (0: each pair weighs only itself).'
+complete -c gaml -n "__gaml_at 'align rpo'" -l weight-placement -x -a 'inside outside' -d 'inside: l(s w_ij logits_ij) averaged over j (the authors LLM RPO code); outside: sum_j w_ij l(s logits_ij) (identity weights = Diffusion-DPO exactly).'
+complete -c gaml -n "__gaml_at 'align rpo'" -l device -x -a 'auto cpu cuda mps' -d 'auto picks cuda, then mps, then cpu.'
+complete -c gaml -n "__gaml_at 'align rpo'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'align rpo'" -l quiet -s q -d 'No progress bars or logs on stderr.'
+complete -c gaml -n "__gaml_at 'align rpo'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'boost'" -a data -d 'Write an offline table (no download) split into train and...'
 complete -c gaml -n "__gaml_at 'boost'" -a eval -d 'Score predictions against the truth.'
 complete -c gaml -n "__gaml_at 'boost'" -a fit -d 'Fit a DBT model: a LightGBM mean model f(x), then one...'

@@ -17,12 +17,18 @@ from ..core.errors import InputError
 
 IMAGE_MODEL_KINDS = ("teacher", "generator")
 RUN_GENERATOR = "generator.safetensors"  # what a gaml distill / unlearn run folder holds
+RUN_MODEL = "model.safetensors"  # what a gaml align run folder holds (a fine-tuned teacher)
 
 
 def run_artifact(path: Path) -> Path:
-    """A gaml distill / unlearn run folder -> its generator artifact; any other path as it is."""
+    """A gaml distill / unlearn run folder -> its generator artifact, a gaml align run folder ->
+    its fine-tuned model; any other path as it is."""
     path = Path(path)
-    return path / RUN_GENERATOR if path.is_dir() and (path / RUN_GENERATOR).is_file() else path
+    if path.is_dir():
+        for name in (RUN_GENERATOR, RUN_MODEL):
+            if (path / name).is_file():
+                return path / name
+    return path
 SAVE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 

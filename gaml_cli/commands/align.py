@@ -1,0 +1,129 @@
+"""gaml align: preference alignment of text-to-image diffusion models (Diffusion-RPO, Diffusion-DPO)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Optional
+
+import typer
+
+from ._common import DeviceOpt, FormatOpt, QuietOpt, out_folder, setup, value
+
+app = typer.Typer(
+    help="Preference alignment of diffusion models: Diffusion-RPO (a reconstruction: its authors released no "
+         "code) and Diffusion-DPO, on pairs of a chosen and a rejected image per prompt.\n\nExample:\n\n\b\n"
+         "    gaml dataset prefs --model shapes --oracle size -n 1000 --out prefs\n"
+         "    gaml align rpo --model shapes --pairs prefs/prefs.jsonl --out runs/rpo\n"
+         "    gaml sample --model runs/rpo --prompt \"a red circle on a blue background\" -n 16 --out s.safetensors",
+    no_args_is_help=True,
+)
+
+
+class Loss(str, Enum):
+    sigmoid = "sigmoid"
+    hinge = "hinge"
+    ipo = "ipo"
+
+
+class BetaConvention(str, Enum):
+    original = "original"
+    diffusers = "diffusers"
+
+
+class Placement(str, Enum):
+    inside = "inside"
+    outside = "outside"
+
+
+def _options(
+    model: Annotated[str, typer.Option("--model", "-m", help="A gaml caption-conditioned teacher: shapes (shipped) or a gaml train artifact with captions.")],
+    pairs: Annotated[str, typer.Option("--pairs", "-p", help="Preference pairs: JSONL {\"prompt\", \"chosen\", \"rejected\"[, \"label\"]} (images relative to the file; label 0.5 = tie, dropped; 0 = swapped) or Pick-a-Pic v2 parquet shards (a file or folder).")],
+    out: Annotated[str, typer.Option("--out", "-o", callback=out_folder, help="Run folder: model.safetensors, checkpoints/, log.jsonl.")],
+    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps.")] = 1000,
+    batch_size: Annotated[int, typer.Option(min=1, help="Pairs per step.")] = 16,
+    lr: Annotated[float, typer.Option(min=0.0, help="AdamW learning rate (LoRA adapters, or the whole UNet with --lora-rank 0).")] = 1e-3,
+    beta: Annotated[float, typer.Option(min=0.0, help="Diffusion-DPO's beta. In the original convention the loss is -log sigmoid(-beta/2 (model_diff - ref_diff)): the paper's 5000 for SD equals the diffusers example's 2500 with --beta-convention diffusers.")] = 5000.0,
+    beta_convention: Annotated[BetaConvention, typer.Option(help="original: the scale is beta/2 (Salesforce's code); diffusers: the scale is beta (diffusers' example).")] = BetaConvention.original,
+    loss: Annotated[Loss, typer.Option(help="sigmoid (DPO), hinge or ipo (the margin's loss).")] = Loss.sigmoid,
+    lora_rank: Annotated[int, typer.Option(min=0, help="Rank of the LoRA adapters (peft) on the UNet; the reference is the same network with adapters off. 0: full fine-tuning against a frozen copy.")] = 8,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Use at most this many pairs.")] = None,
+    checkpoint_every: Annotated[int, typer.Option(min=0, help="Save a resumable checkpoint every N steps (0: at the end and on Ctrl-C).")] = 200,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the batches, noise levels and noise.")] = 0,
+    device: DeviceOpt = "auto",
+    fmt: FormatOpt = "human",
+    quiet: QuietOpt = False,
+):
+    """(Signature holder: the options both align commands take.)"""
+
+
+def _rpo_options(
+    tau: Annotated[float, typer.Option(min=0.0, help="Temperature of RPO's weights w_ij = softmax_j(-(1 - cos(e_i, e_j)) / tau) over the model's own caption embeddings (0: each pair weighs only itself).")] = 0.5,
+    weight_placement: Annotated[Placement, typer.Option(help="inside: l(s w_ij logits_ij) averaged over j (the authors' LLM RPO code); outside: sum_j w_ij l(s logits_ij) (identity weights = Diffusion-DPO exactly).")] = Placement.inside,
+):
+    """(Signature holder: the options only rpo adds.)"""
+
+
+def _run(method: str, kw: dict) -> None:
+    setup(kw.pop("fmt"), kw.pop("quiet"))
+    from ..core import console
+    from ..core.paths import check_outputs
+    from ..methods.rpo.run import AlignOptions, run
+
+    kw = {k: value(v) for k, v in kw.items()}
+    check_outputs({}, inputs={"--pairs": kw["pairs"], "--model": kw["model"]}, folders={"--out": kw["out"]})
+    summary = run(AlignOptions(method=method, **kw))
+    console.summary(summary, title=f"align {method}")
+
+
+def rpo(**kw):
+    """Diffusion-RPO: Diffusion-DPO's per-timestep preference loss over every winner-loser
+    combination of a batch, weighted by how related the pairs' prompts are.
+
+    gaml's Diffusion-RPO is a RECONSTRUCTION from the paper (arXiv 2406.06382): its authors
+    released no code. The weighting follows their public LLM RPO loss: the M x M margins
+    logits_ij = s_w(i) - s_l(j) (s: how much the model lowered an image's denoising error
+    below the reference's) weighted by softmax_j(-(1 - cos(e_i, e_j)) / tau) of the model's
+    caption embeddings. Each pair's winner and loser share one noise and one noise level.
+
+    Example:
+
+    \b
+        gaml dataset prefs --model shapes --oracle size -n 1000 --out prefs
+        gaml align rpo --model shapes --pairs prefs/prefs.jsonl --out runs/rpo
+        gaml sample --model runs/rpo --prompt "a red circle on a blue background" -n 16 --out s.safetensors
+        gaml eval reward --images s.safetensors --oracle size
+    """
+    _run("rpo", kw)
+
+
+def diffusion_dpo(**kw):
+    """Diffusion-DPO (Wallace et al. 2023): the per-timestep preference loss on pairs with the
+    same prompt, -log sigmoid(-beta/2 ((mse_w - mse_l) - (ref_w - ref_l))).
+
+    Winner and loser share one noise and one noise level; ties are dropped; the reference is the
+    starting model (LoRA adapters off, no second copy in memory). Errors are the denoiser's,
+    weighted as in its own training loss (EDM's lambda(sigma) for gaml's teachers).
+
+    Example:
+
+    \b
+        gaml align diffusion-dpo --model shapes --pairs prefs/prefs.jsonl --out runs/dpo
+        gaml sample --model runs/dpo --prompt "a red circle on a blue background" -n 16 --out s.safetensors
+    """
+    _run("dpo", kw)
+
+
+def _signature(*holders):
+    import inspect
+
+    base = list(inspect.signature(_options, eval_str=True).parameters.values())
+    extra = [p for h in holders for p in inspect.signature(h, eval_str=True).parameters.values()]
+    cut = [p.name for p in base].index("device")
+    return inspect.Signature(base[:cut] + extra + base[cut:])
+
+
+rpo.__signature__ = _signature(_rpo_options)
+diffusion_dpo.__signature__ = _signature()
+app.command("rpo")(rpo)
+app.command("diffusion-dpo")(diffusion_dpo)

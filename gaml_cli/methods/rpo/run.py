@@ -1,0 +1,116 @@
+"""The job behind `gaml align rpo` and `gaml align diffusion-dpo`, from one options object:
+
+    from gaml_cli.methods.rpo.run import AlignOptions, run
+    summary = run(AlignOptions(model="shapes", pairs="prefs/prefs.jsonl", out="runs/rpo"))
+
+The run folder holds model.safetensors (a gaml teacher artifact: `gaml sample --model RUN`
+samples it like any gaml model), checkpoints/ and log.jsonl. This release aligns gaml's own
+caption-conditioned EDM teachers; Stable Diffusion pipelines are refused with one line (the
+adapter path is the next step of the issue).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from ...core.errors import UsageError
+
+MODEL_FILE = "model.safetensors"
+
+
+@dataclass
+class AlignOptions:
+    """The options of `gaml align rpo` / `gaml align diffusion-dpo`, by the same names."""
+
+    model: str
+    pairs: str
+    out: str
+    method: str = "rpo"  # rpo | dpo | sft (supervised fine-tuning on the chosen images: the peer)
+    steps: int = 1000
+    batch_size: int = 16
+    lr: float = 1e-3
+    beta: float = 5000.0
+    beta_convention: str = "original"
+    loss: str = "sigmoid"
+    tau: float = 0.5
+    weight_placement: str = "inside"
+    lora_rank: int = 8
+    limit: int | None = None
+    checkpoint_every: int = 200
+    resume: bool = False
+    seed: int = 0
+    device: str = "auto"
+
+
+def check_out_dir(o: AlignOptions) -> Path:
+    from ...core.paths import probe_writable_dir
+
+    out = Path(o.out)
+    if out.suffix == ".safetensors" or (out.exists() and not out.is_dir()):
+        raise UsageError(f"--out {o.out}: give a folder (the run writes {MODEL_FILE}, checkpoints/, log.jsonl)")
+    ckpt = out / "checkpoints"
+    if o.resume and not ckpt.is_dir():
+        raise UsageError(f"--resume: {out} has no checkpoints/ to resume from")
+    if not o.resume and ckpt.is_dir() and any(ckpt.glob("step-*.safetensors")):
+        raise UsageError(f"--out {o.out} already holds a run; add --resume to continue it or pick a new folder")
+    probe_writable_dir(out, "--out")
+    return out
+
+
+def load_aligned_model(name: str, device):
+    """A gaml caption-conditioned teacher (alias or artifact) -> (net, artifact info)."""
+    from ...core import hub
+    from ...core.artifacts import read_header
+    from ...diffusion.io import load_model, run_artifact
+    from ...diffusion.sd import is_pipeline_folder
+
+    path = run_artifact(hub.resolve(name, option="--model"))
+    if is_pipeline_folder(path):
+        raise UsageError(f"--model {name}: a Stable Diffusion pipeline; this release aligns gaml's own "
+                         "caption-conditioned teachers (e.g. shapes); the Stable Diffusion path is not there yet")
+    kind = read_header(path).kind
+    if kind != "teacher":
+        raise UsageError(f"--model {name}: a '{kind}' artifact; give a multi-step teacher (gaml train, or shapes)")
+    net, info = load_model(path, kinds=("teacher",), device=device)
+    if net.cond_type != "text":
+        raise UsageError(f"--model {name}: {net.cond_type}-conditional; preference pairs need a caption-conditioned "
+                         "model (shapes, or gaml train on an artifact with captions)")
+    return net, info, Path(path)
+
+
+def run(o: AlignOptions) -> dict[str, Any]:
+    """Align o.model on the pairs in o.pairs; writes o.out/model.safetensors; returns the summary."""
+    from ...core import runtime
+    from ...diffusion.io import save_model
+    from ...diffusion.models import build
+    from ..sid.model import merged_state_dict
+    from .pairs import read_pairs
+    from .train import AlignConfig, align
+
+    for f in fields(o):
+        v = getattr(o, f.name)
+        if isinstance(v, float) and not math.isfinite(v):
+            raise UsageError(f"--{f.name.replace('_', '-')} {v}: expected a finite number")
+    ac = AlignConfig(method=o.method, steps=o.steps, batch_size=o.batch_size, lr=o.lr, beta=o.beta,
+                     beta_convention=o.beta_convention, loss=o.loss, tau=o.tau, placement=o.weight_placement,
+                     lora_rank=o.lora_rank, checkpoint_every=o.checkpoint_every, seed=o.seed)
+    ac.check()
+    out = check_out_dir(o)
+    dev = runtime.pick_device(o.device)
+    net, info, model_path = load_aligned_model(o.model, dev)
+    c, h, _ = net.config["image_shape"]
+    pairs = read_pairs(o.pairs, size=h, channels=c, limit=o.limit)
+    policy, report = align(net, pairs.prompts, pairs.chosen, pairs.rejected, ac, out, dev, resume=o.resume,
+                           progress_label=o.method)
+    final = build(info.config["model"])
+    final.load_state_dict(merged_state_dict(policy))
+    from dataclasses import asdict
+
+    config = {**info.config, "align": {**asdict(ac), "reconstruction": ac.method == "rpo",
+                                       "pairs": str(o.pairs), "pair_counts": pairs.counts(), **report}}
+    parents = [model_path] + ([o.pairs] if Path(o.pairs).is_file() else [])
+    path = save_model(out / MODEL_FILE, final, kind="teacher", config=config, seed=o.seed, parents=parents)
+    return {"out": str(path), "method": ac.method, **pairs.counts(), **report}
