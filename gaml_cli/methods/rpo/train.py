@@ -129,15 +129,40 @@ def prepare_policy(net: torch.nn.Module, ac: AlignConfig) -> tuple[torch.nn.Modu
     return policy, names
 
 
-def pair_errors(policy, reference, x_w, x_l, cond, sigma, noise, precond):
+class EDMFamily:
+    """What the loop needs to know of a gaml EDM denoiser (ImageDenoiser): its noise levels
+    (its own training distribution, ln sigma ~ N(P_mean, P_std^2)), its loss weight lambda(sigma),
+    how captions become its condition, and the caption embeddings RPO's weights compare (the
+    condition vectors themselves). Another model family (Stable Diffusion) supplies the same four."""
+
+    def __init__(self, net: torch.nn.Module):
+        self.net = net
+        self.precond = net.precond
+
+    def draw_sigma(self, n: int, gen: torch.Generator, ac: "AlignConfig") -> torch.Tensor:
+        return (torch.randn(n, generator=gen) * ac.p_std + ac.p_mean).exp()
+
+    def loss_weight(self, sigma: torch.Tensor) -> torch.Tensor:
+        return self.precond.loss_weight(sigma)
+
+    @torch.no_grad()
+    def encode(self, prompts: list[str], device) -> torch.Tensor | None:
+        return self.net.encode_condition(list(prompts), len(prompts), device)
+
+    def embed(self, cond: torch.Tensor) -> torch.Tensor:
+        return cond.flatten(1)
+
+
+def pair_errors(policy, reference, x_w, x_l, cond, sigma, noise, weighting):
     """(mse_w, mse_l, ref_w, ref_l): both images noised with the same sigma and noise; the
-    errors weighted by lambda(sigma). The policy's carry the gradient."""
+    errors weighted by `weighting.loss_weight(sigma)` (lambda(sigma) for EDM denoisers). The
+    policy's carry the gradient."""
     b = x_w.shape[0]
     s = sigma.reshape(-1, *([1] * (x_w.ndim - 1)))
     x_t = torch.cat([x_w + s * noise, x_l + s * noise])
     sig2 = torch.cat([sigma, sigma])
     c2 = None if cond is None else torch.cat([cond, cond])
-    weight = precond.loss_weight(sigma)
+    weight = weighting.loss_weight(sigma)
     d = policy(x_t, sig2, c2)
     d_ref = reference(x_t, sig2, c2)
     mse_w = L.per_sample_mse(d[:b], x_w, weight)
@@ -147,7 +172,7 @@ def pair_errors(policy, reference, x_w, x_l, cond, sigma, noise, precond):
     return mse_w, mse_l, ref_w, ref_l
 
 
-def step_loss(ac: AlignConfig, errors, embeddings: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
+def step_loss(ac: "AlignConfig", errors, embeddings: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
     mse_w, mse_l, ref_w, ref_l = errors
     if ac.method == "dpo":
         return L.diffusion_dpo_loss(mse_w, mse_l, ref_w, ref_l, ac.beta, ac.loss, ac.beta_convention)
@@ -182,18 +207,19 @@ class DriftWatch:
 
 def align(net: torch.nn.Module, prompts: list[str], chosen: torch.Tensor, rejected: torch.Tensor,
           ac: AlignConfig, out_dir: Path, device: torch.device, resume: bool = False,
-          progress_label: str = "align") -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Fine-tune `net` (a gaml ImageDenoiser) on the preference pairs; returns (policy, report).
-    Checkpoints and log.jsonl go to out_dir."""
+          progress_label: str = "align", family=None) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Fine-tune `net` (a gaml ImageDenoiser, or another family's denoiser with `family`: see
+    EDMFamily) on the preference pairs (images in the space the denoiser works in: pixels, or
+    latents); returns (policy, report). Checkpoints and log.jsonl go to out_dir."""
     ac.check()
     out_dir = Path(out_dir) if out_dir is not None else None
     n = len(prompts)
     if n == 0 or chosen.shape != rejected.shape or chosen.shape[0] != n:
         raise UsageError("the pairs must hold as many chosen and rejected images as prompts")
-    if tuple(chosen.shape[1:]) != tuple(net.config["image_shape"]):
+    if family is None and tuple(chosen.shape[1:]) != tuple(net.config["image_shape"]):
         raise UsageError(f"the pairs' images are {tuple(chosen.shape[1:])}; the model wants "
                          f"{tuple(net.config['image_shape'])}")
-    if getattr(net, "cond_type", None) != "text":
+    if family is None and getattr(net, "cond_type", None) != "text":
         raise UsageError("preference alignment needs a caption-conditioned model (e.g. shapes, or a gaml train "
                          f"artifact with captions); this one is {getattr(net, 'cond_type', '?')}-conditional")
     torch.manual_seed(ac.seed)
@@ -202,7 +228,7 @@ def align(net: torch.nn.Module, prompts: list[str], chosen: torch.Tensor, reject
     params = [p for p in policy.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=ac.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(ac.seed)
-    precond = policy.precond
+    family = family if family is not None else EDMFamily(policy)
     ckpt = CheckpointDir(out_dir / "checkpoints", keep=2)
     identity = {k: getattr(ac, k) for k in RUN_IDENTITY} | {"pairs": n}
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -221,8 +247,8 @@ def align(net: torch.nn.Module, prompts: list[str], chosen: torch.Tensor, reject
         start, seconds = step, float(state.get("seconds", 0.0))
         console.log(f"resumed from {ckpt.latest()} at step {start}")
     chosen, rejected = chosen.to(device), rejected.to(device)
-    with torch.no_grad():  # the conditions the model sees; for RPO also the similarity embeddings
-        cond_all = policy.encode_condition(list(prompts), n, device)
+    cond_all = family.encode(list(prompts), device)  # the conditions the model sees (frozen encoder)
+    emb_all = family.embed(cond_all) if ac.method == "rpo" else None  # RPO's similarity embeddings
     t0 = time.perf_counter()
 
     def save_ckpt(step: int) -> None:
@@ -242,12 +268,12 @@ def align(net: torch.nn.Module, prompts: list[str], chosen: torch.Tensor, reject
     with loop, console.progress(ac.steps, progress_label, completed=start) as bar:
         for step in loop:
             idx = torch.randint(n, (ac.batch_size,), generator=gen)
-            sigma = (torch.randn(ac.batch_size, generator=gen) * ac.p_std + ac.p_mean).exp()
+            sigma = family.draw_sigma(ac.batch_size, gen, ac)
             noise = torch.randn((ac.batch_size, *chosen.shape[1:]), generator=gen)
             idx_d, sigma, noise = idx.to(device), sigma.to(device), noise.to(device)
             cond = None if cond_all is None else cond_all[idx_d]
-            errors = pair_errors(policy, reference, chosen[idx_d], rejected[idx_d], cond, sigma, noise, precond)
-            loss, stats = step_loss(ac, errors, cond)
+            errors = pair_errors(policy, reference, chosen[idx_d], rejected[idx_d], cond, sigma, noise, family)
+            loss, stats = step_loss(ac, errors, None if emb_all is None else emb_all[idx_d])
             require_finite(step, loss=loss)
             opt.zero_grad(set_to_none=True)
             loss.backward()
