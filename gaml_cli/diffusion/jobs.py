@@ -171,7 +171,7 @@ def sample(o: SampleOptions) -> dict[str, Any]:
     from ..core.prompts import cycle, read_prompts
     from .io import run_artifact
     from .sample import SampleSpec
-    from .sd import is_pipeline_folder
+    from .sd import is_pipeline_folder, sd_align_config
 
     model, n, seed, class_ = o.model, o.n, o.seed, o.class_
     if sum(x is not None for x in (class_, o.prompt, o.prompts)) > 1:
@@ -182,15 +182,18 @@ def sample(o: SampleOptions) -> dict[str, Any]:
     texts = [o.prompt] if o.prompt is not None else (read_prompts(o.prompts) if o.prompts is not None else None)
 
     sd_generator = sd_generator_config(path)
-    if is_pipeline_folder(path) or sd_generator is not None:  # Stable Diffusion through gaml's adapter
+    sd_aligned = sd_align_config(path) if Path(path).is_dir() else None  # gaml align run of an SD pipeline
+    if is_pipeline_folder(path) or sd_generator is not None or sd_aligned is not None:  # SD through the adapter
         from .sample import generate_sd, generate_sd_onestep
-        from .sd import load_sd, load_sd_generator
+        from .sd import load_sd, load_sd_aligned, load_sd_generator
 
         if class_ is not None:
             raise UsageError("--class needs a class-conditional model; Stable Diffusion takes --prompt/--prompts")
         conds = cycle(texts or [""], n)
         if sd_generator is not None:
             comp = load_sd_generator(path, sd_generator, device=dev)
+        elif sd_aligned is not None:
+            comp = load_sd_aligned(path, sd_aligned, device=dev)
         else:
             comp = load_sd(str(path), device=dev, option="--model")
         t0 = time.perf_counter()
@@ -202,8 +205,8 @@ def sample(o: SampleOptions) -> dict[str, Any]:
                 images, facts = generate_sd(comp, spec, conds, dev, progress=bar)
         tensors = {}
         out_cfg = {"dataset": None, "prompts": conds}
-        kind = "generator" if sd_generator is not None else "sd-pipeline"
-        parents = [path] if sd_generator is not None else [{"path": str(path), "kind": "sd-pipeline"}]
+        kind = "generator" if sd_generator is not None else ("sd-align" if sd_aligned is not None else "sd-pipeline")
+        parents = [path] if sd_generator is not None else [{"path": str(path), "kind": kind}]
     else:
         from .io import load_model
         from .sample import caption_attrs, default_conditions, generate

@@ -181,3 +181,52 @@ def load_sd_generator(path, config: dict, device="cpu", dtype: torch.dtype = tor
         raise InputError(f"{unet_dir}: cannot load the distilled UNet ({str(exc).splitlines()[0]})") from None
     comp.denoiser.unet = unet.to(device).eval().requires_grad_(False)
     return comp
+
+
+ALIGN_CONFIG = "align.json"  # a `gaml align` run of a Stable Diffusion pipeline names its base here
+LORA_FILE = "pytorch_lora_weights.safetensors"  # its LoRA weights (diffusers' load_lora_weights format)
+
+
+def sd_align_config(path) -> dict | None:
+    """The align.json of a `gaml align` run folder made from a Stable Diffusion pipeline, else None."""
+    import json
+
+    p = Path(path) / ALIGN_CONFIG
+    if not (Path(path).is_dir() and p.is_file()):
+        return None
+    try:
+        cfg = json.loads(p.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{p}: not readable JSON ({exc})") from None
+    if not isinstance(cfg, dict) or cfg.get("kind") != "sd-align" or "pipeline" not in cfg:
+        raise InputError(f"{p}: not a gaml align run of a Stable Diffusion pipeline (kind sd-align, pipeline)")
+    return cfg
+
+
+def load_sd_aligned(path, config: dict, device="cpu", dtype: torch.dtype = torch.float32) -> SDComponents:
+    """A `gaml align` run of an SD pipeline: the base pipeline (config["pipeline"]) with the run's
+    LoRA weights loaded into its UNet, or with the run's full fine-tuned unet/."""
+    from diffusers import UNet2DConditionModel
+
+    run = Path(path)
+    comp = load_sd(config["pipeline"], device=device, dtype=dtype, option="--model")
+    unet = comp.denoiser.unet
+    if config.get("lora"):
+        f = run / config["lora"]
+        if not f.is_file():
+            raise InputError(f"{run}: its LoRA weights {f.name} are missing")
+        try:
+            unet.load_lora_adapter(str(run), weight_name=config["lora"], prefix="unet", adapter_name="align")
+        except (OSError, ValueError, KeyError) as exc:
+            raise InputError(f"{f}: cannot load the LoRA weights ({str(exc).splitlines()[0]})") from None
+    else:
+        unet_dir = run / config.get("unet", "unet")
+        if not (unet_dir / "config.json").is_file():
+            raise InputError(f"{run}: its UNet folder {unet_dir.name}/ is missing")
+        try:
+            unet = UNet2DConditionModel.from_pretrained(unet_dir, use_safetensors=True, torch_dtype=dtype,
+                                                        local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{unet_dir}: cannot load the aligned UNet ({str(exc).splitlines()[0]})") from None
+    comp.denoiser.unet = unet.to(device).eval().requires_grad_(False)
+    return comp

@@ -3,10 +3,12 @@
     from gaml_cli.methods.rpo.run import AlignOptions, run
     summary = run(AlignOptions(model="shapes", pairs="prefs/prefs.jsonl", out="runs/rpo"))
 
-The run folder holds model.safetensors (a gaml teacher artifact: `gaml sample --model RUN`
-samples it like any gaml model), checkpoints/ and log.jsonl. This release aligns gaml's own
-caption-conditioned EDM teachers; Stable Diffusion pipelines are refused with one line (the
-adapter path is the next step of the issue).
+For gaml's caption-conditioned EDM teachers the run folder holds model.safetensors (a gaml
+teacher artifact: `gaml sample --model RUN` samples it like any gaml model), checkpoints/ and
+log.jsonl. For a Stable Diffusion 1.x/2.x pipeline (alias, hub id or folder) the UNet trains
+behind gaml's adapter (methods/rpo/sd.py) and the run folder holds the LoRA weights
+(pytorch_lora_weights.safetensors, for diffusers' `pipe.load_lora_weights(RUN)`) or unet/
+(--lora-rank 0), and align.json naming the base pipeline; `gaml sample --model RUN` loads both.
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ def check_out_dir(o: AlignOptions) -> Path:
 
 
 def load_aligned_model(name: str, device):
-    """A gaml caption-conditioned teacher (alias or artifact) -> (net, artifact info)."""
+    """A gaml caption-conditioned teacher (alias or artifact) -> (net, artifact info, path); a
+    Stable Diffusion pipeline folder -> (SDComponents, None, path)."""
     from ...core import hub
     from ...core.artifacts import read_header
     from ...diffusion.io import load_model, run_artifact
@@ -69,8 +72,12 @@ def load_aligned_model(name: str, device):
 
     path = run_artifact(hub.resolve(name, option="--model"))
     if is_pipeline_folder(path):
-        raise UsageError(f"--model {name}: a Stable Diffusion pipeline; this release aligns gaml's own "
-                         "caption-conditioned teachers (e.g. shapes); the Stable Diffusion path is not there yet")
+        from ...diffusion.sd import load_sd
+
+        return load_sd(str(path), device=device, option="--model"), None, Path(path)
+    if Path(path).is_dir():
+        raise UsageError(f"--model {name}: a folder that is neither a diffusers pipeline (model_index.json) nor "
+                         "a gaml align run with model.safetensors")
     kind = read_header(path).kind
     if kind != "teacher":
         raise UsageError(f"--model {name}: a '{kind}' artifact; give a multi-step teacher (gaml train, or shapes)")
@@ -101,6 +108,8 @@ def run(o: AlignOptions) -> dict[str, Any]:
     out = check_out_dir(o)
     dev = runtime.pick_device(o.device)
     net, info, model_path = load_aligned_model(o.model, dev)
+    if info is None:
+        return _run_sd(o, ac, out, dev, net, model_path)
     c, h, _ = net.config["image_shape"]
     pairs = read_pairs(o.pairs, size=h, channels=c, limit=o.limit)
     policy, report = align(net, pairs.prompts, pairs.chosen, pairs.rejected, ac, out, dev, resume=o.resume,
@@ -114,3 +123,26 @@ def run(o: AlignOptions) -> dict[str, Any]:
     parents = [model_path] + ([o.pairs] if Path(o.pairs).is_file() else [])
     path = save_model(out / MODEL_FILE, final, kind="teacher", config=config, seed=o.seed, parents=parents)
     return {"out": str(path), "method": ac.method, **pairs.counts(), **report}
+
+
+def _run_sd(o: AlignOptions, ac, out: Path, dev, comp, model_path: Path) -> dict[str, Any]:
+    """The Stable Diffusion path of run(): pairs at the pipeline's resolution, VAE-encoded once,
+    the UNet aligned behind the adapter, LoRA weights or unet/ plus align.json saved."""
+    from dataclasses import asdict
+
+    from ...core import console
+    from .pairs import read_pairs
+    from .sd import SDFamily, base_name, encode_images, pixel_size, save_sd_run
+    from .train import align
+
+    pairs = read_pairs(o.pairs, size=pixel_size(comp), channels=3, limit=o.limit)
+    console.log(f"encoding {2 * len(pairs)} images with the VAE ({pixel_size(comp)} px -> latents "
+                f"{tuple(comp.latent_shape)})")
+    chosen = encode_images(comp, pairs.chosen, dev)
+    rejected = encode_images(comp, pairs.rejected, dev)
+    policy, report = align(comp.denoiser, pairs.prompts, chosen, rejected, ac, out, dev, resume=o.resume,
+                           progress_label=o.method, family=SDFamily(comp))
+    meta = {**asdict(ac), "reconstruction": ac.method == "rpo", "pairs": str(o.pairs),
+            "pair_counts": pairs.counts(), **report}
+    path = save_sd_run(policy, comp, out, ac.lora_rank, base_name(o.model, model_path), meta)
+    return {"out": str(out), "config": str(path), "method": ac.method, **pairs.counts(), **report}
