@@ -67,9 +67,9 @@ complete -c gaml -n "__gaml_at 'align'" -a diffusion-dpo -d 'Diffusion-DPO (Wall
 complete -c gaml -n "__gaml_at 'align'" -a rpo -d 'Diffusion-RPO: Diffusion-DPOs per-timestep preference...'
 complete -c gaml -n "__gaml_at 'align'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'align diffusion-dpo'" -F
-complete -c gaml -n "__gaml_at 'align diffusion-dpo'" -l model -s m -r -F -d 'A gaml caption-conditioned teacher: shapes (shipped) or a gaml train artifact with captions.'
+complete -c gaml -n "__gaml_at 'align diffusion-dpo'" -l model -s m -r -F -d 'The model to align: a gaml caption-conditioned teacher (shapes, or a gaml train artifact with captions) or a Stable Diffusion 1.x/2.x pipeline (sd15, a hub id or a diffusers folder; epsilon or v prediction; the UNet trains, VAE and text encoder stay frozen).'
 complete -c gaml -n "__gaml_at 'align diffusion-dpo'" -l pairs -s p -r -F -d 'Preference pairs: JSONL {prompt, chosen, rejected[, label]} (images relative to the file; label 0.5 = tie, dropped; 0 = swapped) or Pick-a-Pic v2 parquet shards (a file or folder).'
-complete -c gaml -n "__gaml_at 'align diffusion-dpo'" -l out -s o -r -F -d 'Run folder: model.safetensors, checkpoints/, log.jsonl.'
+complete -c gaml -n "__gaml_at 'align diffusion-dpo'" -l out -s o -r -F -d 'Run folder: checkpoints/, log.jsonl and the aligned model: model.safetensors (gaml teacher); for Stable Diffusion pytorch_lora_weights.safetensors (diffusers pipe.load_lora_weights(RUN)) or unet/ (--lora-rank 0) and align.json naming the base pipeline. gaml sample --model RUN reads either.'
 complete -c gaml -n "__gaml_at 'align diffusion-dpo'" -l steps -r -F -d 'Optimizer steps.'
 complete -c gaml -n "__gaml_at 'align diffusion-dpo'" -l batch-size -r -F -d 'Pairs per step.'
 complete -c gaml -n "__gaml_at 'align diffusion-dpo'" -l lr -r -F -d 'AdamW learning rate (LoRA adapters, or the whole UNet with --lora-rank 0).'
@@ -86,9 +86,9 @@ complete -c gaml -n "__gaml_at 'align diffusion-dpo'" -l format -s f -x -a 'huma
 complete -c gaml -n "__gaml_at 'align diffusion-dpo'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'align diffusion-dpo'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'align rpo'" -F
-complete -c gaml -n "__gaml_at 'align rpo'" -l model -s m -r -F -d 'A gaml caption-conditioned teacher: shapes (shipped) or a gaml train artifact with captions.'
+complete -c gaml -n "__gaml_at 'align rpo'" -l model -s m -r -F -d 'The model to align: a gaml caption-conditioned teacher (shapes, or a gaml train artifact with captions) or a Stable Diffusion 1.x/2.x pipeline (sd15, a hub id or a diffusers folder; epsilon or v prediction; the UNet trains, VAE and text encoder stay frozen).'
 complete -c gaml -n "__gaml_at 'align rpo'" -l pairs -s p -r -F -d 'Preference pairs: JSONL {prompt, chosen, rejected[, label]} (images relative to the file; label 0.5 = tie, dropped; 0 = swapped) or Pick-a-Pic v2 parquet shards (a file or folder).'
-complete -c gaml -n "__gaml_at 'align rpo'" -l out -s o -r -F -d 'Run folder: model.safetensors, checkpoints/, log.jsonl.'
+complete -c gaml -n "__gaml_at 'align rpo'" -l out -s o -r -F -d 'Run folder: checkpoints/, log.jsonl and the aligned model: model.safetensors (gaml teacher); for Stable Diffusion pytorch_lora_weights.safetensors (diffusers pipe.load_lora_weights(RUN)) or unet/ (--lora-rank 0) and align.json naming the base pipeline. gaml sample --model RUN reads either.'
 complete -c gaml -n "__gaml_at 'align rpo'" -l steps -r -F -d 'Optimizer steps.'
 complete -c gaml -n "__gaml_at 'align rpo'" -l batch-size -r -F -d 'Pairs per step.'
 complete -c gaml -n "__gaml_at 'align rpo'" -l lr -r -F -d 'AdamW learning rate (LoRA adapters, or the whole UNet with --lora-rank 0).'

@@ -36,9 +36,9 @@ class Placement(str, Enum):
 
 
 def _options(
-    model: Annotated[str, typer.Option("--model", "-m", help="A gaml caption-conditioned teacher: shapes (shipped) or a gaml train artifact with captions.")],
+    model: Annotated[str, typer.Option("--model", "-m", help="The model to align: a gaml caption-conditioned teacher (shapes, or a gaml train artifact with captions) or a Stable Diffusion 1.x/2.x pipeline (sd15, a hub id or a diffusers folder; epsilon or v prediction; the UNet trains, VAE and text encoder stay frozen).")],
     pairs: Annotated[str, typer.Option("--pairs", "-p", help="Preference pairs: JSONL {\"prompt\", \"chosen\", \"rejected\"[, \"label\"]} (images relative to the file; label 0.5 = tie, dropped; 0 = swapped) or Pick-a-Pic v2 parquet shards (a file or folder).")],
-    out: Annotated[str, typer.Option("--out", "-o", callback=out_folder, help="Run folder: model.safetensors, checkpoints/, log.jsonl.")],
+    out: Annotated[str, typer.Option("--out", "-o", callback=out_folder, help="Run folder: checkpoints/, log.jsonl and the aligned model: model.safetensors (gaml teacher); for Stable Diffusion pytorch_lora_weights.safetensors (diffusers' pipe.load_lora_weights(RUN)) or unet/ (--lora-rank 0) and align.json naming the base pipeline. gaml sample --model RUN reads either.")],
     steps: Annotated[int, typer.Option(min=1, help="Optimizer steps.")] = 1000,
     batch_size: Annotated[int, typer.Option(min=1, help="Pairs per step.")] = 16,
     lr: Annotated[float, typer.Option(min=0.0, help="AdamW learning rate (LoRA adapters, or the whole UNet with --lora-rank 0).")] = 1e-3,
@@ -103,13 +103,15 @@ def diffusion_dpo(**kw):
 
     Winner and loser share one noise and one noise level; ties are dropped; the reference is the
     starting model (LoRA adapters off, no second copy in memory). Errors are the denoiser's,
-    weighted as in its own training loss (EDM's lambda(sigma) for gaml's teachers).
+    weighted as in its own training loss (EDM's lambda(sigma) for gaml's teachers; for
+    Stable Diffusion exactly the UNet's epsilon- or v-MSE at t ~ randint(0, 1000)).
 
     Example:
 
     \b
         gaml align diffusion-dpo --model shapes --pairs prefs/prefs.jsonl --out runs/dpo
         gaml sample --model runs/dpo --prompt "a red circle on a blue background" -n 16 --out s.safetensors
+        gaml align diffusion-dpo --model sd15 --pairs pickapic/ --limit 2000 --out runs/sd-dpo
     """
     _run("dpo", kw)
 
