@@ -174,3 +174,19 @@ def test_sd_rpo_runs_and_a_bad_align_json_is_one_line(gaml, tiny, tmp_path):
     res = gaml("sample", "--model", run, "--prompt", "x", "-n", "1", "--steps", "2", "--out", tmp_path / "s.safetensors",
                "-q")
     assert res.code == 2 and len(res.err_lines) == 1 and "align.json" in res.err, res.err
+
+
+def test_sd_resume_continues_the_same_run(tiny, tmp_path):
+    from safetensors.torch import load_file
+
+    from gaml_cli.methods.rpo.run import AlignOptions, run
+
+    _, path = tiny
+    pairs = _pairs(tmp_path, size=16)
+    kw = dict(model=str(path), pairs=str(pairs), batch_size=2, lora_rank=2, lr=0.01, checkpoint_every=1,
+              device="cpu", method="rpo")
+    run(AlignOptions(out=str(tmp_path / "a"), steps=3, **kw))
+    run(AlignOptions(out=str(tmp_path / "b"), steps=1, **kw))
+    assert run(AlignOptions(out=str(tmp_path / "b"), steps=3, resume=True, **kw))["steps"] == 3
+    a, b = (load_file(tmp_path / r / "pytorch_lora_weights.safetensors") for r in ("a", "b"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
