@@ -134,3 +134,19 @@ def write_failed(target: str | os.PathLike, exc: OSError):
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         why = "no space left on the device"
     return RuntimeFailure(f"could not write {target}: {why}")
+
+
+def check_run_folder(out: str, resume: bool, writes: str) -> Path:
+    """A training run's output folder (`writes`: what it holds, for the message): refuse a file,
+    `--resume` without checkpoints/, a finished or started run without `--resume`, and a place
+    that cannot be written. Returns the folder."""
+    folder = Path(out)
+    if folder.suffix == ".safetensors" or (folder.exists() and not folder.is_dir()):
+        raise UsageError(f"--out {out}: give a folder (the run writes {writes})")
+    ckpt = folder / "checkpoints"
+    if resume and not ckpt.is_dir():
+        raise UsageError(f"--resume: {folder} has no checkpoints/ to resume from")
+    if not resume and ckpt.is_dir() and any(ckpt.glob("step-*.safetensors")):
+        raise UsageError(f"--out {out} already holds a run; add --resume to continue it or pick a new folder")
+    probe_writable_dir(folder, "--out")
+    return folder

@@ -48,18 +48,9 @@ class AlignOptions:
 
 
 def check_out_dir(o: AlignOptions) -> Path:
-    from ...core.paths import probe_writable_dir
+    from ...core.paths import check_run_folder
 
-    out = Path(o.out)
-    if out.suffix == ".safetensors" or (out.exists() and not out.is_dir()):
-        raise UsageError(f"--out {o.out}: give a folder (the run writes {MODEL_FILE}, checkpoints/, log.jsonl)")
-    ckpt = out / "checkpoints"
-    if o.resume and not ckpt.is_dir():
-        raise UsageError(f"--resume: {out} has no checkpoints/ to resume from")
-    if not o.resume and ckpt.is_dir() and any(ckpt.glob("step-*.safetensors")):
-        raise UsageError(f"--out {o.out} already holds a run; add --resume to continue it or pick a new folder")
-    probe_writable_dir(out, "--out")
-    return out
+    return check_run_folder(o.out, o.resume, f"{MODEL_FILE}, checkpoints/, log.jsonl")
 
 
 def load_aligned_model(name: str, device):

@@ -107,19 +107,9 @@ def check_options(o: RunOptions) -> tuple[float, float]:
 
 
 def check_out_dir(o: RunOptions) -> Path:
-    from ...core.errors import UsageError
-    from ...core.paths import probe_writable_dir
+    from ...core.paths import check_run_folder
 
-    out_dir = Path(o.out)
-    if out_dir.suffix == ".safetensors" or (out_dir.exists() and not out_dir.is_dir()):
-        raise UsageError(f"--out {o.out}: give a folder (the run writes generator.safetensors, checkpoints/, log.jsonl)")
-    ckpt_dir = out_dir / "checkpoints"
-    if o.resume and not ckpt_dir.is_dir():
-        raise UsageError(f"--resume: {out_dir} has no checkpoints/ to resume from")
-    if not o.resume and ckpt_dir.is_dir() and any(ckpt_dir.glob("step-*.safetensors")):
-        raise UsageError(f"--out {o.out} already holds a run; add --resume to continue it or pick a new folder")
-    probe_writable_dir(out_dir, "--out")
-    return out_dir
+    return check_run_folder(o.out, o.resume, "generator.safetensors, checkpoints/, log.jsonl")
 
 
 def resolve_config(o: RunOptions, teacher, betas: tuple[float, float]):
