@@ -125,3 +125,15 @@ def out_folder(value: str) -> str:
 def value(v):
     """The plain value of an Enum-typed option (typer passes the Enum member)."""
     return v.value if isinstance(v, Enum) else v
+
+
+def joined_signature(base, *extras, before: str):
+    """The signature of `base` (a function whose parameters are a command's options) with the
+    parameters of `extras` inserted before the one named `before`: commands that share most of
+    their options (distill/unlearn, the align commands) take them from one holder."""
+    import inspect
+
+    params = list(inspect.signature(base, eval_str=True).parameters.values())
+    more = [p for e in extras for p in inspect.signature(e, eval_str=True).parameters.values()]
+    cut = [p.name for p in params].index(before)
+    return inspect.Signature(params[:cut] + more + params[cut:])

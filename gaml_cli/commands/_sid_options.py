@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import DeviceOpt, FormatOpt, PrecisionOpt, QuietOpt, out_folder, setup
+from ._common import DeviceOpt, FormatOpt, PrecisionOpt, QuietOpt, joined_signature, out_folder, setup
 
 
 def sid_options(
@@ -50,9 +50,7 @@ def sid_options(
 
 def signature(extra=None) -> inspect.Signature:
     """distill's signature, with `extra`'s parameters after --teacher and --out (unlearn's)."""
-    base = list(inspect.signature(sid_options, eval_str=True).parameters.values())
-    more = list(inspect.signature(extra, eval_str=True).parameters.values()) if extra else []
-    return inspect.Signature(base[:2] + more + base[2:])
+    return joined_signature(sid_options, *([extra] if extra else []), before="steps")
 
 
 def run_command(kw: dict, forget: dict | None = None) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import DeviceOpt, FormatOpt, QuietOpt, out_folder, setup, value
+from ._common import DeviceOpt, FormatOpt, QuietOpt, joined_signature, out_folder, setup, value
 
 app = typer.Typer(
     help="Preference alignment of diffusion models: Diffusion-RPO (a reconstruction: its authors released no "
@@ -116,16 +116,10 @@ def diffusion_dpo(**kw):
     _run("dpo", kw)
 
 
-def _signature(*holders):
-    import inspect
-
-    base = list(inspect.signature(_options, eval_str=True).parameters.values())
-    extra = [p for h in holders for p in inspect.signature(h, eval_str=True).parameters.values()]
-    cut = [p.name for p in base].index("device")
-    return inspect.Signature(base[:cut] + extra + base[cut:])
 
 
-rpo.__signature__ = _signature(_rpo_options)
-diffusion_dpo.__signature__ = _signature()
+
+rpo.__signature__ = joined_signature(_options, _rpo_options, before="device")
+diffusion_dpo.__signature__ = joined_signature(_options, before="device")
 app.command("rpo")(rpo)
 app.command("diffusion-dpo")(diffusion_dpo)

@@ -167,20 +167,24 @@ def is_pipeline_folder(path) -> bool:
 def load_sd_generator(path, config: dict, device="cpu", dtype: torch.dtype = torch.float32) -> SDComponents:
     """A `gaml distill` Stable Diffusion generator: the base pipeline's VAE and text encoder with
     the distilled UNet from the run folder (config["sd"]["unet"], a diffusers folder)."""
-    from diffusers import UNet2DConditionModel
-
     sd = config["sd"]
     unet_dir = Path(path).parent / sd.get("unet", "unet")
     if not (unet_dir / "config.json").is_file():
         raise InputError(f"{path}: its UNet folder {unet_dir} is missing")
     comp = load_sd(sd["pipeline"], device=device, dtype=dtype, option="--model")
+    comp.denoiser.unet = _unet_folder(unet_dir, dtype, "distilled").to(device).eval().requires_grad_(False)
+    return comp
+
+
+def _unet_folder(unet_dir: Path, dtype: torch.dtype, what: str):
+    """A diffusers UNet folder a gaml run wrote (distilled or aligned); one line when it cannot load."""
+    from diffusers import UNet2DConditionModel
+
     try:
-        unet = UNet2DConditionModel.from_pretrained(unet_dir, use_safetensors=True, torch_dtype=dtype,
+        return UNet2DConditionModel.from_pretrained(unet_dir, use_safetensors=True, torch_dtype=dtype,
                                                     local_files_only=True)
     except (OSError, ValueError) as exc:
-        raise InputError(f"{unet_dir}: cannot load the distilled UNet ({str(exc).splitlines()[0]})") from None
-    comp.denoiser.unet = unet.to(device).eval().requires_grad_(False)
-    return comp
+        raise InputError(f"{unet_dir}: cannot load the {what} UNet ({str(exc).splitlines()[0]})") from None
 
 
 ALIGN_CONFIG = "align.json"  # a `gaml align` run of a Stable Diffusion pipeline names its base here
@@ -206,8 +210,6 @@ def sd_align_config(path) -> dict | None:
 def load_sd_aligned(path, config: dict, device="cpu", dtype: torch.dtype = torch.float32) -> SDComponents:
     """A `gaml align` run of an SD pipeline: the base pipeline (config["pipeline"]) with the run's
     LoRA weights loaded into its UNet, or with the run's full fine-tuned unet/."""
-    from diffusers import UNet2DConditionModel
-
     run = Path(path)
     comp = load_sd(config["pipeline"], device=device, dtype=dtype, option="--model")
     unet = comp.denoiser.unet
@@ -223,10 +225,6 @@ def load_sd_aligned(path, config: dict, device="cpu", dtype: torch.dtype = torch
         unet_dir = run / config.get("unet", "unet")
         if not (unet_dir / "config.json").is_file():
             raise InputError(f"{run}: its UNet folder {unet_dir.name}/ is missing")
-        try:
-            unet = UNet2DConditionModel.from_pretrained(unet_dir, use_safetensors=True, torch_dtype=dtype,
-                                                        local_files_only=True)
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{unet_dir}: cannot load the aligned UNet ({str(exc).splitlines()[0]})") from None
+        unet = _unet_folder(unet_dir, dtype, "aligned")
     comp.denoiser.unet = unet.to(device).eval().requires_grad_(False)
     return comp
