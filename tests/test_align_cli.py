@@ -91,3 +91,50 @@ def test_models_that_cannot_be_aligned_are_refused(gaml, prefs, tmp_path):
                "--beta", "nan")
     assert res.code == 2 and "--beta" in res.err
     assert not run.exists()
+
+
+def test_rpo_with_clip_embeddings_and_scale_options(gaml, prefs, tmp_path):
+    """--embeddings clip with a local CLIP folder, micro-batches, bf16 and gradient checkpointing
+    on the CLI; the run records them. fp16 on CPU and --embeddings on diffusion-dpo: one line, exit 2."""
+    from sd_tiny import build_tiny_clip
+
+    clip = build_tiny_clip(tmp_path)
+    run = tmp_path / "run"
+    res = gaml("align", "rpo", "--model", "shapes", "--pairs", prefs / "prefs.jsonl", "--out", run, *FAST,
+               "--embeddings", "clip", "--clip-model", clip, "--micro-batch", "1", "--precision", "bf16",
+               "--gradient-checkpointing", "-f", "json")
+    assert res.code == 0, res.err
+    info = json.loads(gaml("inspect", run / "model.safetensors", "-f", "json").out)["config"]["align"]
+    assert info["micro_batch"] == 1 and info["precision"] == "bf16" and info["gradient_checkpointing"] is True
+    assert info["embeddings"] == "clip"
+    for extra, msg in [(["--precision", "fp16"], "fp16 needs a GPU"),
+                       (["--embeddings", "clip-lol"], "--embeddings")]:
+        res = gaml("align", "rpo", "--model", "shapes", "--pairs", prefs / "prefs.jsonl", "--out", tmp_path / "x",
+                   *FAST, *extra)
+        assert res.code == 2 and msg in res.err and not (tmp_path / "x").exists(), res.err
+    res = gaml("align", "rpo", "--model", "shapes", "--pairs", prefs / "prefs.jsonl", "--out", tmp_path / "y",
+               *FAST, "--embeddings", "clip-text", "--clip-model", tmp_path / "no-clip")
+    assert res.code == 2 and "no-clip" in res.err and not (tmp_path / "y").exists(), res.err
+
+
+def test_two_processes_under_torchrun(prefs, tmp_path):
+    """The same command under torchrun (what `accelerate launch` sets up): DDP over gloo on CPU,
+    the batch split over the processes, one run folder written by rank 0."""
+    import os
+    import subprocess
+    import sys
+
+    from gaml_cli.core.artifacts import read_header
+
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "gaml_cli",
+                          "align", "rpo", "--model", "shapes", "--pairs", str(prefs / "prefs.jsonl"), "--out", str(run),
+                          "--steps", "2", "--batch-size", "4", "--lora-rank", "2", "--device", "cpu", "-f", "json",
+                          "-q"], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    assert summary["steps"] == 2 and summary["processes"] == 2
+    assert read_header(run / "model.safetensors").config["align"]["processes"] == 2
+    assert len(list((run / "checkpoints").glob("step-*.safetensors"))) == 1
+    assert len((run / "log.jsonl").read_text().splitlines()) == 1  # rank 0 alone logs

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import DeviceOpt, FormatOpt, QuietOpt, joined_signature, out_folder, setup, value
+from ._common import DeviceOpt, FormatOpt, PrecisionOpt, QuietOpt, joined_signature, out_folder, setup, value
 
 app = typer.Typer(
     help="Preference alignment of diffusion models: Diffusion-RPO (a reconstruction: its authors released no "
@@ -35,6 +35,13 @@ class Placement(str, Enum):
     outside = "outside"
 
 
+class Embeddings(str, Enum):
+    model = "model"
+    clip_text = "clip-text"
+    clip_image = "clip-image"
+    clip = "clip"
+
+
 def _options(
     model: Annotated[str, typer.Option("--model", "-m", help="The model to align: a gaml caption-conditioned teacher (shapes, or a gaml train artifact with captions) or a Stable Diffusion 1.x/2.x pipeline (sd15, a hub id or a diffusers folder; epsilon or v prediction; the UNet trains, VAE and text encoder stay frozen).")],
     pairs: Annotated[str, typer.Option("--pairs", "-p", help="Preference pairs: JSONL {\"prompt\", \"chosen\", \"rejected\"[, \"label\"]} (images relative to the file; label 0.5 = tie, dropped; 0 = swapped) or Pick-a-Pic v2 parquet shards (a file or folder).")],
@@ -46,6 +53,9 @@ def _options(
     beta_convention: Annotated[BetaConvention, typer.Option(help="original: the scale is beta/2 (Salesforce's code); diffusers: the scale is beta (diffusers' example).")] = BetaConvention.original,
     loss: Annotated[Loss, typer.Option(help="sigmoid (DPO), hinge or ipo (the margin's loss).")] = Loss.sigmoid,
     lora_rank: Annotated[int, typer.Option(min=0, help="Rank of the LoRA adapters (peft) on the UNet; the reference is the same network with adapters off. 0: full fine-tuning against a frozen copy.")] = 8,
+    micro_batch: Annotated[int, typer.Option(min=0, help="Pairs per forward pass (0: the whole per-process batch); the gradient is the whole batch's either way (Diffusion-RPO recomputes each micro-batch once more to keep its cross-pair terms exact).")] = 0,
+    precision: PrecisionOpt = "fp32",
+    gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing", help="Recompute the UNet's activations in the backward pass (less memory, about a third more time).")] = False,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Use at most this many pairs.")] = None,
     checkpoint_every: Annotated[int, typer.Option(min=0, help="Save a resumable checkpoint every N steps (0: at the end and on Ctrl-C).")] = 200,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
@@ -58,7 +68,9 @@ def _options(
 
 
 def _rpo_options(
-    tau: Annotated[float, typer.Option(min=0.0, help="Temperature of RPO's weights w_ij = softmax_j(-(1 - cos(e_i, e_j)) / tau) over the model's own caption embeddings (0: each pair weighs only itself).")] = 0.5,
+    tau: Annotated[float, typer.Option(min=0.0, help="Temperature of RPO's weights w_ij = softmax_j(-(1 - cos(e_i, e_j)) / tau) over the pairs' embeddings (0: each pair weighs only itself).")] = 0.5,
+    embeddings: Annotated[Embeddings, typer.Option(help="What e_i is: model (the caption vectors the model itself conditions on), clip-text (CLIP's prompt embedding), clip-image (CLIP's embedding of the chosen image) or clip (both; the cosine is the mean of the two). The paper uses CLIP without saying how: these are gaml's choices.")] = Embeddings.model,
+    clip_model: Annotated[str, typer.Option(help="CLIP for --embeddings clip*: alias (clip-l14), hub id or a local transformers folder.")] = "clip-l14",
     weight_placement: Annotated[Placement, typer.Option(help="inside: l(s w_ij logits_ij) averaged over j (the authors' LLM RPO code); outside: sum_j w_ij l(s logits_ij) (identity weights = Diffusion-DPO exactly).")] = Placement.inside,
 ):
     """(Signature holder: the options only rpo adds.)"""
@@ -73,7 +85,8 @@ def _run(method: str, kw: dict) -> None:
     kw = {k: value(v) for k, v in kw.items()}
     check_outputs({}, inputs={"--pairs": kw["pairs"], "--model": kw["model"]}, folders={"--out": kw["out"]})
     summary = run(AlignOptions(method=method, **kw))
-    console.summary(summary, title=f"align {method}")
+    if summary is not None:  # None: a non-main process of a multi-GPU run
+        console.summary(summary, title=f"align {method}")
 
 
 def rpo(**kw):
@@ -84,7 +97,10 @@ def rpo(**kw):
     released no code. The weighting follows their public LLM RPO loss: the M x M margins
     logits_ij = s_w(i) - s_l(j) (s: how much the model lowered an image's denoising error
     below the reference's) weighted by softmax_j(-(1 - cos(e_i, e_j)) / tau) of the model's
-    caption embeddings. Each pair's winner and loser share one noise and one noise level.
+    caption embeddings (or CLIP's: --embeddings). Each pair's winner and loser share one noise
+    and one noise level. Several GPUs: `torchrun --nproc_per_node N -m gaml_cli align rpo ...`
+    (or `accelerate launch -m gaml_cli align rpo ...`), same options; RPO's weights then span
+    each process's pairs.
 
     Example:
 
@@ -104,7 +120,8 @@ def diffusion_dpo(**kw):
     Winner and loser share one noise and one noise level; ties are dropped; the reference is the
     starting model (LoRA adapters off, no second copy in memory). Errors are the denoiser's,
     weighted as in its own training loss (EDM's lambda(sigma) for gaml's teachers; for
-    Stable Diffusion exactly the UNet's epsilon- or v-MSE at t ~ randint(0, 1000)).
+    Stable Diffusion exactly the UNet's epsilon- or v-MSE at t ~ randint(0, 1000)). Several
+    GPUs: `torchrun --nproc_per_node N -m gaml_cli align diffusion-dpo ...`, same options.
 
     Example:
 

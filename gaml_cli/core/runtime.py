@@ -96,6 +96,24 @@ def pick_dtype(precision: str, device=None):
     return table[precision]
 
 
+def distributed(device=None) -> tuple[int, int, "object"]:
+    """(rank, world size, device) of this process. Under torchrun / `accelerate launch`
+    (WORLD_SIZE > 1) the process group is initialised (nccl on CUDA, gloo otherwise) and a CUDA
+    device becomes this process's own (LOCAL_RANK); otherwise (0, 1, device)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, device
+    import torch
+    import torch.distributed as dist
+
+    if device is not None and getattr(device, "type", None) == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device is not None and device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size(), device
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, numpy and torch (when present) global generators."""
     random.seed(seed)

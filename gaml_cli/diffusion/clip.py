@@ -23,6 +23,13 @@ OPENAI_MEAN = [0.48145466, 0.4578275, 0.40821073]
 OPENAI_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
+def _features(out) -> torch.Tensor:
+    """get_*_features' projected embeddings: a tensor (transformers 4) or an output whose
+    pooler_output holds them (transformers 5)."""
+    t = out if isinstance(out, torch.Tensor) else out.pooler_output
+    return t.float().cpu()
+
+
 class ClipScorer:
     def __init__(self, name: str, device="cpu"):
         from ..core import hub
@@ -61,6 +68,26 @@ class ClipScorer:
         top, left = (nh - self.size) // 2, (nw - self.size) // 2
         x = x[:, :, top:top + self.size, left:left + self.size]
         return (x - self.mean) / self.std
+
+    @torch.no_grad()
+    def image_embeds(self, images, batch_size: int = 64) -> torch.Tensor:
+        """(N, C, H, W) images in [-1, 1] -> CLIP's projected image embeddings (N, D), fp32 on CPU."""
+        out = []
+        for b in range(0, len(images), batch_size):
+            px = self.preprocess(torch.as_tensor(images[b:b + batch_size]))
+            out.append(_features(self.model.get_image_features(pixel_values=px)))
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def text_embeds(self, prompts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
+        """Prompts -> CLIP's projected text embeddings (N, D), fp32 on CPU."""
+        out = []
+        for b in range(0, len(prompts), batch_size):
+            tok = self.tokenizer(list(prompts[b:b + batch_size]), padding="max_length", truncation=True,
+                                 max_length=self.tokenizer.model_max_length, return_tensors="pt").to(self.device)
+            out.append(_features(self.model.get_text_features(input_ids=tok.input_ids,
+                                                              attention_mask=tok.attention_mask)))
+        return torch.cat(out)
 
     @torch.no_grad()
     def cosines(self, images: np.ndarray, prompts: Sequence[str], batch_size: int = 64) -> np.ndarray:

@@ -39,7 +39,12 @@ class AlignOptions:
     loss: str = "sigmoid"
     tau: float = 0.5
     weight_placement: str = "inside"
+    embeddings: str = "model"  # RPO's weights: model | clip-text | clip-image | clip (methods/rpo/embed.py)
+    clip_model: str = "clip-l14"
     lora_rank: int = 8
+    micro_batch: int = 0
+    precision: str = "fp32"
+    gradient_checkpointing: bool = False
     limit: int | None = None
     checkpoint_every: int = 200
     resume: bool = False
@@ -79,8 +84,9 @@ def load_aligned_model(name: str, device):
     return net, info, Path(path)
 
 
-def run(o: AlignOptions) -> dict[str, Any]:
-    """Align o.model on the pairs in o.pairs; writes o.out/model.safetensors; returns the summary."""
+def run(o: AlignOptions) -> dict[str, Any] | None:
+    """Align o.model on the pairs in o.pairs; writes o.out/model.safetensors; returns the summary
+    (None on the other processes of a multi-GPU run: rank 0 writes the run folder)."""
     from ...core import runtime
     from ...diffusion.io import save_model
     from ...diffusion.models import build
@@ -94,29 +100,62 @@ def run(o: AlignOptions) -> dict[str, Any]:
             raise UsageError(f"--{f.name.replace('_', '-')} {v}: expected a finite number")
     ac = AlignConfig(method=o.method, steps=o.steps, batch_size=o.batch_size, lr=o.lr, beta=o.beta,
                      beta_convention=o.beta_convention, loss=o.loss, tau=o.tau, placement=o.weight_placement,
-                     lora_rank=o.lora_rank, checkpoint_every=o.checkpoint_every, seed=o.seed)
+                     lora_rank=o.lora_rank, checkpoint_every=o.checkpoint_every, seed=o.seed,
+                     micro_batch=o.micro_batch, precision=o.precision,
+                     gradient_checkpointing=o.gradient_checkpointing)
     ac.check()
-    out = check_out_dir(o)
+    from .embed import EMBEDDINGS, pair_embeddings
+
+    if o.embeddings not in EMBEDDINGS:
+        raise UsageError(f"--embeddings must be one of {', '.join(EMBEDDINGS)}")
+    if o.embeddings != "model" and o.method != "rpo":
+        raise UsageError("--embeddings sets Diffusion-RPO's weights; the other methods have none")
     dev = runtime.pick_device(o.device)
+    runtime.pick_dtype(o.precision, dev)  # fp16 on CPU: one line
+    rank, _, dev = runtime.distributed(dev)
+    out = check_out_dir(o) if rank == 0 else Path(o.out)
     net, info, model_path = load_aligned_model(o.model, dev)
     if info is None:
-        return _run_sd(o, ac, out, dev, net, model_path)
+        return _finish(_run_sd(o, ac, out, dev, net, model_path, rank))
     c, h, _ = net.config["image_shape"]
     pairs = read_pairs(o.pairs, size=h, channels=c, limit=o.limit)
+    emb = pair_embeddings(o.embeddings, pairs.prompts, pairs.chosen, o.clip_model, dev) if o.method == "rpo" else None
     policy, report = align(net, pairs.prompts, pairs.chosen, pairs.rejected, ac, out, dev, resume=o.resume,
-                           progress_label=o.method)
+                           progress_label=o.method, embeddings=emb)
+    if rank > 0:
+        return _finish(None)
     final = build(info.config["model"])
     final.load_state_dict(merged_state_dict(policy))
     from dataclasses import asdict
 
-    config = {**info.config, "align": {**asdict(ac), "reconstruction": ac.method == "rpo",
+    config = {**info.config, "align": {**asdict(ac), **_rpo_meta(o), "reconstruction": ac.method == "rpo",
                                        "pairs": str(o.pairs), "pair_counts": pairs.counts(), **report}}
     parents = [model_path] + ([o.pairs] if Path(o.pairs).is_file() else [])
     path = save_model(out / MODEL_FILE, final, kind="teacher", config=config, seed=o.seed, parents=parents)
-    return {"out": str(path), "method": ac.method, **pairs.counts(), **report}
+    return _finish({"out": str(path), "method": ac.method, **pairs.counts(), **report})
 
 
-def _run_sd(o: AlignOptions, ac, out: Path, dev, comp, model_path: Path) -> dict[str, Any]:
+def _rpo_meta(o: AlignOptions) -> dict[str, Any]:
+    """What the run folder records of RPO's embeddings (nothing for the other methods)."""
+    if o.method != "rpo":
+        return {}
+    return {"embeddings": o.embeddings, **({"clip_model": o.clip_model} if o.embeddings != "model" else {})}
+
+
+def _finish(summary: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Close the process group of a multi-process run (after rank 0 has saved); pass the summary on."""
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+    except ImportError:
+        pass
+    return summary
+
+
+def _run_sd(o: AlignOptions, ac, out: Path, dev, comp, model_path: Path, rank: int = 0) -> dict[str, Any] | None:
     """The Stable Diffusion path of run(): pairs at the pipeline's resolution, VAE-encoded once,
     the UNet aligned behind the adapter, LoRA weights or unet/ plus align.json saved."""
     from dataclasses import asdict
@@ -131,9 +170,14 @@ def _run_sd(o: AlignOptions, ac, out: Path, dev, comp, model_path: Path) -> dict
                 f"{tuple(comp.latent_shape)})")
     chosen = encode_images(comp, pairs.chosen, dev)
     rejected = encode_images(comp, pairs.rejected, dev)
+    from .embed import pair_embeddings
+
+    emb = pair_embeddings(o.embeddings, pairs.prompts, pairs.chosen, o.clip_model, dev) if o.method == "rpo" else None
     policy, report = align(comp.denoiser, pairs.prompts, chosen, rejected, ac, out, dev, resume=o.resume,
-                           progress_label=o.method, family=SDFamily(comp))
-    meta = {**asdict(ac), "reconstruction": ac.method == "rpo", "pairs": str(o.pairs),
+                           progress_label=o.method, family=SDFamily(comp), embeddings=emb)
+    if rank > 0:
+        return None
+    meta = {**asdict(ac), **_rpo_meta(o), "reconstruction": ac.method == "rpo", "pairs": str(o.pairs),
             "pair_counts": pairs.counts(), **report}
     path = save_sd_run(policy, comp, out, ac.lora_rank, base_name(o.model, model_path), meta)
     return {"out": str(out), "config": str(path), "method": ac.method, **pairs.counts(), **report}
