@@ -58,3 +58,62 @@ def test_clip_needs_prompts_and_weights(gaml, tiny_clip, tmp_path):
     res = gaml("eval", "clip", "--images", path, "--model", "clip-l14", "--prompts", "-", stdin="a cat\n")
     assert res.code == 2 and len(res.err_lines) == 1
     assert "'clip-l14' not found locally" in res.err and "openai/clip-vit-large-patch14" in res.err
+
+
+def test_reward_model_score_is_clips_own_logit(gaml, tiny_clip, tmp_path):
+    """gaml eval reward --model: PickScore's score exp(logit_scale) * cos, checked against
+    CLIPModel's own logits_per_image (its diagonal: each image against its own prompt)."""
+    from torch.nn import functional as F
+    from transformers import CLIPModel, CLIPTokenizer
+
+    path, x = _images(tmp_path)
+    res = gaml("eval", "reward", "--images", path, "--model", tiny_clip, "--device", "cpu", "--batch-size", "2",
+               "-f", "json")
+    assert res.code == 0, res.err
+    out = json.loads(res.out)
+    model = CLIPModel.from_pretrained(tiny_clip).eval()
+    tok = CLIPTokenizer.from_pretrained(tiny_clip)
+    img = F.interpolate(torch.from_numpy((x + 1) / 2), size=(32, round(24 * 32 / 20)), mode="bicubic",
+                        antialias=True).clamp(0, 1)
+    left = (img.shape[-1] - 32) // 2
+    img = img[..., left:left + 32]
+    mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
+    std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
+    ids = tok([f"a cat number {i}" for i in range(5)], padding="max_length", max_length=16, return_tensors="pt")
+    with torch.no_grad():
+        o = model(input_ids=ids.input_ids, attention_mask=ids.attention_mask, pixel_values=(img - mean) / std)
+    scores = torch.diagonal(o.logits_per_image).numpy()
+    assert out["mean"] == pytest.approx(float(scores.mean()), rel=1e-4)
+    assert out["max"] == pytest.approx(float(scores.max()), rel=1e-4) and out["n"] == 5
+    assert "oracle" not in out and out["reward_model"] == str(tiny_clip)
+
+
+def test_reward_model_bad_input(gaml, tiny_clip, tmp_path):
+    path, _ = _images(tmp_path)
+    res = gaml("eval", "reward", "--images", path, "--model", tiny_clip, "--oracle", "size")
+    assert res.code == 2 and "not both" in res.err
+    res = gaml("eval", "reward", "--images", path, "--model", "pickscore")
+    assert res.code == 2 and len(res.err_lines) == 1
+    assert "'pickscore' not found locally" in res.err and "yuvalkirstain/PickScore_v1" in res.err
+    bare, _ = _images(tmp_path / "..", prompts=False)
+    res = gaml("eval", "reward", "--images", bare, "--model", tiny_clip)
+    assert res.code == 2 and "lists no prompts" in res.err
+
+
+def test_a_reward_model_without_tokenizer_takes_one_from_elsewhere(tiny_clip, tmp_path):
+    """PickScore's repository holds the model only; its tokenizer comes from clip-h14
+    (registry.TOKENIZER_FROM). Same path here with a folder stripped of its tokenizer."""
+    import shutil
+
+    from gaml_cli.core.registry import TOKENIZER_FROM
+    from gaml_cli.diffusion.clip import ClipScorer
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for f in ("config.json", "model.safetensors"):
+        shutil.copy(tiny_clip / f, bare / f)
+    s = ClipScorer(str(bare), tokenizer=str(tiny_clip))
+    ref = ClipScorer(str(tiny_clip))
+    x = np.random.default_rng(1).uniform(-1, 1, (2, 3, 32, 32)).astype(np.float32)
+    assert np.allclose(s.cosines(x, ["a", "b"]), ref.cosines(x, ["a", "b"]))
+    assert TOKENIZER_FROM["pickscore"] == "clip-h14"

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import DeviceOpt, FormatOpt, OracleOpt, QuietOpt, check_out, out_file, setup, value
+from ._common import DeviceOpt, FormatOpt, Oracle, QuietOpt, check_out, out_file, setup, value
 
 app = typer.Typer(help="Evaluate generated images: Frechet distance, conditional accuracy, oracle rewards.\n\nExample:\n\n\b\n    gaml sample --model digits -n 1000 --out s.safetensors\n    gaml eval fd --images s.safetensors --ref digits",
                   no_args_is_help=True)
@@ -189,27 +189,40 @@ def train_classifier_cmd(
 @app.command("reward")
 def reward(
     images: Annotated[str, typer.Option("--images", "-i", help="An 'images' artifact (gaml sample, gaml dataset shapes).")],
-    oracle: OracleOpt = "size",
+    oracle: Annotated[Optional[Oracle], typer.Option("--oracle", help="One of gaml's shapes oracles (size, small, left, centered); the default when no --model is given: size.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="A reward model for real images instead of an oracle: pickscore (PickScore v1; tokenizer from clip-h14), a hub id or a local transformers CLIPModel folder.")] = None,
+    prompts: Annotated[Optional[str], typer.Option("--prompts", help="With --model: a prompts file (one per line, cycled) instead of the prompts the artifact lists.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per batch (--model).")] = 64,
+    device: DeviceOpt = "auto",
     fmt: FormatOpt = "human",
     quiet: QuietOpt = False,
 ):
-    """Oracle reward of images: mean, std, min, quantiles and max over an images artifact.
+    """Reward of images: mean, std, min, quantiles and max over an images artifact, by one of
+    gaml's oracles or by a reward model.
 
     The oracles measure, from the pixels, a property of gaml's synthetic shapes that their
     caption leaves free (the same scores `gaml dataset prefs` ranks pairs by): size (area
     share), small (1 - area share), left (1 - centroid x), centered (minus the centroid's
     distance to the centre); higher is preferred. no_shape counts images where no shape
-    stands out from the background. They suit gaml's shapes, not real photographs: reward
-    models for real images (PickScore, HPS) are future work.
+    stands out from the background. They suit gaml's shapes, not real photographs.
+
+    For real images, --model scores each image against its prompt with a CLIP-format reward
+    model: PickScore's score, exp(logit_scale) * cos(image, prompt) (about 100 x the cosine),
+    with its cosine beside it. PickScore v1 loads through transformers when its weights are
+    present (gaml models download pickscore; clip-h14 gives its tokenizer). HPS v2 ships as an
+    open_clip checkpoint, which gaml does not load.
 
     Example:
 
     \b
         gaml sample --model shapes -n 256 --out s.safetensors
         gaml eval reward --images s.safetensors --oracle size --format json
+        gaml eval reward --images sd-samples.safetensors --model pickscore
     """
     setup(fmt, quiet)
     from ..core import console
     from ..datasets.prefs import RewardOptions, reward as run_reward
 
-    console.summary(run_reward(RewardOptions(images=images, oracle=value(oracle))), title="reward")
+    summary = run_reward(RewardOptions(images=images, oracle=value(oracle), model=model, prompts=prompts,
+                                       batch_size=batch_size, device=value(device)))
+    console.summary(summary, title="reward")

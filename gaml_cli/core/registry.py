@@ -29,6 +29,7 @@ REQUIRED_FILES: dict[str, tuple[str, ...]] = {
     "sdxl-pipeline": ("model_index.json", "unet/config.json", "vae/config.json",
                       "text_encoder/config.json", "text_encoder_2/config.json"),
     "clip": ("config.json", "tokenizer_config.json"),
+    "clip-reward": ("config.json",),
 }
 
 # What `gaml models download` fetches for each kind: configs, tokenizers and safetensors
@@ -42,6 +43,8 @@ DOWNLOAD_PATTERNS: dict[str, tuple[str, ...]] = {
                       "text_encoder/*.safetensors", "text_encoder_2/*.safetensors"),
     "clip": ("config.json", "*.safetensors", "tokenizer*", "vocab.json", "merges.txt",
              "special_tokens_map.json", "preprocessor_config.json"),
+    "clip-reward": ("config.json", "*.safetensors", "tokenizer*", "vocab.json", "merges.txt",
+                    "special_tokens_map.json", "preprocessor_config.json"),
 }
 
 
@@ -105,7 +108,24 @@ BUILTIN: tuple[ModelEntry, ...] = (
         revision="main",
         description="OpenAI CLIP ViT-L/14 (transformers format) for gaml eval clip",
     ),
+    ModelEntry(
+        alias="clip-h14",
+        kind="clip",
+        hub_id="laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
+        revision="main",
+        description="LAION CLIP ViT-H/14 (transformers format): PickScore's tokenizer and preprocessing",
+    ),
+    ModelEntry(
+        alias="pickscore",
+        kind="clip-reward",
+        hub_id="yuvalkirstain/PickScore_v1",
+        revision="main",
+        description="PickScore v1 (CLIP-H fine-tuned on Pick-a-Pic) for gaml eval reward --model; tokenizer from clip-h14",
+    ),
 )
+
+# Reward models whose repository holds no tokenizer: where theirs comes from.
+TOKENIZER_FROM: dict[str, str] = {"pickscore": "clip-h14"}
 
 # gaml's own models (trained by gaml, shipped in gaml_cli/assets/ with a model card).
 # An entry is listed only when its file is really in the package.

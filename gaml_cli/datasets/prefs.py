@@ -184,11 +184,16 @@ class RewardOptions:
     """Every option of `gaml eval reward`, by the same names."""
 
     images: str
-    oracle: str = "size"
+    oracle: str | None = None  # None: "size" unless a reward model is given
+    model: str | None = None  # a CLIP-format reward model (pickscore, a hub id or a local folder)
+    prompts: str | None = None  # for --model: None = the prompts the artifact lists
+    batch_size: int = 64
+    device: str = "auto"
 
 
 def reward(o: RewardOptions) -> dict[str, Any]:
-    """Mean, spread and quantiles of an oracle over an 'images' artifact (e.g. gaml sample's)."""
+    """Mean, spread and quantiles of an oracle, or of a reward model's score, over an 'images'
+    artifact (e.g. gaml sample's)."""
     import numpy as np
 
     from ..core.artifacts import load_artifact
@@ -196,24 +201,46 @@ def reward(o: RewardOptions) -> dict[str, Any]:
     from ..core.images import check_finite_images
     from . import oracles
 
-    if o.oracle not in oracles.ORACLES:
-        raise UsageError(f"--oracle {o.oracle!r}: one of {', '.join(oracles.ORACLES)}")
+    if o.oracle is not None and o.model is not None:
+        raise UsageError("give --oracle (gaml's shapes oracles) or --model (a reward model), not both")
+    oracle = o.oracle or ("size" if o.model is None else None)
+    if oracle is not None and oracle not in oracles.ORACLES:
+        raise UsageError(f"--oracle {oracle!r}: one of {', '.join(oracles.ORACLES)}")
     art = load_artifact(o.images, "images", names=["images"])
     x = art["images"]
     if x.ndim != 4 or len(x) == 0:
         raise InputError(f"{o.images}: expected images (N, C, H, W) with N >= 1, got shape {list(x.shape)}")
     check_finite_images(x, o.images)
+    if oracle is None:
+        return _model_reward(o, art, x)
     m = oracles.measure(x)
-    s = oracles.from_measure(o.oracle, m)
+    s = oracles.from_measure(oracle, m)
+    return {"oracle": oracle, **_spread(s), "no_shape": int((~m["found"]).sum()), "images": o.images}
+
+
+def _spread(s) -> dict[str, Any]:
+    import numpy as np
+
     q = np.quantile(s, [v for _, v in QUANTILES])
-    return {
-        "oracle": o.oracle,
-        "mean": float(s.mean()),
-        "std": float(s.std()),
-        "min": float(s.min()),
-        **{k: float(v) for (k, _), v in zip(QUANTILES, q)},
-        "max": float(s.max()),
-        "n": int(len(s)),
-        "no_shape": int((~m["found"]).sum()),
-        "images": o.images,
-    }
+    return {"mean": float(s.mean()), "std": float(s.std()), "min": float(s.min()),
+            **{k: float(v) for (k, _), v in zip(QUANTILES, q)}, "max": float(s.max()), "n": int(len(s))}
+
+
+def _model_reward(o: RewardOptions, art, x) -> dict[str, Any]:
+    """PickScore's score: exp(logit_scale) * cos(image, prompt) of a CLIP-format reward model
+    (PickScore v1 through transformers; any CLIPModel folder scores the same way)."""
+    from ..core import runtime
+    from ..core.errors import UsageError
+    from ..core.prompts import cycle, read_prompts
+    from ..diffusion.clip import ClipScorer
+
+    if o.prompts is not None:
+        texts = cycle(read_prompts(o.prompts), len(x))
+    else:
+        texts = art.config.get("prompts")
+        if not texts or len(texts) != len(x):
+            raise UsageError(f"{o.images} lists no prompts for its images; give --prompts")
+    scorer = ClipScorer(o.model, device=runtime.pick_device(o.device))
+    cos = scorer.cosines(x, texts, batch_size=o.batch_size)
+    return {"reward_model": str(scorer.path), **_spread(scorer.logit_scale * cos),
+            "cosine_mean": float(cos.mean()), "logit_scale": scorer.logit_scale, "images": o.images}

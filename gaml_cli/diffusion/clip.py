@@ -31,17 +31,24 @@ def _features(out) -> torch.Tensor:
 
 
 class ClipScorer:
-    def __init__(self, name: str, device="cpu"):
+    def __init__(self, name: str, device="cpu", tokenizer: str | None = None):
+        """name: alias, hub id or local transformers folder. tokenizer: where the tokenizer and
+        preprocessing come from when the model's folder has none (PickScore: clip-h14); None:
+        the registry's TOKENIZER_FROM for the alias, else the model's own folder."""
         from ..core import hub
+        from ..core.registry import TOKENIZER_FROM
 
         path = Path(hub.resolve(name, option="--model"))
+        tok_path = path
+        if not (path / "tokenizer_config.json").is_file() and (tokenizer or name in TOKENIZER_FROM):
+            tok_path = Path(hub.resolve(tokenizer or TOKENIZER_FROM[name], option="--model"))
         try:
             from transformers import CLIPModel, CLIPTokenizer
             from .sd import _quiet_libraries
 
             _quiet_libraries()
             self.model = CLIPModel.from_pretrained(path, use_safetensors=True, local_files_only=True).to(device).eval()
-            self.tokenizer = CLIPTokenizer.from_pretrained(path, local_files_only=True)
+            self.tokenizer = CLIPTokenizer.from_pretrained(tok_path, local_files_only=True)
         except (OSError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise InputError(f"{path}: cannot load a CLIP model ({first})") from None
@@ -49,7 +56,7 @@ class ClipScorer:
         self.device = device
         self.size = int(self.model.config.vision_config.image_size)
         mean, std = OPENAI_MEAN, OPENAI_STD
-        pre = path / "preprocessor_config.json"
+        pre = tok_path / "preprocessor_config.json"
         if pre.is_file():
             cfg = json.loads(pre.read_text())
             mean, std = cfg.get("image_mean", mean), cfg.get("image_std", std)
@@ -88,6 +95,11 @@ class ClipScorer:
             out.append(_features(self.model.get_text_features(input_ids=tok.input_ids,
                                                               attention_mask=tok.attention_mask)))
         return torch.cat(out)
+
+    @property
+    def logit_scale(self) -> float:
+        """exp(logit_scale): the factor CLIP's logits (and PickScore's score) put on the cosine."""
+        return float(self.model.logit_scale.detach().exp())
 
     @torch.no_grad()
     def cosines(self, images: np.ndarray, prompts: Sequence[str], batch_size: int = 64) -> np.ndarray:
