@@ -190,3 +190,26 @@ def test_sd_resume_continues_the_same_run(tiny, tmp_path):
     assert run(AlignOptions(out=str(tmp_path / "b"), steps=3, resume=True, **kw))["steps"] == 3
     a, b = (load_file(tmp_path / r / "pytorch_lora_weights.safetensors") for r in ("a", "b"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_sd_default_learning_rate_and_micro_batches(tiny, tmp_path):
+    """Without --lr a Stable Diffusion run uses 1e-5 (the diffusers example's LoRA setting), a gaml
+    teacher 1e-3; micro-batches of 1 pair give the same weights as whole batches on SD too."""
+    from safetensors.torch import load_file
+
+    from gaml_cli.methods.rpo.run import LR_GAML, LR_SD, AlignOptions, run
+
+    _, path = tiny
+    pairs = _pairs(tmp_path, size=16)
+    kw = dict(model=str(path), pairs=str(pairs), batch_size=2, lora_rank=2, checkpoint_every=0, device="cpu",
+              method="rpo", steps=2)
+    run(AlignOptions(out=str(tmp_path / "a"), **kw))
+    run(AlignOptions(out=str(tmp_path / "b"), micro_batch=1, **kw))
+    meta = json.loads((tmp_path / "a" / "align.json").read_text())
+    assert meta["align"]["lr"] == LR_SD == 1e-5 and LR_GAML == 1e-3
+    a, b = (load_file(tmp_path / r / "pytorch_lora_weights.safetensors") for r in ("a", "b"))
+    assert any(float(v.abs().sum()) > 0 for k, v in a.items() if "lora_B" in k)
+    # Adam's first steps are nearly sign(g) * lr, so coordinates whose gradient is rounding noise can
+    # differ by 2 lr; the weights as a whole agree
+    va, vb = (torch.cat([t[k].flatten().double() for k in sorted(t)]) for t in (a, b))
+    assert float((va - vb).norm() / va.norm()) < 1e-3, float((va - vb).norm() / va.norm())

@@ -48,7 +48,7 @@ def _options(
     out: Annotated[str, typer.Option("--out", "-o", callback=out_folder, help="Run folder: checkpoints/, log.jsonl and the aligned model: model.safetensors (gaml teacher); for Stable Diffusion pytorch_lora_weights.safetensors (diffusers' pipe.load_lora_weights(RUN)) or unet/ (--lora-rank 0) and align.json naming the base pipeline. gaml sample --model RUN reads either.")],
     steps: Annotated[int, typer.Option(min=1, help="Optimizer steps.")] = 1000,
     batch_size: Annotated[int, typer.Option(min=1, help="Pairs per step.")] = 16,
-    lr: Annotated[float, typer.Option(min=0.0, help="AdamW learning rate (LoRA adapters, or the whole UNet with --lora-rank 0).")] = 1e-3,
+    lr: Annotated[Optional[float], typer.Option(min=0.0, help="AdamW learning rate (LoRA adapters, or the whole UNet with --lora-rank 0). Default: 1e-3 for gaml's teachers (measured on shapes), 1e-5 for Stable Diffusion (the diffusers Diffusion-DPO example's LoRA setting).")] = None,
     beta: Annotated[float, typer.Option(min=0.0, help="Diffusion-DPO's beta. In the original convention the loss is -log sigmoid(-beta/2 (model_diff - ref_diff)): the paper's 5000 for SD equals the diffusers example's 2500 with --beta-convention diffusers.")] = 5000.0,
     beta_convention: Annotated[BetaConvention, typer.Option(help="original: the scale is beta/2 (Salesforce's code); diffusers: the scale is beta (diffusers' example).")] = BetaConvention.original,
     loss: Annotated[Loss, typer.Option(help="sigmoid (DPO), hinge or ipo (the margin's loss).")] = Loss.sigmoid,

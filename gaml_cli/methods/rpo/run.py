@@ -21,6 +21,8 @@ from typing import Any
 from ...core.errors import UsageError
 
 MODEL_FILE = "model.safetensors"
+LR_GAML = 1e-3  # measured on shapes (docs/align.md)
+LR_SD = 1e-5  # the diffusers Diffusion-DPO example's LoRA setting for SD 1.5 (not measured by gaml)
 
 
 @dataclass
@@ -33,7 +35,7 @@ class AlignOptions:
     method: str = "rpo"  # rpo | dpo | sft (supervised fine-tuning on the chosen images: the peer)
     steps: int = 1000
     batch_size: int = 16
-    lr: float = 1e-3
+    lr: float | None = None  # None: LR_GAML for gaml's teachers, LR_SD for Stable Diffusion
     beta: float = 5000.0
     beta_convention: str = "original"
     loss: str = "sigmoid"
@@ -98,7 +100,8 @@ def run(o: AlignOptions) -> dict[str, Any] | None:
         v = getattr(o, f.name)
         if isinstance(v, float) and not math.isfinite(v):
             raise UsageError(f"--{f.name.replace('_', '-')} {v}: expected a finite number")
-    ac = AlignConfig(method=o.method, steps=o.steps, batch_size=o.batch_size, lr=o.lr, beta=o.beta,
+    ac = AlignConfig(method=o.method, steps=o.steps, batch_size=o.batch_size, lr=LR_GAML if o.lr is None else o.lr,
+                     beta=o.beta,
                      beta_convention=o.beta_convention, loss=o.loss, tau=o.tau, placement=o.weight_placement,
                      lora_rank=o.lora_rank, checkpoint_every=o.checkpoint_every, seed=o.seed,
                      micro_batch=o.micro_batch, precision=o.precision,
@@ -116,6 +119,8 @@ def run(o: AlignOptions) -> dict[str, Any] | None:
     out = check_out_dir(o) if rank == 0 else Path(o.out)
     net, info, model_path = load_aligned_model(o.model, dev)
     if info is None:
+        if o.lr is None:
+            ac.lr = LR_SD
         return _finish(_run_sd(o, ac, out, dev, net, model_path, rank))
     c, h, _ = net.config["image_shape"]
     pairs = read_pairs(o.pairs, size=h, channels=c, limit=o.limit)
