@@ -138,3 +138,27 @@ def test_two_processes_under_torchrun(prefs, tmp_path):
     assert read_header(run / "model.safetensors").config["align"]["processes"] == 2
     assert len(list((run / "checkpoints").glob("step-*.safetensors"))) == 1
     assert len((run / "log.jsonl").read_text().splitlines()) == 1  # rank 0 alone logs
+
+
+def test_inspect_and_export_of_run_folders(gaml, prefs, tmp_path):
+    """gaml inspect RUN shows the run's model (a gaml align run of a gaml teacher) or align.json
+    (a Stable Diffusion align run); gaml export says the SD run is already in diffusers format."""
+    run = tmp_path / "run"
+    assert gaml("align", "diffusion-dpo", "--model", "shapes", "--pairs", prefs / "prefs.jsonl", "--out", run,
+                *FAST).code == 0
+    info = json.loads(gaml("inspect", run, "-f", "json").out)
+    assert info["kind"] == "teacher" and info["path"] == str(run / "model.safetensors")
+    sd = tmp_path / "sd-run"
+    sd.mkdir()
+    (sd / "align.json").write_text(json.dumps({"kind": "sd-align", "pipeline": "sd15", "align": {"method": "rpo"}}))
+    (sd / "pytorch_lora_weights.safetensors").write_bytes(b"")
+    res = gaml("inspect", sd, "-f", "json")
+    assert res.code == 0, res.err
+    out = json.loads(res.out)
+    assert out["format"] == "sd-align-run" and out["config"]["pipeline"] == "sd15" and "LoRA" in out["weights"]
+    assert "sd-align run of sd15" in gaml("inspect", sd).out
+    res = gaml("export", "--model", sd, "--diffusers", tmp_path / "exp")
+    assert res.code == 2 and "already in diffusers format" in res.err and not (tmp_path / "exp").exists(), res.err
+    (sd / "align.json").write_text("{not json")
+    res = gaml("inspect", sd)
+    assert res.code == 2 and len(res.err_lines) == 1 and "align.json" in res.err

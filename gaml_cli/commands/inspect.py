@@ -29,7 +29,11 @@ def inspect(
     from collections import Counter
 
     from ..core import console
+    from pathlib import Path
+
     from ..core.artifacts import file_sha256, read_header, read_jsonl
+    from ..diffusion.io import run_artifact
+    from ..diffusion.sd import ALIGN_CONFIG
 
     results = []
     for path in paths:
@@ -43,7 +47,10 @@ def inspect(
                 keys.update(rec.keys())
             results.append({"path": path, "format": "jsonl", "records": n,
                             "kinds": dict(kinds), "keys": sorted(keys)})
+        elif (Path(path) / ALIGN_CONFIG).is_file():  # a `gaml align` run of a Stable Diffusion pipeline
+            results.append(_sd_align_run(Path(path)))
         else:
+            path = str(run_artifact(Path(path)))  # a distill / unlearn / align run folder -> its model
             info = read_header(path)
             d = info.to_dict()
             d["format"] = "safetensors"
@@ -60,6 +67,10 @@ def inspect(
             typer.echo(f"  format: jsonl, {r['records']} records")
             typer.echo(f"  keys: {', '.join(r['keys'])}")
             continue
+        if r["format"] == "sd-align-run":
+            typer.echo(f"  kind: sd-align run of {r['config'].get('pipeline')} ({r['weights']})")
+            typer.echo(f"  config: {json.dumps(r['config'], sort_keys=True)}")
+            continue
         typer.echo(f"  kind: {r['kind'] or '(not a gaml artifact)'}   gaml {r['version'] or '-'}")
         typer.echo(f"  sha256: {r['sha256']}")
         prov = r["provenance"]
@@ -72,3 +83,23 @@ def inspect(
             typer.echo(f"  config: {json.dumps(r['config'], sort_keys=True)}")
         for name, spec in r["tensors"].items():
             typer.echo(f"  tensor {name}: {spec['dtype']} {tuple(spec['shape'])}")
+
+
+def _sd_align_run(folder):
+    """What `gaml inspect` shows of a Stable Diffusion align run folder: align.json and which
+    weights it holds (LoRA for pipe.load_lora_weights, or a diffusers unet/)."""
+    import json
+
+    from ..core.errors import InputError
+    from ..diffusion.sd import ALIGN_CONFIG
+
+    try:
+        cfg = json.loads((folder / ALIGN_CONFIG).read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{folder / ALIGN_CONFIG}: not readable JSON ({exc})") from None
+    if not isinstance(cfg, dict) or cfg.get("kind") != "sd-align":
+        raise InputError(f"{folder / ALIGN_CONFIG}: not a gaml align run's config (kind sd-align)")
+    lora = folder / "pytorch_lora_weights.safetensors"
+    weights = ("LoRA: pytorch_lora_weights.safetensors" if lora.is_file() else
+               "unet/" if (folder / "unet" / "config.json").is_file() else "no weights found")
+    return {"path": str(folder), "format": "sd-align-run", "kind": "sd-align", "weights": weights, "config": cfg}

@@ -37,7 +37,7 @@ from ..core.paths import check_outputs, same_path
 from .io import IMAGE_MODEL_KINDS, RUN_GENERATOR, load_model, run_artifact
 from .models import C_NOISE_SCALE, CLS, PAD, UNK
 from .sample import SampleSpec
-from .sd import is_pipeline_folder
+from .sd import ALIGN_CONFIG, is_pipeline_folder
 
 EXPORT_FORMAT = "gaml-edm-export/1"
 META_FILE = "gaml_edm.json"
@@ -70,6 +70,10 @@ def resolve_source(model: str, option: str = "--model") -> Path:
     if path.is_dir() and (path / META_FILE).is_file():
         raise InputError(f"{option} {model}: is already a gaml export ({META_FILE}); load its unet/ with "
                          f"UNet2DModel.from_pretrained")
+    if path.is_dir() and (path / ALIGN_CONFIG).is_file():
+        raise InputError(f"{option} {model}: a gaml align run of a Stable Diffusion pipeline, already in diffusers "
+                         f"format: pipe.load_lora_weights(RUN) (or UNet2DConditionModel.from_pretrained(RUN + "
+                         f"'/unet') after --lora-rank 0); nothing to export")
     if path.is_dir():
         raise InputError(f"{option} {model}: a folder without {RUN_GENERATOR}; give a gaml teacher or "
                          f"generator artifact (.safetensors) or a gaml distill/unlearn run folder")
