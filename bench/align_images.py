@@ -46,22 +46,34 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--methods", default="dpo,rpo,sft")
     ap.add_argument("--keep", default=None)
+    ap.add_argument("--reuse", action="store_true",
+                    help="with --keep: reuse DIR/prefs/prefs.jsonl and DIR/start.safetensors when present (the pairs "
+                         "and the starting model's samples of an earlier run with the same --seed)")
     args = ap.parse_args()
     work = Path(args.keep or tempfile.mkdtemp(prefix="gaml-align-bench-"))
     work.mkdir(parents=True, exist_ok=True)
 
     t0 = time.perf_counter()
-    p = gaml("dataset", "prefs", "--model", "shapes", "--oracle", args.oracle, "-n", args.pairs,
-             "--seed", args.seed, "--out", work / "prefs")
-    gap = p["mean_margin"]
-    row(kind="pairs", pairs=p["pairs"], ties=p["ties"], oracle=args.oracle, mean_gap=gap,
-        bar_shift=gap / 4, seconds=round(time.perf_counter() - t0, 1))
+    prefs = work / "prefs" / "prefs.jsonl"
+    if args.reuse and prefs.is_file():
+        lines = [json.loads(line) for line in prefs.read_text().splitlines() if line.strip()]
+        gap = sum(r["chosen_score"] - r["rejected_score"] for r in lines) / len(lines)
+        ties = sum(1 for r in lines if r.get("label") == 0.5)
+        row(kind="pairs", pairs=len(lines), ties=ties, oracle=lines[0]["oracle"], mean_gap=gap, bar_shift=gap / 4,
+            reused=str(prefs))
+    else:
+        p = gaml("dataset", "prefs", "--model", "shapes", "--oracle", args.oracle, "-n", args.pairs,
+                 "--seed", args.seed, "--out", work / "prefs")
+        gap = p["mean_margin"]
+        row(kind="pairs", pairs=p["pairs"], ties=p["ties"], oracle=args.oracle, mean_gap=gap,
+            bar_shift=gap / 4, seconds=round(time.perf_counter() - t0, 1))
     caps = work / "eval-captions.txt"
     caps.write_text("\n".join(captions(args.eval_n, 10_000 + args.seed)) + "\n")
 
     def score(model: str, name: str, train: dict | None) -> dict:
         s = work / f"{name}.safetensors"
-        gaml("sample", "--model", model, "--prompts", caps, "-n", args.eval_n, "--seed", 7, "--out", s)
+        if not (args.reuse and name == "start" and s.is_file()):
+            gaml("sample", "--model", model, "--prompts", caps, "-n", args.eval_n, "--seed", 7, "--out", s)
         r = gaml("eval", "reward", "--images", s, "--oracle", args.oracle)
         f = gaml("eval", "fd", "--images", s, "--ref", "shapes")
         return {"model": name, "reward": r["mean"], "fd": f["fd"], "fd_floor": f.get("floor"),
