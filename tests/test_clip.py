@@ -25,6 +25,22 @@ def _images(tmp_path, n=5, prompts=True):
     return save_artifact(tmp_path / "imgs.safetensors", {"images": x}, kind="images", config=cfg), x
 
 
+def _by_hand(model, tok, x):
+    """CLIPModel's outputs for the (5, 3, 20, 24) images of _images and their prompts, with CLIP's
+    preprocessing written out (bicubic resize of the short side to 32, centre crop, OpenAI mean/std)."""
+    from torch.nn import functional as F
+
+    img = F.interpolate(torch.from_numpy((x + 1) / 2), size=(32, round(24 * 32 / 20)), mode="bicubic",
+                        antialias=True).clamp(0, 1)
+    left = (img.shape[-1] - 32) // 2
+    img = img[..., left:left + 32]
+    mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
+    std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
+    ids = tok([f"a cat number {i}" for i in range(5)], padding="max_length", max_length=16, return_tensors="pt")
+    with torch.no_grad():
+        return model(input_ids=ids.input_ids, attention_mask=ids.attention_mask, pixel_values=(img - mean) / std)
+
+
 def test_clip_score_matches_an_independent_computation(gaml, tiny_clip, tmp_path):
     from torch.nn import functional as F
     from transformers import CLIPModel, CLIPTokenizer
@@ -36,15 +52,7 @@ def test_clip_score_matches_an_independent_computation(gaml, tiny_clip, tmp_path
     # independent route: the same preprocessing written out, CLIPModel's own feature functions
     model = CLIPModel.from_pretrained(tiny_clip).eval()
     tok = CLIPTokenizer.from_pretrained(tiny_clip)
-    img = torch.from_numpy((x + 1) / 2)
-    img = F.interpolate(img, size=(32, round(24 * 32 / 20)), mode="bicubic", antialias=True).clamp(0, 1)
-    left = (img.shape[-1] - 32) // 2
-    img = img[..., left:left + 32]
-    mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
-    std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
-    ids = tok([f"a cat number {i}" for i in range(5)], padding="max_length", max_length=16, return_tensors="pt")
-    with torch.no_grad():
-        o = model(input_ids=ids.input_ids, attention_mask=ids.attention_mask, pixel_values=(img - mean) / std)
+    o = _by_hand(model, tok, x)
     cos = F.cosine_similarity(o.image_embeds, o.text_embeds).numpy()
     assert out["clip_score"] == pytest.approx(float(cos.mean()), abs=1e-5)
     assert out["clipscore_100"] == pytest.approx(float((100 * np.maximum(cos, 0)).mean()), abs=1e-3)
@@ -63,7 +71,6 @@ def test_clip_needs_prompts_and_weights(gaml, tiny_clip, tmp_path):
 def test_reward_model_score_is_clips_own_logit(gaml, tiny_clip, tmp_path):
     """gaml eval reward --model: PickScore's score exp(logit_scale) * cos, checked against
     CLIPModel's own logits_per_image (its diagonal: each image against its own prompt)."""
-    from torch.nn import functional as F
     from transformers import CLIPModel, CLIPTokenizer
 
     path, x = _images(tmp_path)
@@ -73,15 +80,7 @@ def test_reward_model_score_is_clips_own_logit(gaml, tiny_clip, tmp_path):
     out = json.loads(res.out)
     model = CLIPModel.from_pretrained(tiny_clip).eval()
     tok = CLIPTokenizer.from_pretrained(tiny_clip)
-    img = F.interpolate(torch.from_numpy((x + 1) / 2), size=(32, round(24 * 32 / 20)), mode="bicubic",
-                        antialias=True).clamp(0, 1)
-    left = (img.shape[-1] - 32) // 2
-    img = img[..., left:left + 32]
-    mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
-    std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
-    ids = tok([f"a cat number {i}" for i in range(5)], padding="max_length", max_length=16, return_tensors="pt")
-    with torch.no_grad():
-        o = model(input_ids=ids.input_ids, attention_mask=ids.attention_mask, pixel_values=(img - mean) / std)
+    o = _by_hand(model, tok, x)
     scores = torch.diagonal(o.logits_per_image).numpy()
     assert out["mean"] == pytest.approx(float(scores.mean()), rel=1e-4)
     assert out["max"] == pytest.approx(float(scores.max()), rel=1e-4) and out["n"] == 5

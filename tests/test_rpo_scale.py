@@ -6,7 +6,6 @@ two processes under torchrun (DDP over gloo) train one run."""
 
 from __future__ import annotations
 
-import json
 
 import pytest
 import torch

@@ -45,3 +45,15 @@ def read_prompts(path: str) -> list[str]:
 def cycle(texts: list[str], n: int) -> list[str]:
     """texts repeated over n samples (sample i gets texts[i mod len])."""
     return [texts[i % len(texts)] for i in range(n)]
+
+
+def image_prompts(prompts_path: str | None, listed, n: int, images_name: str) -> list[str]:
+    """The prompt of each of n images: a prompts file's (cycled) when given, else the list the
+    images artifact carries (`listed`, its config's "prompts"), which must have one per image."""
+    from .errors import UsageError
+
+    if prompts_path is not None:
+        return cycle(read_prompts(prompts_path), n)
+    if not listed or len(listed) != n:
+        raise UsageError(f"{images_name} lists no prompts for its images; give --prompts")
+    return list(listed)

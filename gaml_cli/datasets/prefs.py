@@ -194,8 +194,6 @@ class RewardOptions:
 def reward(o: RewardOptions) -> dict[str, Any]:
     """Mean, spread and quantiles of an oracle, or of a reward model's score, over an 'images'
     artifact (e.g. gaml sample's)."""
-    import numpy as np
-
     from ..core.artifacts import load_artifact
     from ..core.errors import InputError, UsageError
     from ..core.images import check_finite_images
@@ -230,16 +228,10 @@ def _model_reward(o: RewardOptions, art, x) -> dict[str, Any]:
     """PickScore's score: exp(logit_scale) * cos(image, prompt) of a CLIP-format reward model
     (PickScore v1 through transformers; any CLIPModel folder scores the same way)."""
     from ..core import runtime
-    from ..core.errors import UsageError
-    from ..core.prompts import cycle, read_prompts
+    from ..core.prompts import image_prompts
     from ..diffusion.clip import ClipScorer
 
-    if o.prompts is not None:
-        texts = cycle(read_prompts(o.prompts), len(x))
-    else:
-        texts = art.config.get("prompts")
-        if not texts or len(texts) != len(x):
-            raise UsageError(f"{o.images} lists no prompts for its images; give --prompts")
+    texts = image_prompts(o.prompts, art.config.get("prompts"), len(x), o.images)
     scorer = ClipScorer(o.model, device=runtime.pick_device(o.device))
     cos = scorer.cosines(x, texts, batch_size=o.batch_size)
     return {"reward_model": str(scorer.path), **_spread(scorer.logit_scale * cos),

@@ -293,20 +293,14 @@ def clip(o: ClipOptions) -> dict[str, Any]:
 
     from ..core import runtime
     from ..core.artifacts import load_artifact
-    from ..core.errors import UsageError
     from ..core.images import check_finite_images
-    from ..core.prompts import cycle, read_prompts
+    from ..core.prompts import image_prompts
     from .clip import ClipScorer
 
     art = load_artifact(o.images, "images")
     check_finite_images(art["images"], o.images)
     x = art["images"]
-    if o.prompts is not None:
-        texts = cycle(read_prompts(o.prompts), len(x))
-    else:
-        texts = art.config.get("prompts")
-        if not texts or len(texts) != len(x):
-            raise UsageError(f"{o.images} lists no prompts for its images; give --prompts")
+    texts = image_prompts(o.prompts, art.config.get("prompts"), len(x), o.images)
     dev = runtime.pick_device(o.device)
     scorer = ClipScorer(o.model, device=dev)
     cos = scorer.cosines(x, texts, batch_size=o.batch_size)
