@@ -4,13 +4,15 @@
 function __gaml_subcommands
     switch "$argv"
         case ''
-            printf '%s\n' align boost completion dataset distill eval export graphgen grid info inspect models run sample topic train unlearn
+            printf '%s\n' align boost completion dataset distill embed eval export graphgen grid info inspect models run sample topic train unlearn
         case 'align'
             printf '%s\n' diffusion-dpo rpo
         case 'boost'
             printf '%s\n' data eval fit predict
         case 'dataset'
             printf '%s\n' digits prefs shapes
+        case 'embed'
+            printf '%s\n' graphmae probe transform
         case 'eval'
             printf '%s\n' clip fd fid forget reward train-classifier
         case 'graphgen'
@@ -48,6 +50,7 @@ complete -c gaml -n "__gaml_at ''" -a boost -d 'Diffusion Boosted Trees: p(y|x) 
 complete -c gaml -n "__gaml_at ''" -a completion -d 'Print a completion script; it lists every command and...'
 complete -c gaml -n "__gaml_at ''" -a dataset -d 'Data sets that work offline: scikit-learns digits,...'
 complete -c gaml -n "__gaml_at ''" -a distill -d 'Distil a diffusion teacher into a one-step generator,...'
+complete -c gaml -n "__gaml_at ''" -a embed -d 'Self-supervised representations and their evaluation:...'
 complete -c gaml -n "__gaml_at ''" -a eval -d 'Evaluate generated images: Frechet distance, conditional...'
 complete -c gaml -n "__gaml_at ''" -a export -d 'Export a gaml teacher or one-step generator for plain...'
 complete -c gaml -n "__gaml_at ''" -a graphgen -d 'Graph generation by Graph Beta Diffusion (GBD): benchmark...'
@@ -248,6 +251,50 @@ complete -c gaml -n "__gaml_at 'distill'" -l device -x -a 'auto cpu cuda mps' -d
 complete -c gaml -n "__gaml_at 'distill'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'distill'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'distill'" -l help -s h -d 'Show help and exit.'
+complete -c gaml -n "__gaml_at 'embed'" -a graphmae -d 'GraphMAE (Hou et al.'
+complete -c gaml -n "__gaml_at 'embed'" -a probe -d 'Score embeddings with GraphMAEs protocols...'
+complete -c gaml -n "__gaml_at 'embed'" -a transform -d 'Embed new graphs with a trained model (the same node...'
+complete -c gaml -n "__gaml_at 'embed'" -l help -s h -d 'Show help and exit.'
+complete -c gaml -n "__gaml_at 'embed graphmae'" -F
+complete -c gaml -n "__gaml_at 'embed graphmae'" -l graphs -s g -r -F -d 'Graph JSONL (one line with node_features: node level; many lines: graph level; - for stdin) or karate (PyGs Karate Club).'
+complete -c gaml -n "__gaml_at 'embed graphmae'" -l out -s o -r -F -d 'Embeddings artifact to write (.safetensors): embeddings (rows in input order), labels when the input has them, the model.'
+complete -c gaml -n "__gaml_at 'embed graphmae'" -l level -x -a 'auto node graph' -d 'node or graph level; auto: node for one graph, graph for several.'
+complete -c gaml -n "__gaml_at 'embed graphmae'" -l steps -r -F -d 'Optimizer steps (node level: full-graph steps; graph level: batches).'
+complete -c gaml -n "__gaml_at 'embed graphmae'" -l lr -r -F -d 'Adam learning rate (GraphMAEs Cora setting).'
+complete -c gaml -n "__gaml_at 'embed graphmae'" -l weight-decay -r -F -d 'Adam weight decay (GraphMAEs Cora setting).'
+complete -c gaml -n "__gaml_at 'embed graphmae'" -l hidden -r -F -d 'Embedding width (GAT: heads x width per head).'
+complete -c gaml -n "__gaml_at 'embed graphmae'" -l heads -r -F -d 'GAT attention heads (node level).'
+complete -c gaml -n "__gaml_at 'embed graphmae'" -l layers -r -F -d 'Encoder layers.'
+complete -c gaml -n "__gaml_at 'embed graphmae'" -l mask-rate -r -F -d 'Share of nodes masked at each step.'
+complete -c gaml -n "__gaml_at 'embed graphmae'" -l replace-rate -r -F -d 'Share of the masked nodes that take another nodes features instead of the [MASK] token.'
+complete -c gaml -n "__gaml_at 'embed graphmae'" -l alpha -r -F -d 'Exponent of the scaled cosine error (GraphMAE: 1-3 by data set).'
+complete -c gaml -n "__gaml_at 'embed graphmae'" -l pooling -x -a 'mean sum max' -d 'Graph level: how node embeddings become one per graph.'
+complete -c gaml -n "__gaml_at 'embed graphmae'" -l batch-size -r -F -d 'Graph level: graphs per step.'
+complete -c gaml -n "__gaml_at 'embed graphmae'" -l max-degree -r -F -d 'Graphs without node features: one-hot degree, capped here.'
+complete -c gaml -n "__gaml_at 'embed graphmae'" -l checkpoint-every -r -F -d 'Save a resumable checkpoint every N steps next to OUT (OUT.ckpt/); 0: at the end and on Ctrl-C.'
+complete -c gaml -n "__gaml_at 'embed graphmae'" -l resume -d 'Continue from the last checkpoint in OUT.ckpt/.'
+complete -c gaml -n "__gaml_at 'embed graphmae'" -l seed -r -F -d 'Seed of the weights, masks and batches.'
+complete -c gaml -n "__gaml_at 'embed graphmae'" -l device -x -a 'auto cpu cuda mps' -d 'auto picks cuda, then mps, then cpu.'
+complete -c gaml -n "__gaml_at 'embed graphmae'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'embed graphmae'" -l quiet -s q -d 'No progress bars or logs on stderr.'
+complete -c gaml -n "__gaml_at 'embed graphmae'" -l help -s h -d 'Show help and exit.'
+complete -c gaml -n "__gaml_at 'embed probe'" -F
+complete -c gaml -n "__gaml_at 'embed probe'" -l embeddings -s e -r -F -d 'An embeddings artifact (gaml embed graphmae / transform).'
+complete -c gaml -n "__gaml_at 'embed probe'" -l labels -r -F -d 'JSONL of labels in row order ({label: ...} or a bare value a line); default: the labels the artifact holds.'
+complete -c gaml -n "__gaml_at 'embed probe'" -l protocol -r -F -d 'linear (node level: logistic regression over --seeds random splits) or svm (graph level: SVC, C by grid search, 10-fold CV over --seeds seeds); default by the artifacts level.'
+complete -c gaml -n "__gaml_at 'embed probe'" -l seeds -r -F -d 'Splits / seeds (default 20 linear, 5 svm: GraphMAEs).'
+complete -c gaml -n "__gaml_at 'embed probe'" -l train-fraction -r -F -d 'linear: share of the rows that trains the probe (stratified).'
+complete -c gaml -n "__gaml_at 'embed probe'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'embed probe'" -l quiet -s q -d 'No progress bars or logs on stderr.'
+complete -c gaml -n "__gaml_at 'embed probe'" -l help -s h -d 'Show help and exit.'
+complete -c gaml -n "__gaml_at 'embed transform'" -F
+complete -c gaml -n "__gaml_at 'embed transform'" -l model -s m -r -F -d 'An embeddings artifact written by gaml embed graphmae (it holds the model).'
+complete -c gaml -n "__gaml_at 'embed transform'" -l graphs -s g -r -F -d 'Graph JSONL to embed (- for stdin) or karate.'
+complete -c gaml -n "__gaml_at 'embed transform'" -l out -s o -r -F -d 'Embeddings artifact to write (.safetensors).'
+complete -c gaml -n "__gaml_at 'embed transform'" -l device -x -a 'auto cpu cuda mps' -d 'auto picks cuda, then mps, then cpu.'
+complete -c gaml -n "__gaml_at 'embed transform'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'embed transform'" -l quiet -s q -d 'No progress bars or logs on stderr.'
+complete -c gaml -n "__gaml_at 'embed transform'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'eval'" -a clip -d 'CLIP score: how well each image matches its prompt...'
 complete -c gaml -n "__gaml_at 'eval'" -a fd -d 'Frechet distance to real images in a gaml classifiers...'
 complete -c gaml -n "__gaml_at 'eval'" -a fid -d 'FID of real RGB images: Frechet distance of Inception-v3...'
@@ -330,7 +377,7 @@ complete -c gaml -n "__gaml_at 'graphgen'" -a sample -d 'Sample graphs from a GB
 complete -c gaml -n "__gaml_at 'graphgen'" -a train -d 'Train a Graph Beta Diffusion model on graphs (JSONL).'
 complete -c gaml -n "__gaml_at 'graphgen'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'graphgen data'" -F
-complete -c gaml -n "__gaml_at 'graphgen data'" -l name -x -a 'community-small grid sbm ego-like' -d 'Benchmark set: community-small, grid, sbm or ego-like.'
+complete -c gaml -n "__gaml_at 'graphgen data'" -l name -x -a 'community-small grid sbm ego-like planted families' -d 'Benchmark set: community-small, grid, sbm or ego-like; for gaml embed: planted (one planted-partition graph with block-correlated features and node labels: graph.jsonl) or families (graphs of four families, labelled by family).'
 complete -c gaml -n "__gaml_at 'graphgen data'" -l out -s o -r -F -d 'Folder to write train.jsonl and test.jsonl into.'
 complete -c gaml -n "__gaml_at 'graphgen data'" -l seed -r -F -d 'Seed of the generator and of the shuffle before the split.'
 complete -c gaml -n "__gaml_at 'graphgen data'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'

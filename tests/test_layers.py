@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "gaml_cli"
-SHARED = ("diffusion", "graphs", "datasets")
+SHARED = ("diffusion", "graphs", "datasets", "embeddings")
 
 
 def _module_name(path: Path) -> str:
@@ -72,6 +72,7 @@ ALLOWED = {
     "diffusion": {"core", *SHARED},
     "graphs": {"core", *SHARED},
     "datasets": {"core", *SHARED},
+    "embeddings": {"core", *SHARED},
     "methods": {"core", "methods", *SHARED},
 }
 

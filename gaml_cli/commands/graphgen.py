@@ -20,6 +20,8 @@ class DataName(str, Enum):
     grid = "grid"
     sbm = "sbm"
     ego_like = "ego-like"
+    planted = "planted"
+    families = "families"
 
 
 class Kernel(str, Enum):
@@ -46,7 +48,7 @@ def _numbers(text: str, option: str, count: int | None = None) -> list[float]:
 
 @app.command("data")
 def data(
-    name: Annotated[DataName, typer.Option("--name", help="Benchmark set: community-small, grid, sbm or ego-like.")],
+    name: Annotated[DataName, typer.Option("--name", help="Benchmark set: community-small, grid, sbm or ego-like; for gaml embed: planted (one planted-partition graph with block-correlated features and node labels: graph.jsonl) or families (graphs of four families, labelled by family).")],
     out: Annotated[str, typer.Option("--out", "-o", help="Folder to write train.jsonl and test.jsonl into.")],
     seed: Annotated[int, typer.Option(min=0, help="Seed of the generator and of the shuffle before the split.")] = 0,
     fmt: FormatOpt = "human",
@@ -60,6 +62,11 @@ def data(
     nodes; sbm: 200 stochastic block models of 2-5 blocks; ego-like: 200 one-hop ego networks
     (4-18 nodes) of a synthetic power-law clustered graph, a stand-in for Ego-small.
 
+    For representation learning (gaml embed): planted writes graph.jsonl, one 400-node graph of
+    4 planted blocks (edges 0.08 inside, 0.005 across) whose 16 node features are the block's
+    Gaussian centre plus noise, with `node_labels`; families writes train/test.jsonl of 240
+    graphs (two-community, grid, SBM, ego), `label` the family.
+
     Example:
 
     \b
@@ -71,7 +78,7 @@ def data(
 
     from ..core import console
     from ..core.errors import UsageError
-    from ..graphs import datasets
+    from ..graphs import datasets, embedsets
     from ..graphs.io import write_graphs
     from ..graphs.mmd import summary_stats
 
@@ -81,6 +88,8 @@ def data(
     if folder.suffix in (".jsonl", ".json"):
         raise UsageError(f"--out {out}: give a folder (train.jsonl and test.jsonl are written into it)")
     check_folder_out(out)
+    if name.value in embedsets.EMBED_NAMES:
+        return _embed_data(name.value, folder, seed)
     train, test = datasets.generate(name.value, seed)
     write_graphs(folder / "train.jsonl", train)
     write_graphs(folder / "test.jsonl", test)
@@ -89,6 +98,27 @@ def data(
                      "train_graphs": tr["graphs"], "test_graphs": te["graphs"],
                      "mean_nodes": round(tr["mean_nodes"], 2), "mean_edges": round(tr["mean_edges"], 2),
                      "max_nodes": max(g.num_nodes for g in train + test)}, title="graphgen data")
+
+
+def _embed_data(name: str, folder, seed: int) -> None:
+    """graphgen data for the gaml embed sets: planted -> graph.jsonl; families -> train/test.jsonl."""
+    from ..core import console
+    from ..graphs import embedsets
+    from ..graphs.io import write_graphs
+
+    if name == "planted":
+        g = embedsets.planted(seed)
+        write_graphs(folder / "graph.jsonl", [g])
+        console.summary({"name": name, "seed": seed, "graph": str(folder / "graph.jsonl"), "nodes": g.num_nodes,
+                         "edges": g.num_edges, "blocks": g.extra["planted"]["k"],
+                         "features": g.extra["planted"]["dim"]}, title="graphgen data")
+        return
+    train, test = embedsets.families(seed)
+    write_graphs(folder / "train.jsonl", train)
+    write_graphs(folder / "test.jsonl", test)
+    console.summary({"name": name, "seed": seed, "train": str(folder / "train.jsonl"), "test": str(folder / "test.jsonl"),
+                     "train_graphs": len(train), "test_graphs": len(test), "families": list(embedsets.FAMILIES)},
+                    title="graphgen data")
 
 
 @app.command("train")

@@ -1,0 +1,133 @@
+"""gaml embed: self-supervised representations of graphs (GraphMAE; DiGGR is open work) and the
+probes that score them."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Optional
+
+import typer
+
+from ._common import DeviceOpt, FormatOpt, QuietOpt, out_file, setup, value
+
+app = typer.Typer(
+    help="Self-supervised representations and their evaluation: GraphMAE on graphs, linear/SVM probes.\n\n"
+         "Example:\n\n\b\n"
+         "    gaml graphgen data --name planted --out data/planted\n"
+         "    gaml embed graphmae --graphs data/planted/graph.jsonl --out emb.safetensors\n"
+         "    gaml embed probe --embeddings emb.safetensors",
+    no_args_is_help=True,
+)
+
+
+class Level(str, Enum):
+    auto = "auto"
+    node = "node"
+    graph = "graph"
+
+
+class Pooling(str, Enum):
+    mean = "mean"
+    sum = "sum"
+    max = "max"
+
+
+@app.command("graphmae")
+def graphmae(
+    graphs: Annotated[str, typer.Option("--graphs", "-g", help="Graph JSONL (one line with node_features: node level; many lines: graph level; '-' for stdin) or 'karate' (PyG's Karate Club).")],
+    out: Annotated[str, typer.Option("--out", "-o", callback=out_file(".safetensors"), help="Embeddings artifact to write (.safetensors): embeddings (rows in input order), labels when the input has them, the model.")],
+    level: Annotated[Level, typer.Option(help="node or graph level; auto: node for one graph, graph for several.")] = Level.auto,
+    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps (node level: full-graph steps; graph level: batches).")] = 300,
+    lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate (GraphMAE's Cora setting).")] = 1e-3,
+    weight_decay: Annotated[float, typer.Option(min=0.0, help="Adam weight decay (GraphMAE's Cora setting).")] = 2e-4,
+    hidden: Annotated[int, typer.Option(min=1, help="Embedding width (GAT: heads x width per head).")] = 256,
+    heads: Annotated[int, typer.Option(min=1, help="GAT attention heads (node level).")] = 4,
+    layers: Annotated[int, typer.Option(min=1, help="Encoder layers.")] = 2,
+    mask_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of nodes masked at each step.")] = 0.5,
+    replace_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of the masked nodes that take another node's features instead of the [MASK] token.")] = 0.05,
+    alpha: Annotated[float, typer.Option(min=1.0, help="Exponent of the scaled cosine error (GraphMAE: 1-3 by data set).")] = 2.0,
+    pooling: Annotated[Pooling, typer.Option(help="Graph level: how node embeddings become one per graph.")] = Pooling.mean,
+    batch_size: Annotated[int, typer.Option(min=1, help="Graph level: graphs per step.")] = 32,
+    max_degree: Annotated[int, typer.Option(min=1, help="Graphs without node features: one-hot degree, capped here.")] = 64,
+    checkpoint_every: Annotated[int, typer.Option(min=0, help="Save a resumable checkpoint every N steps next to OUT (OUT.ckpt/); 0: at the end and on Ctrl-C.")] = 100,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in OUT.ckpt/.")] = False,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the weights, masks and batches.")] = 0,
+    device: DeviceOpt = "auto",
+    fmt: FormatOpt = "human",
+    quiet: QuietOpt = False,
+):
+    """GraphMAE (Hou et al. 2022): a masked graph autoencoder. A share of the nodes get a [MASK]
+    token (a few: another node's features) instead of their features, a GAT (nodes) or GIN
+    (graphs) encoder embeds the graph, the masked rows are zeroed again and a one-layer decoder
+    reconstructs their features under the scaled cosine error.
+
+    Example:
+
+    \b
+        gaml graphgen data --name planted --out data/planted
+        gaml embed graphmae --graphs data/planted/graph.jsonl --out emb.safetensors
+        gaml embed probe --embeddings emb.safetensors --format json
+        gaml embed graphmae --graphs karate --out karate.safetensors --steps 200
+    """
+    setup(fmt, quiet)
+    from ..core import console
+    from ..methods.graphmae.run import GraphMAEOptions, train
+
+    summary = train(GraphMAEOptions(graphs=graphs, out=out, level=value(level), steps=steps, lr=lr,
+                                    weight_decay=weight_decay, hidden=hidden, heads=heads, layers=layers,
+                                    mask_rate=mask_rate, replace_rate=replace_rate, alpha=alpha,
+                                    pooling=value(pooling), batch_size=batch_size, max_degree=max_degree,
+                                    checkpoint_every=checkpoint_every, resume=resume, seed=seed,
+                                    device=value(device)))
+    console.summary(summary, title="embed graphmae")
+
+
+@app.command("transform")
+def transform(
+    model: Annotated[str, typer.Option("--model", "-m", help="An embeddings artifact written by gaml embed graphmae (it holds the model).")],
+    graphs: Annotated[str, typer.Option("--graphs", "-g", help="Graph JSONL to embed ('-' for stdin) or 'karate'.")],
+    out: Annotated[str, typer.Option("--out", "-o", callback=out_file(".safetensors"), help="Embeddings artifact to write (.safetensors).")],
+    device: DeviceOpt = "auto",
+    fmt: FormatOpt = "human",
+    quiet: QuietOpt = False,
+):
+    """Embed new graphs with a trained model (the same node features and pooling as in training).
+
+    Example:
+
+    \b
+        gaml embed transform --model emb.safetensors --graphs data/families/test.jsonl --out test-emb.safetensors
+    """
+    setup(fmt, quiet)
+    from ..core import console
+    from ..methods.graphmae.run import TransformOptions, transform as run_transform
+
+    console.summary(run_transform(TransformOptions(model=model, graphs=graphs, out=out, device=value(device))),
+                    title="embed transform")
+
+
+@app.command("probe")
+def probe(
+    embeddings: Annotated[str, typer.Option("--embeddings", "-e", help="An embeddings artifact (gaml embed graphmae / transform).")],
+    labels: Annotated[Optional[str], typer.Option(help="JSONL of labels in row order ({\"label\": ...} or a bare value a line); default: the labels the artifact holds.")] = None,
+    protocol: Annotated[Optional[str], typer.Option(help="linear (node level: logistic regression over --seeds random splits) or svm (graph level: SVC, C by grid search, 10-fold CV over --seeds seeds); default by the artifact's level.")] = None,
+    seeds: Annotated[Optional[int], typer.Option(min=1, help="Splits / seeds (default 20 linear, 5 svm: GraphMAE's).")] = None,
+    train_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="linear: share of the rows that trains the probe (stratified).")] = 0.1,
+    fmt: FormatOpt = "human",
+    quiet: QuietOpt = False,
+):
+    """Score embeddings with GraphMAE's protocols (scikit-learn): a linear probe for nodes, an SVM
+    for graphs; mean and std of test accuracy over seeds; NMI of a factor assignment when the
+    artifact holds one.
+
+    Example:
+
+    \b
+        gaml embed probe --embeddings emb.safetensors --format json
+    """
+    setup(fmt, quiet)
+    from ..core import console
+    from ..embeddings.probe import ProbeOptions, probe as run_probe
+
+    console.summary(run_probe(ProbeOptions(embeddings=embeddings, labels=labels, protocol=protocol, seeds=seeds,
+                                           train_fraction=train_fraction)), title="embed probe")
