@@ -1,5 +1,5 @@
-"""gaml embed: self-supervised representations of graphs (GraphMAE; DiGGR is open work) and the
-probes that score them."""
+"""gaml embed: self-supervised representations of graphs (GraphMAE; DiGGR, a reconstruction) and
+the probes that score them."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import DeviceOpt, FormatOpt, QuietOpt, out_file, setup, value
+from ._common import DeviceOpt, FormatOpt, QuietOpt, joined_signature, out_file, setup, value
 
 app = typer.Typer(
-    help="Self-supervised representations and their evaluation: GraphMAE on graphs, linear/SVM probes.\n\n"
+    help="Self-supervised representations and their evaluation: DiGGR (a reconstruction: no code is public) "
+         "and GraphMAE on graphs, linear/SVM probes.\n\n"
          "Example:\n\n\b\n"
          "    gaml graphgen data --name planted --out data/planted\n"
          "    gaml embed graphmae --graphs data/planted/graph.jsonl --out emb.safetensors\n"
@@ -32,8 +33,22 @@ class Pooling(str, Enum):
     max = "max"
 
 
-@app.command("graphmae")
-def graphmae(
+class EdgeSplit(str, Enum):
+    edge = "edge"
+    node = "node"
+
+
+class FactorEncoder(str, Enum):
+    shared = "shared"
+    separate = "separate"
+
+
+class Representation(str, Enum):
+    concat = "concat"
+    graph = "graph"
+
+
+def _options(
     graphs: Annotated[str, typer.Option("--graphs", "-g", help="Graph JSONL (one line with node_features: node level; many lines: graph level; '-' for stdin) or 'karate' (PyG's Karate Club).")],
     out: Annotated[str, typer.Option("--out", "-o", callback=out_file(".safetensors"), help="Embeddings artifact to write (.safetensors): embeddings (rows in input order), labels when the input has them, the model.")],
     level: Annotated[Level, typer.Option(help="node or graph level; auto: node for one graph, graph for several.")] = Level.auto,
@@ -56,6 +71,29 @@ def graphmae(
     fmt: FormatOpt = "human",
     quiet: QuietOpt = False,
 ):
+    """(Signature holder: the options graphmae and diggr share.)"""
+
+
+def _diggr_options(
+    factors: Annotated[int, typer.Option(min=2, help="K, the number of latent factors (factor subgraphs).")] = 4,
+    prior_shape: Annotated[float, typer.Option(min=0.0, help="Shape a0 of the gamma prior on the node-factor strengths.")] = 1.0,
+    prior_rate: Annotated[float, typer.Option(min=0.0, help="Rate b0 of the gamma prior.")] = 1.0,
+    edge_split: Annotated[EdgeSplit, typer.Option(help="edge: each edge goes to argmax_k g_k z_uk z_vk; node: to its ends' common factor (edges across factors dropped from the factor subgraphs).")] = EdgeSplit.edge,
+    factor_encoder: Annotated[FactorEncoder, typer.Option(help="One encoder shared by the factor subgraphs, or one per factor.")] = FactorEncoder.shared,
+    factor_weight: Annotated[float, typer.Option(min=0.0, help="Weight of the factor subgraphs' reconstruction error.")] = 1.0,
+    latent_weight: Annotated[float, typer.Option(min=0.0, help="Weight of the factor model's negative ELBO (per node).")] = 1.0,
+    latent_layers: Annotated[int, typer.Option(min=1, help="Layers of the factor model's (Weibull) encoder.")] = 1,
+    representation: Annotated[Representation, typer.Option(help="concat: whole-graph embedding joined with the node's own factor's; graph: the whole-graph one alone.")] = Representation.concat,
+):
+    """(Signature holder: the options only diggr adds.)"""
+
+
+def _values(kw: dict) -> dict:
+    setup(kw.pop("fmt"), kw.pop("quiet"))
+    return {k: value(v) for k, v in kw.items()}
+
+
+def graphmae(**kw):
     """GraphMAE (Hou et al. 2022): a masked graph autoencoder. A share of the nodes get a [MASK]
     token (a few: another node's features) instead of their features, a GAT (nodes) or GIN
     (graphs) encoder embeds the graph, the masked rows are zeroed again and a one-layer decoder
@@ -69,22 +107,46 @@ def graphmae(
         gaml embed probe --embeddings emb.safetensors --format json
         gaml embed graphmae --graphs karate --out karate.safetensors --steps 200
     """
-    setup(fmt, quiet)
+    kw = _values(kw)
     from ..core import console
     from ..methods.graphmae.run import GraphMAEOptions, train
 
-    summary = train(GraphMAEOptions(graphs=graphs, out=out, level=value(level), steps=steps, lr=lr,
-                                    weight_decay=weight_decay, hidden=hidden, heads=heads, layers=layers,
-                                    mask_rate=mask_rate, replace_rate=replace_rate, alpha=alpha,
-                                    pooling=value(pooling), batch_size=batch_size, max_degree=max_degree,
-                                    checkpoint_every=checkpoint_every, resume=resume, seed=seed,
-                                    device=value(device)))
-    console.summary(summary, title="embed graphmae")
+    console.summary(train(GraphMAEOptions(**kw)), title="embed graphmae")
+
+
+def diggr(**kw):
+    """DiGGR: disentangled generative graph representations. A RECONSTRUCTION from the paper
+    (arXiv 2408.13471): its authors released no code; the choices it leaves open are options.
+
+    A latent factor model of the graph (gamma node-factor strengths z, Bernoulli-Poisson edges
+    p(A_uv = 1) = 1 - exp(-sum_k g_k z_uk z_vk), a Weibull variational encoder with the closed-form
+    Weibull-gamma KL) splits the graph into K factor subgraphs; GraphMAE's masked autoencoder
+    reconstructs the features of the whole graph and of each factor subgraph; all train jointly.
+    The artifact adds each node's factor strengths (`factors`) and dominant factor (`assignment`).
+
+    Example:
+
+    \b
+        gaml graphgen data --name planted --out data/planted
+        gaml embed diggr --graphs data/planted/graph.jsonl --factors 4 --out diggr.safetensors
+        gaml embed probe --embeddings diggr.safetensors --format json     # accuracy and NMI
+    """
+    kw = _values(kw)
+    from ..core import console
+    from ..methods.diggr.run import DiGGROptions, train
+
+    console.summary(train(DiGGROptions(**kw)), title="embed diggr")
+
+
+graphmae.__signature__ = joined_signature(_options, before="device")
+diggr.__signature__ = joined_signature(_options, _diggr_options, before="device")
+app.command("graphmae")(graphmae)
+app.command("diggr")(diggr)
 
 
 @app.command("transform")
 def transform(
-    model: Annotated[str, typer.Option("--model", "-m", help="An embeddings artifact written by gaml embed graphmae (it holds the model).")],
+    model: Annotated[str, typer.Option("--model", "-m", help="An embeddings artifact written by gaml embed graphmae or diggr (it holds the model).")],
     graphs: Annotated[str, typer.Option("--graphs", "-g", help="Graph JSONL to embed ('-' for stdin) or 'karate'.")],
     out: Annotated[str, typer.Option("--out", "-o", callback=out_file(".safetensors"), help="Embeddings artifact to write (.safetensors).")],
     device: DeviceOpt = "auto",
@@ -100,7 +162,7 @@ def transform(
     """
     setup(fmt, quiet)
     from ..core import console
-    from ..methods.graphmae.run import TransformOptions, transform as run_transform
+    from ..methods.diggr.run import TransformOptions, transform as run_transform
 
     console.summary(run_transform(TransformOptions(model=model, graphs=graphs, out=out, device=value(device))),
                     title="embed transform")

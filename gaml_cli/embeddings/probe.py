@@ -102,17 +102,20 @@ class ProbeOptions:
 
 
 def read_labels(path: str) -> np.ndarray:
-    """Labels in row order from JSONL lines that carry a "label" (ints as they are, other values
-    by their sorted distinct values)."""
-    import json
-
+    """Labels in row order from JSONL lines that carry a "label" (encode_labels)."""
     from ..core.artifacts import read_jsonl
 
     def validate(rec):
         if "label" not in rec:
             raise ValueError("no 'label' field")
 
-    values = [rec["label"] for rec in read_jsonl(path, validate=validate)]
+    return encode_labels([rec["label"] for rec in read_jsonl(path, validate=validate)])
+
+
+def encode_labels(values: list) -> np.ndarray:
+    """Labels as integers: ints as they are, any other JSON values by their sorted distinct values."""
+    import json
+
     if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
         return np.asarray(values, dtype=np.int64)
     keys = sorted({json.dumps(v, sort_keys=True) for v in values})

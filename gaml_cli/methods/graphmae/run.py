@@ -26,6 +26,7 @@ import torch
 
 from ...core import console
 from ...core.errors import InputError, UsageError
+from ...embeddings.probe import encode_labels
 
 KIND = "embeddings"
 LEVELS = ("auto", "node", "graph")
@@ -103,9 +104,9 @@ def load_graphs(source: str, level: str = "auto", features: dict[str, Any] | Non
             if nl is not None:
                 if not isinstance(nl, list) or len(nl) != graphs[0].num_nodes:
                     raise InputError(f"{source}: 'node_labels' must list one label per node ({graphs[0].num_nodes})")
-                labels = _encode_labels(nl)
+                labels = encode_labels(nl)
         elif all(g.label is not None for g in graphs):
-            labels = _encode_labels([g.label for g in graphs])
+            labels = encode_labels([g.label for g in graphs])
     if features is None:
         if all(graphs_given_x):
             dims = {int(d.x.shape[1]) if d.x.ndim == 2 else -1 for d in data}
@@ -124,15 +125,6 @@ def load_graphs(source: str, level: str = "auto", features: dict[str, Any] | Non
         if not torch.isfinite(d.x).all():
             raise InputError(f"{source}: node features hold NaN or infinite values")
     return GraphSet(data, lvl, labels, source, features)
-
-
-def _encode_labels(values: list) -> np.ndarray:
-    """Labels as integers: ints as they are, anything else by its sorted distinct values."""
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        return np.asarray(values, dtype=np.int64)
-    keys = sorted({json.dumps(v, sort_keys=True) for v in values})
-    index = {k: i for i, k in enumerate(keys)}
-    return np.asarray([index[json.dumps(v, sort_keys=True)] for v in values], dtype=np.int64)
 
 
 def model_config(o: GraphMAEOptions, gs: GraphSet) -> dict[str, Any]:
@@ -173,32 +165,58 @@ def embed(model, gs: GraphSet, pooling: str, device, batch_size: int = 256) -> n
     return torch.cat(out).numpy()
 
 
+@dataclass
+class Method:
+    """What the shared training loop (`fit`) needs of a method: its name, its network from a
+    config, one step's loss on a (batched) graph, and the tensors it writes (embeddings first)."""
+
+    name: str
+    build: Any  # config -> nn.Module
+    step: Any  # (model, data, gen) -> (loss tensor, stats dict)
+    outputs: Any  # (model, GraphSet, pooling, device) -> dict of numpy arrays, "embeddings" first
+
+
+def graphmae_method() -> Method:
+    from .model import GraphMAE
+
+    def outputs(model, gs, pooling, dev):
+        return {"embeddings": embed(model, gs, pooling, dev)}
+
+    return Method("graphmae", GraphMAE, lambda m, d, gen: (m.loss(d.x, d.edge_index, gen), {}), outputs)
+
+
 def train(o: GraphMAEOptions) -> dict[str, Any]:
     """Train GraphMAE on o.graphs; write o.out (embeddings + model); return the summary."""
+    check_options(o)
+    gs = load_graphs(o.graphs, o.level, max_degree=o.max_degree)
+    return fit(o, gs, model_config(o, gs), graphmae_method())
+
+
+def fit(o, gs: GraphSet, cfg: dict[str, Any], method: Method, extra_config: dict | None = None) -> dict[str, Any]:
+    """The training loop shared by GraphMAE and DiGGR: full-graph steps (node level) or random
+    batches of o.batch_size graphs (graph level), Adam, checkpoints every o.checkpoint_every steps
+    in OUT.ckpt/ (and on Ctrl-C / SIGTERM), --resume; then the outputs, the labels and the model
+    in one embeddings artifact at o.out."""
     from torch_geometric.loader import DataLoader
 
     from ...core import runtime
     from ...core.artifacts import save_artifact
     from ...core.checkpoint import CheckpointDir, StepLoop
     from ...core.paths import check_outputs
-    from .model import GraphMAE
 
-    check_options(o)
-    gs = load_graphs(o.graphs, o.level, max_degree=o.max_degree)
     out = Path(o.out)
     ckpt_dir = out.with_suffix("").with_name(out.stem + ".ckpt")
     if not o.resume:
         check_outputs({"--out": o.out}, inputs={"--graphs": o.graphs} if o.graphs != "karate" else {})
     dev = runtime.pick_device(o.device)
     torch.manual_seed(o.seed)
-    cfg = model_config(o, gs)
-    model = GraphMAE(cfg).to(dev)
+    model = method.build(cfg).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
     gen = torch.Generator().manual_seed(o.seed)
     ckpt = CheckpointDir(ckpt_dir, keep=2)
     if not o.resume and ckpt.latest() is not None:
         raise UsageError(f"{ckpt_dir} holds checkpoints of an earlier run: --resume to continue it, or remove it")
-    identity = {"model": cfg, "level": gs.level, "seed": o.seed, "batch_size": o.batch_size,
+    identity = {"method": method.name, "model": cfg, "level": gs.level, "seed": o.seed, "batch_size": o.batch_size,
                 "inputs": len(gs.data), "features": gs.features}
     start, seconds = 0, 0.0
     if o.resume:
@@ -220,11 +238,11 @@ def train(o: GraphMAEOptions) -> dict[str, Any]:
 
     graphs = [d.to(dev) for d in gs.data] if gs.level == "node" else gs.data
     order = torch.Generator().manual_seed(o.seed + 1)
-    loss_v = float("nan")
+    loss_v, stats = float("nan"), {}
     loop = StepLoop(start, o.steps, save_ckpt, ckpt, every=o.checkpoint_every)
-    console.log(f"GraphMAE ({cfg['encoder']} encoder, {gs.level} level): {len(gs.data)} graph(s), "
+    console.log(f"{method.name} ({cfg['encoder']} encoder, {gs.level} level): {len(gs.data)} graph(s), "
                 f"{sum(int(d.num_nodes) for d in gs.data)} nodes, {gs.features['dim']} features, {o.steps} steps on {dev}")
-    with loop, console.progress(o.steps, "graphmae", completed=start) as bar:
+    with loop, console.progress(o.steps, method.name, completed=start) as bar:
         for step in loop:
             model.train()
             if gs.level == "node":
@@ -232,7 +250,7 @@ def train(o: GraphMAEOptions) -> dict[str, Any]:
             else:
                 idx = torch.randint(len(graphs), (min(o.batch_size, len(graphs)),), generator=order)
                 d = next(iter(DataLoader([graphs[i] for i in idx], batch_size=len(idx)))).to(dev)
-            loss = model.loss(d.x, d.edge_index, gen)
+            loss, stats = method.step(model, d, gen)
             runtime.require_finite(step, loss=loss)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -240,66 +258,39 @@ def train(o: GraphMAEOptions) -> dict[str, Any]:
             loss_v = float(loss.detach())
             bar.update(1, loss=loss_v)
     seconds += time.perf_counter() - t0
-    emb = embed(model, gs, o.pooling, dev)
-    tensors: dict[str, Any] = {"embeddings": emb.astype(np.float32)}
+    tensors: dict[str, Any] = {k: np.asarray(v) for k, v in method.outputs(model, gs, o.pooling, dev).items()}
+    tensors["embeddings"] = tensors["embeddings"].astype(np.float32)
     if gs.labels is not None:
         tensors["labels"] = gs.labels
     tensors.update({f"model.{k}": v.detach().cpu().numpy() for k, v in model.state_dict().items()})
-    config = {"method": "graphmae", "level": gs.level, "pooling": o.pooling, "model": cfg, "features": gs.features,
+    config = {"method": method.name, "level": gs.level, "pooling": o.pooling, "model": cfg, "features": gs.features,
+              **(extra_config or {}),
               "train": {**asdict(o), "steps_done": max(start, loop.done), "seconds": round(seconds, 1),
-                        "loss": loss_v}, "source": gs.source}
+                        "loss": loss_v, **stats}, "source": gs.source}
     save_artifact(out, tensors, kind=KIND, config=config, seed=o.seed,
                   parents=[o.graphs] if Path(o.graphs).is_file() else [])
+    emb = tensors["embeddings"]
     return {"out": str(out), "level": gs.level, "rows": int(emb.shape[0]), "dim": int(emb.shape[1]),
-            "steps": max(start, loop.done), "loss": loss_v, "train_seconds": round(seconds, 1),
+            "steps": max(start, loop.done), "loss": loss_v, **stats, "train_seconds": round(seconds, 1),
             "labels": gs.labels is not None, "checkpoints": str(ckpt_dir)}
 
 
-def load_model(path: str, device="cpu"):
-    """(GraphMAE model, artifact config) from an embeddings artifact `gaml embed graphmae` wrote."""
+def load_model(path: str, methods: dict[str, Method], device="cpu"):
+    """(model, its Method, artifact config) from an embeddings artifact that holds a model of one
+    of `methods` (by name)."""
     from ...core.artifacts import load_artifact
-    from .model import GraphMAE
 
     art = load_artifact(path, KIND)
     cfg = art.config
-    if cfg.get("method") != "graphmae" or "model" not in cfg:
-        raise InputError(f"{path}: embeddings without a GraphMAE model (method {cfg.get('method')!r})")
-    model = GraphMAE(cfg["model"])
+    method = methods.get(cfg.get("method"))
+    if method is None or "model" not in cfg:
+        raise InputError(f"{path}: embeddings without a model gaml embed can load (method {cfg.get('method')!r}; "
+                         f"one of {', '.join(methods)})")
+    model = method.build(cfg["model"])
     state = {k[len("model."):]: torch.from_numpy(np.asarray(v)) for k, v in art.tensors.items()
              if k.startswith("model.")}
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
         raise InputError(f"{path}: the model's weights do not match its config ({str(exc).splitlines()[0]})") from None
-    return model.to(device).eval(), cfg
-
-
-@dataclass
-class TransformOptions:
-    """The options of `gaml embed transform`, by the same names."""
-
-    model: str
-    graphs: str
-    out: str
-    device: str = "auto"
-
-
-def transform(o: TransformOptions) -> dict[str, Any]:
-    """Embed o.graphs with the model in o.model; write an embeddings artifact (no model inside)."""
-    from ...core import runtime
-    from ...core.artifacts import save_artifact
-    from ...core.paths import check_outputs
-
-    check_outputs({"--out": o.out}, inputs={"--model": o.model, "--graphs": o.graphs if o.graphs != "karate" else None})
-    dev = runtime.pick_device(o.device)
-    model, cfg = load_model(o.model, dev)
-    gs = load_graphs(o.graphs, cfg["level"], features=cfg["features"])
-    emb = embed(model, gs, cfg.get("pooling", "mean"), dev)
-    tensors: dict[str, Any] = {"embeddings": emb.astype(np.float32)}
-    if gs.labels is not None:
-        tensors["labels"] = gs.labels
-    config = {"method": "graphmae", "level": gs.level, "pooling": cfg.get("pooling", "mean"), "transform_of": o.model,
-              "source": gs.source}
-    parents = [p for p in (o.model, o.graphs) if Path(p).is_file()]
-    save_artifact(o.out, tensors, kind=KIND, config=config, parents=parents)
-    return {"out": o.out, "level": gs.level, "rows": int(emb.shape[0]), "dim": int(emb.shape[1])}
+    return model.to(device).eval(), method, cfg
