@@ -46,6 +46,7 @@ def quiet_transformers() -> None:
 
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
     warnings.filterwarnings("ignore", category=FutureWarning, module="peft")
+    warnings.filterwarnings("ignore", message="fan_in_fan_out is set to False")  # GPT-2's Conv1D: peft fixes it
     try:
         import datasets
 
