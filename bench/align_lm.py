@@ -26,14 +26,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _cli import gaml, row  # noqa: E402
 
-# per method: the command, its data option, and the options that differ (all weights trained)
+# per method: the command, its data option, and its own options. All: all weights trained, the
+# same constant lr 1e-4, each loss's default beta (DPO 0.1; TRL's ORPO 0.1; SAPO's ORPO 0.05)
 METHODS = {
-    "sft": ("sft", "--data", ["--lr", "1e-4"]),
-    "dpo": ("dpo", "--pairs", ["--lr", "3e-4", "--beta", "0.5"]),
-    "orpo": ("orpo", "--pairs", ["--lr", "1e-4"]),
-    "sapo-dpo": ("sapo", "--data", ["--loss", "dpo", "--lr", "3e-4", "--beta", "0.5", "--segment-length", "8"]),
-    "sapo-orpo": ("sapo", "--data", ["--loss", "orpo", "--lr", "1e-4", "--segment-length", "8"]),
+    "sft": ("sft", "--data", []),
+    "dpo": ("dpo", "--pairs", []),
+    "orpo": ("orpo", "--pairs", []),
+    "sapo-dpo": ("sapo", "--data", ["--loss", "dpo", "--segment-length", "8"]),
+    "sapo-orpo": ("sapo", "--data", ["--loss", "orpo", "--segment-length", "8"]),
 }
+LR = "1e-4"
 
 
 def generate(model: Path, prompts: Path, out: Path) -> float:
@@ -100,12 +102,12 @@ def main() -> None:
         out = work / name
         t0 = time.perf_counter()
         s = gaml("align", cmd, "--model", start, opt, src, "--out", out, "--steps", args.steps,
-                 "--batch-size", args.batch_size, "--lora-rank", 0, "--checkpoint-every", 0, "--seed", args.seed,
-                 "--device", "cpu", *extra)
+                 "--batch-size", args.batch_size, "--lr", LR, "--lora-rank", 0, "--checkpoint-every", 0,
+                 "--seed", args.seed, "--device", "cpu", *extra)
         seconds = time.perf_counter() - t0
         acc = accuracy(out, data, work, name)
         row(kind="model", method=name, accuracy=acc, delta=round(acc - acc0, 4), train_seconds=round(seconds, 1),
-            steps=s["steps"], batch_size=args.batch_size, options=" ".join(map(str, extra)), n=500)
+            steps=s["steps"], batch_size=args.batch_size, lr=float(LR), options=" ".join(map(str, extra)), n=500)
 
 
 if __name__ == "__main__":

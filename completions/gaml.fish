@@ -120,6 +120,7 @@ complete -c gaml -n "__gaml_at 'align generate'" -l top-k -r -F -d 'Sampling: to
 complete -c gaml -n "__gaml_at 'align generate'" -l top-p -r -F -d 'Sampling: nucleus top-p.'
 complete -c gaml -n "__gaml_at 'align generate'" -l seed -r -F -d 'Base seed of the per-prompt sampling seeds.'
 complete -c gaml -n "__gaml_at 'align generate'" -l batch-size -r -F -d 'Prompts per batch (greedy).'
+complete -c gaml -n "__gaml_at 'align generate'" -l out -s o -r -F -d 'Where the JSONL goes: - (stdout) or a .jsonl file (written atomically).'
 complete -c gaml -n "__gaml_at 'align generate'" -l device -x -a 'auto cpu cuda mps' -d 'auto picks cuda, then mps, then cpu.'
 complete -c gaml -n "__gaml_at 'align generate'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'align generate'" -l help -s h -d 'Show help and exit.'

@@ -120,6 +120,10 @@ def test_trl_peers(gaml, lms, data, tmp_path, command, arch):
     assert (run / ("adapter_model.safetensors" if lora[1] != "0" else "model.safetensors")).is_file()
     res = gaml("align", "generate", "--model", run, "--prompts", data / "test.jsonl", "--max-new-tokens", "2", "-q")
     assert res.code == 0 and len(res.out.splitlines()) == 6
+    f = tmp_path / "answers.jsonl"
+    res = gaml("align", "generate", "--model", run, "--prompts", data / "test.jsonl", "--max-new-tokens", "2", "-q",
+               "--out", f)
+    assert res.code == 0 and res.out == "" and len(f.read_text().splitlines()) == 6
 
 
 def test_sft_on_conversational_data(gaml, lms, data, tmp_path):

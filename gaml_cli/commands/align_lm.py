@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import DeviceOpt, FormatOpt, PrecisionOpt, QuietOpt, joined_signature, out_folder, setup, value
+from ._common import DeviceOpt, FormatOpt, PrecisionOpt, QuietOpt, check_out, joined_signature, out_file, out_folder, setup, value
 
 
 class SapoLoss(str, Enum):
@@ -179,6 +179,7 @@ def generate(
     top_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="Sampling: nucleus top-p.")] = 1.0,
     seed: Annotated[int, typer.Option(min=0, help="Base seed of the per-prompt sampling seeds.")] = 0,
     batch_size: Annotated[int, typer.Option(min=1, help="Prompts per batch (greedy).")] = 64,
+    out: Annotated[str, typer.Option("--out", "-o", callback=out_file(".jsonl", stdout=True), help="Where the JSONL goes: '-' (stdout) or a .jsonl file (written atomically).")] = "-",
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
 ):
@@ -191,22 +192,19 @@ def generate(
         gaml eval answers --completions sapo.jsonl --data data/arith/test.jsonl
     """
     setup("human", quiet)
-    import sys
-
     from ..core import console, runtime
+    from ..core.artifacts import JsonlWriter
     from ..methods.sapo.data import read_prompts
     from ..methods.sapo.generate import complete
     from ..methods.sapo.lm import load_lm
 
+    check_out(out, ".jsonl", inputs={"--prompts": prompts}, stdout_ok=True)
     items = read_prompts(prompts)
     dev = runtime.pick_device(value(device))
     lm, tok, _ = load_lm(model, device=dev)
-    import json
-
-    with console.progress(len(items), "generate") as bar:
+    with JsonlWriter(out) as w, console.progress(len(items), "generate") as bar:
         for rec in complete(lm, tok, items, max_new_tokens, temperature, top_k, top_p, seed, batch_size, dev):
-            sys.stdout.write(json.dumps(rec, ensure_ascii=False) + "\n")
-            sys.stdout.flush()
+            w.write(rec)
             bar.update(1)
 
 

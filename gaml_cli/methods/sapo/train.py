@@ -289,8 +289,9 @@ def sapo_train(model, tokenizer, data: list[tuple[list[int], list[int]]], cfg: S
                 require_finite(step, loss=scaled)
                 scaled.backward()
                 loss_total += float(scaled.detach())
-                for key, v in stats.items():
-                    sums[key] = sums.get(key, 0.0) + float(v) * len(chunk) / cfg.batch_size
+                for key, v in stats.items():  # batch means; ORPO's NLL is already a share of the batch's
+                    share = 1.0 if key == "nll" else len(chunk) / cfg.batch_size
+                    sums[key] = sums.get(key, 0.0) + float(v) * share
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.grad_clip)
             opt.step()
