@@ -187,3 +187,19 @@ def test_orpo_missing_from_trl_is_one_line(gaml, lms, data, tmp_path, monkeypatc
                *FAST)
     assert res.code == 2 and len(res.err_lines) == 1 and "has no ORPO trainer" in res.err
     assert not (tmp_path / "o").exists()
+
+
+def test_arith_lm_asset_answers_as_its_card_says(gaml, tmp_path):
+    """The shipped starting model loads by its alias and answers the held-out sums as its card says
+    (0.104; a margin for float differences between machines)."""
+    from gaml_cli.core import hub
+
+    assert (hub.resolve("arith-lm", option="--model") / "config.json").is_file()
+    assert gaml("dataset", "arithmetic", "--out", tmp_path / "d", "-q").code == 0
+    answers = tmp_path / "a.jsonl"
+    res = gaml("align", "generate", "--model", "arith-lm", "--prompts", tmp_path / "d" / "test.jsonl",
+               "--max-new-tokens", "5", "--device", "cpu", "--out", answers, "-q")
+    assert res.code == 0, res.err
+    res = gaml("eval", "answers", "--completions", answers, "--data", tmp_path / "d" / "test.jsonl", "-f", "json")
+    acc = json.loads(res.out)["accuracy"]
+    assert 0.08 <= acc <= 0.13, acc
