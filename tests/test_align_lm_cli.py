@@ -203,3 +203,60 @@ def test_arith_lm_asset_answers_as_its_card_says(gaml, tmp_path):
     res = gaml("eval", "answers", "--completions", answers, "--data", tmp_path / "d" / "test.jsonl", "-f", "json")
     acc = json.loads(res.out)["accuracy"]
     assert 0.08 <= acc <= 0.13, acc
+
+
+# ------------------------------------------------------------------------------------------ Ctrl-C and resume
+def test_sapo_ctrl_c_saves_a_checkpoint_and_resume_finishes_the_same_run(gaml, lms, data, tmp_path, monkeypatch):
+    import signal
+
+    from gaml_cli.methods.sapo import train
+
+    base = ["align", "sapo", "--model", lms / "gpt2", "--data", data / "train.jsonl", "--batch-size", "2",
+            "--segment-length", "3", "--lora-rank", "2", "--device", "cpu", "-q", "--checkpoint-every", "0",
+            "--steps", "4", "-f", "json"]
+    straight = gaml(*base, "--out", tmp_path / "a")
+    assert straight.code == 0, straight.err
+    real, calls = train.generate_segments, []
+
+    def interrupted(*a, **kw):  # Ctrl-C arrives while step 2 generates
+        calls.append(1)
+        if len(calls) == 2:
+            signal.raise_signal(signal.SIGINT)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(train, "generate_segments", interrupted)
+    res = gaml(*base, "--out", tmp_path / "b")
+    assert res.code == 130 and "interrupted after step 2" in res.err
+    assert (tmp_path / "b" / "checkpoints" / "step-00000002.safetensors").is_file()
+    assert not (tmp_path / "b" / "adapter_model.safetensors").exists()
+    monkeypatch.setattr(train, "generate_segments", real)
+    res = gaml(*base, "--out", tmp_path / "b", "--resume")
+    assert res.code == 0, res.err
+    assert json.loads(res.out)["loss"] == json.loads(straight.out)["loss"]
+
+
+def test_trl_peer_ctrl_c_and_resume(gaml, lms, data, tmp_path, monkeypatch):
+    pytest.importorskip("trl")
+    import signal
+
+    from transformers import Trainer
+
+    base = ["align", "sft", "--model", lms / "llama", "--data", data / "train.jsonl", "--out", tmp_path / "r",
+            "--batch-size", "2", "--lora-rank", "2", "--device", "cpu", "-q", "--steps", "3", "-f", "json"]
+    real, calls = Trainer.training_step, []
+
+    def interrupted(self, *a, **kw):
+        calls.append(1)
+        if len(calls) == 1:
+            signal.raise_signal(signal.SIGINT)
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(Trainer, "training_step", interrupted)
+    res = gaml(*base)
+    assert res.code == 130 and "interrupted after step 1" in res.err
+    assert (tmp_path / "r" / "checkpoints" / "checkpoint-1").is_dir()
+    monkeypatch.setattr(Trainer, "training_step", real)
+    assert gaml(*base).code == 2  # a run is there: --resume or a new folder
+    res = gaml(*base, "--resume")
+    assert res.code == 0, res.err
+    assert json.loads(res.out)["steps"] == 3

@@ -156,7 +156,7 @@ def run_peer(o: PeerOptions) -> dict[str, Any]:
     if o.loss not in ("sigmoid", "hinge"):
         raise UsageError("--loss must be sigmoid or hinge")
     Trainer, Config = import_trl(o.method)
-    out = check_run_folder(o.out, False, WRITES) if not o.resume else Path(o.out)
+    out = check_run_folder(o.out, o.resume, WRITES)
     _check_no_run(out, o.resume)
     dev = runtime.pick_device(o.device)
     dtype = check_precision(o.precision, dev)
