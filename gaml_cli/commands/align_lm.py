@@ -112,7 +112,7 @@ def sapo(**kw):
 
     \b
         gaml dataset arithmetic --out data/arith
-        gaml align sapo --model runs/arith-sft --data data/arith/train.jsonl --out runs/sapo
+        gaml align sapo --model arith-lm --data data/arith/train.jsonl --loss orpo --lora-rank 0 --lr 1e-4 --batch-size 32 --segment-length 8 --out runs/sapo
         gaml align generate --model runs/sapo --prompts data/arith/test.jsonl > sapo.jsonl
         gaml eval answers --completions sapo.jsonl --data data/arith/test.jsonl
     """
@@ -142,8 +142,9 @@ def sft(**kw):
     Example:
 
     \b
+        gaml align sft --model arith-lm --data data/arith/train.jsonl --out runs/sft
         gaml align init-lm --out runs/arith-init
-        gaml align sft --model runs/arith-init --data data/arith/train.jsonl --lora-rank 0 --out runs/arith-sft
+        gaml align sft --model runs/arith-init --data data/arith/train.jsonl --lora-rank 0 --lr 1e-3 --out runs/arith-start
     """
     _peer("sft", kw, "data")
 
@@ -154,7 +155,7 @@ def dpo(**kw):
     Example:
 
     \b
-        gaml align dpo --model runs/arith-sft --pairs pairs.jsonl --out runs/dpo
+        gaml align dpo --model arith-lm --pairs pairs.jsonl --out runs/dpo
     """
     _peer("dpo", kw, "pairs")
 
@@ -165,7 +166,7 @@ def orpo(**kw):
     Example:
 
     \b
-        gaml align orpo --model runs/arith-sft --pairs pairs.jsonl --out runs/orpo
+        gaml align orpo --model arith-lm --pairs pairs.jsonl --out runs/orpo
     """
     _peer("orpo", kw, "pairs")
 
@@ -188,8 +189,8 @@ def generate(
     Example:
 
     \b
-        gaml align generate --model runs/sapo --prompts data/arith/test.jsonl > sapo.jsonl
-        gaml eval answers --completions sapo.jsonl --data data/arith/test.jsonl
+        gaml align generate --model arith-lm --prompts data/arith/test.jsonl > start.jsonl
+        gaml eval answers --completions start.jsonl --data data/arith/test.jsonl
     """
     setup("human", quiet)
     from ..core import console, runtime
@@ -225,7 +226,7 @@ def init_lm(
 
     \b
         gaml align init-lm --out runs/arith-init
-        gaml align sft --model runs/arith-init --data data/arith/train.jsonl --lora-rank 0 --out runs/arith-sft
+        gaml align sft --model runs/arith-init --data data/arith/train.jsonl --lora-rank 0 --lr 1e-3 --out runs/arith-start
     """
     setup(fmt, quiet)
     from pathlib import Path

@@ -19,6 +19,7 @@ with the EOS token; a prompt that does not fit the model's context is refused wi
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,18 +96,18 @@ def read_examples(path: str, pairs: bool = False, limit: int | None = None, opti
         raise InputError(f"{option} {path}: is a folder, expected a JSONL file")
     out: list[Example] = []
     parse = _pair_record if pairs else _chosen_record
-    with open(p, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
+    with open(p, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InputError(f"{path} line {lineno}: not UTF-8 text") from None
             if not line.strip():
                 continue
-            import json
-
             try:
                 rec = json.loads(line)
             except ValueError as exc:
                 raise InputError(f"{path} line {lineno}: malformed JSON ({exc.msg})") from None
-            except UnicodeDecodeError:
-                raise InputError(f"{path} line {lineno}: not UTF-8 text") from None
             if not isinstance(rec, dict):
                 raise InputError(f"{path} line {lineno}: expected a JSON object, got {type(rec).__name__}")
             try:
@@ -129,8 +130,6 @@ def read_prompts(path: str, option: str = "--prompts") -> list[str]:
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{option} {path}: no such file")
-    import json
-
     text = p.read_text(encoding="utf-8")
     lines = text.splitlines()
     first = next((l for l in lines if l.strip()), "")
