@@ -122,7 +122,9 @@ def sapo(**kw):
 
     kw = {k: value(v) for k, v in kw.items()}
     _check_paths(kw, "data")
-    console.summary(run(SapoOptions(**kw)), title="align sapo")
+    summary = run(SapoOptions(**kw))
+    if summary is not None:  # None: a non-main process of a multi-process run
+        console.summary(summary, title="align sapo")
 
 
 def _peer(method: str, kw: dict, data_key: str) -> None:

@@ -11,6 +11,7 @@ full model folder), the tokenizer, align.json, checkpoints/ and log.jsonl.
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,8 @@ class SapoOptions:
     device: str = "auto"
 
 
-def run(o: SapoOptions) -> dict[str, Any]:
+def run(o: SapoOptions) -> dict[str, Any] | None:
+    """Run SAPO; the summary on the main process, None on the others of a multi-process run."""
     import torch
 
     from ...core import runtime
@@ -66,6 +68,15 @@ def run(o: SapoOptions) -> dict[str, Any]:
     out = check_run_folder(o.out, o.resume, WRITES)
     dev = runtime.pick_device(o.device)
     dtype = check_precision(o.precision, dev)
+    rank = int(os.environ.get("RANK", "0"))
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun / accelerate launch: one process per device
+        if dev.type == "cuda":
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(dev)
+        if rank > 0:
+            from ...core import console
+
+            console.set_options(quiet=True)
     examples = read_examples(o.data, limit=o.limit)
     model, tok, model_path = load_lm(o.model, device=dev, dtype=dtype)
     ctx = context_length(model.config)
@@ -83,6 +94,8 @@ def run(o: SapoOptions) -> dict[str, Any]:
                                identity_extra={"model": str(Path(model_path).resolve()),
                                                "precision": o.precision},
                                progress_label=f"sapo-{cfg.loss}")
+    if rank > 0:
+        return None  # rank 0 writes the model
     lora = cfg.lora_rank > 0
     if lora and adapter_base(Path(model_path)) is not None:
         model, lora = model.merge_and_unload(), False  # the input was itself an adapter: save the whole model

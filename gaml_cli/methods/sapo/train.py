@@ -19,12 +19,19 @@ network for their forward passes, so no second network lives in memory. One opti
 Randomness is a function of (seed, step): the data order of each epoch, the cut points, the draws
 (a generator checkpointed with the run) and the sampling seed of step k, so --resume continues
 the uninterrupted run; the buffer (items, ids, draw counts) resumes with it.
+
+Under torchrun / `accelerate launch` (WORLD_SIZE > 1) each process takes its share of every
+step's examples (batch_size / processes) from the same data order, regenerates and buffers them in
+its own replay buffer (buffer_size / processes), draws its share of the batch, and DDP averages
+the gradients; the policy, EMA and reference stay identical on all processes. Rank 0 writes the
+checkpoints (with every process's buffer and random stream) and the log.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -91,6 +98,18 @@ RUN_IDENTITY = ("loss", "beta", "ema_beta", "segment_length", "buffer_size", "re
                 "temperature", "batch_size", "optimizer", "lora_rank", "seed")
 
 
+def _dist() -> tuple[int, int]:
+    """(rank, world) when launched by torchrun / accelerate launch, else (0, 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
 def trainable(model) -> dict[str, torch.nn.Parameter]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
@@ -146,13 +165,14 @@ def pair_logps(model, items, pad_id: int, device) -> tuple[torch.Tensor, torch.T
 
 
 def batch_loss(model, items, cfg: SapoConfig, pad_id: int, device, ref: dict | None, params,
-               total_chosen_tokens: float) -> tuple[torch.Tensor, dict]:
-    """The SAPO loss of a (micro-)batch of buffer items; the policy's log-probs carry the gradient."""
+               total_chosen_tokens: float, ref_model=None) -> tuple[torch.Tensor, dict]:
+    """The SAPO loss of a (micro-)batch of buffer items; the policy's log-probs carry the gradient.
+    (`model` may be a DDP wrapper; `ref_model` is then the network inside it.)"""
     pi_w, pi_l, n_w, n_l = pair_logps(model, items, pad_id, device)
     beta = cfg.resolved_beta()
     if cfg.loss in L.DPO_LOSSES:
         with torch.no_grad(), swapped(params, ref):
-            ref_w, ref_l, _, _ = pair_logps(model, items, pad_id, device)
+            ref_w, ref_l, _, _ = pair_logps(ref_model or model, items, pad_id, device)
         loss, stats = L.dpo_loss(pi_w, pi_l, ref_w, ref_l, beta, cfg.loss)
     else:
         nll = -pi_w.sum() / total_chosen_tokens
@@ -191,6 +211,13 @@ def sapo_train(model, tokenizer, data: list[tuple[list[int], list[int]]], cfg: S
     cfg.check()
     if not data:
         raise UsageError("no training examples")
+    rank, world = _dist()
+    main = rank == 0
+    if cfg.batch_size % world:
+        raise UsageError(f"--batch-size {cfg.batch_size} must be divisible by the {world} processes")
+    local_b = cfg.batch_size // world
+    if cfg.micro_batch is not None and local_b % cfg.micro_batch:
+        raise UsageError(f"--micro-batch {cfg.micro_batch} must divide each process's share of the batch ({local_b})")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     eos_id = tokenizer.eos_token_id
     from .lm import disable_dropout
@@ -207,12 +234,13 @@ def sapo_train(model, tokenizer, data: list[tuple[list[int], list[int]]], cfg: S
     ema = clone_params(params)
     ref = clone_params(params) if cfg.loss in L.DPO_LOSSES else None
     opt = make_optimizer(list(params.values()), cfg)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    buffer = ReplayBuffer(cfg.buffer_size)
+    gen = torch.Generator().manual_seed(cfg.seed if main else cfg.seed * 1_000_003 + rank)
+    buffer = ReplayBuffer(-(-cfg.buffer_size // world))
     order = DataOrder(len(data), cfg.seed)
     out_dir = Path(out_dir)
     ckpt = CheckpointDir(out_dir / "checkpoints", keep=2)
-    identity = {k: getattr(cfg, k) for k in RUN_IDENTITY} | {"examples": len(data)} | (identity_extra or {})
+    identity = {k: getattr(cfg, k) for k in RUN_IDENTITY} | {"examples": len(data), "processes": world} \
+        | (identity_extra or {})
     start, seconds, ref_syncs = 0, 0.0, 0
     if resume:
         step, state, run_cfg = ckpt.load(device="cpu")
@@ -226,39 +254,57 @@ def sapo_train(model, tokenizer, data: list[tuple[list[int], list[int]]], cfg: S
         if ref is not None:
             ref = {n: t.to(device=device, dtype=params[n].dtype) for n, t in state["ref"].items()}
         opt.load_state_dict(state["opt"])
-        gen.set_state(state["gen"])
-        buffer.load_state_dict(state["buffer"])
+        mine = state if main else state["ranks"][rank - 1]
+        gen.set_state(mine["gen"])
+        buffer.load_state_dict(mine["buffer"])
         start, seconds, ref_syncs = step, float(state.get("seconds", 0.0)), int(state.get("ref_syncs", 0))
         console.log(f"resumed from {ckpt.latest()} at step {start} ({len(buffer)} items in the replay buffer)")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    fwd = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        fwd = DDP(model, device_ids=[device.index] if torch.device(device).type == "cuda" else None)
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
     log_path = out_dir / "log.jsonl"
     t0 = time.perf_counter()
 
     def save_ckpt(step: int) -> None:
+        others = None
+        if world > 1:  # every process's buffer and random stream go into rank 0's checkpoint
+            import torch.distributed as dist
+
+            gathered = [None] * world
+            dist.all_gather_object(gathered, {"gen": gen.get_state(), "buffer": buffer.state_dict()})
+            others = gathered[1:]
+        if not main:
+            return
         state = {"policy": {n: p.detach().cpu() for n, p in params.items()},
                  "ema": {n: t.cpu() for n, t in ema.items()}, "opt": opt.state_dict(), "gen": gen.get_state(),
                  "buffer": buffer.state_dict(), "seconds": seconds + time.perf_counter() - t0,
                  "ref_syncs": ref_syncs}
         if ref is not None:
             state["ref"] = {n: t.cpu() for n, t in ref.items()}
+        if others is not None:
+            state["ranks"] = others
         ckpt.save(step, state, config={"identity": identity, "sapo": asdict(cfg)}, seed=cfg.seed)
 
-    micro = cfg.micro_batch or cfg.batch_size
-    loop = StepLoop(start, cfg.steps, save_ckpt, ckpt, every=cfg.checkpoint_every)
+    micro = cfg.micro_batch or local_b
+    loop = StepLoop(start, cfg.steps, save_ckpt, ckpt, every=cfg.checkpoint_every, announce=main)
     n_params = sum(p.numel() for p in params.values())
     console.log(f"sapo-{cfg.loss}: {len(data)} examples, {n_params / 1e6:.3f}M trained parameters "
                 f"({'LoRA rank ' + str(cfg.lora_rank) if cfg.lora_rank else 'all weights'}), {cfg.steps} steps of "
-                f"{cfg.batch_size} on {device}")
+                f"{cfg.batch_size} on {device}" + (f" ({world} processes)" if world > 1 else ""))
     last: dict[str, float] = {}
     gen_seconds = 0.0
     with loop, console.progress(cfg.steps, progress_label, completed=start) as bar:
         for step in loop:
             # 1-2. regenerate a segment of each chosen response with the EMA model; push to the buffer
-            rows = [data[i] for i in order.take(step * cfg.batch_size, cfg.batch_size)]
+            rows = [data[i] for i in order.take(step * cfg.batch_size + rank * local_b, local_b)]
             cuts = cut_points([len(r) for _, r in rows], gen)
             contexts = [p + r[:c] for (p, r), c in zip(rows, cuts)]
             tg = time.perf_counter()
-            torch.manual_seed(cfg.seed * 7_919 + step)  # generate() samples from the global generator
+            torch.manual_seed(cfg.seed * 7_919 + step + 104_729 * rank)  # generate() samples from the global generator
             with swapped(params, ema):
                 segments = generate_segments(model, contexts, cfg.segment_length, pad_id, eos_id, cfg.top_k,
                                              cfg.top_p, cfg.temperature, device, ctx)
@@ -271,26 +317,26 @@ def sapo_train(model, tokenizer, data: list[tuple[list[int], list[int]]], cfg: S
                 identical += rejected == r
                 buffer.push(p, r, rejected)
             # 3. draw from the buffer toward rarely drawn items
-            items = buffer.draw(cfg.batch_size, gen)
+            items = buffer.draw(local_b, gen)
             total_chosen = float(sum(len(it.chosen) for it in items))
             # 4-5. loss and update (micro-batches accumulate into one step)
             opt.zero_grad(set_to_none=True)
             sums: dict[str, float] = {}
             loss_total = 0.0
-            for k in range(0, cfg.batch_size, micro):
+            for k in range(0, local_b, micro):
                 chunk = items[k:k + micro]
-                loss, stats = batch_loss(model, chunk, cfg, pad_id, device, ref, params, total_chosen)
+                loss, stats = batch_loss(fwd, chunk, cfg, pad_id, device, ref, params, total_chosen, ref_model=model)
                 # DPO losses are batch means: weight each chunk by its share; ORPO's NLL is already
                 # normalised by the whole batch's chosen tokens, its odds-ratio term is a mean
                 if cfg.loss == "orpo":
-                    scaled = stats["nll"] + (loss - stats["nll"]) * len(chunk) / cfg.batch_size
+                    scaled = stats["nll"] + (loss - stats["nll"]) * len(chunk) / local_b
                 else:
-                    scaled = loss * len(chunk) / cfg.batch_size
+                    scaled = loss * len(chunk) / local_b
                 require_finite(step, loss=scaled)
                 scaled.backward()
                 loss_total += float(scaled.detach())
                 for key, v in stats.items():  # batch means; ORPO's NLL is already a share of the batch's
-                    share = 1.0 if key == "nll" else len(chunk) / cfg.batch_size
+                    share = 1.0 if key == "nll" else len(chunk) / local_b
                     sums[key] = sums.get(key, 0.0) + float(v) * share
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.grad_clip)
@@ -300,17 +346,22 @@ def sapo_train(model, tokenizer, data: list[tuple[list[int], list[int]]], cfg: S
             if ref is not None and (step + 1) % cfg.ref_sync_steps == 0:
                 ref = {n: t.clone() for n, t in ema.items()}
                 ref_syncs += 1
-            last = {"loss": loss_total, **sums, "identical_pairs": identical / cfg.batch_size,
+            last = {"loss": loss_total, **sums, "identical_pairs": identical / local_b,
                     "buffer": len(buffer), "mean_draws": sum(it.draws for it in buffer.items) / len(buffer)}
-            if (step + 1) % 10 == 0 or step + 1 == cfg.steps:
+            if main and ((step + 1) % 10 == 0 or step + 1 == cfg.steps):
                 with open(log_path, "a") as fh:
                     fh.write(json.dumps({"step": step + 1, **console.finite(last),
                                          "generation_seconds": round(gen_seconds, 2)}) + "\n")
             bar.update(1, loss=last["loss"], acc=last.get("accuracy", 0.0))
     seconds += time.perf_counter() - t0
-    if start >= cfg.steps:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+    if start >= cfg.steps and main:
         console.warn(f"the checkpoint is already at step {start} >= --steps {cfg.steps}; saving it as it is")
     report = {"steps": max(start, loop.done), "train_seconds": round(seconds, 1), "examples": len(data),
               "trainable_parameters": n_params, "reference_refreshes": ref_syncs,
-              "buffer_items": len(buffer), **console.finite(last)}
+              "buffer_items": len(buffer), "processes": world, **console.finite(last)}
     return model, report
