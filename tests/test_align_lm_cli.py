@@ -81,6 +81,21 @@ def test_sapo_run_loads_as_it_is_and_generates(gaml, lms, data, tmp_path, arch, 
     assert res.code == 0 and json.loads(res.out)["n"] == 6
 
 
+def test_generate_samples_each_prompt_from_its_own_seed(gaml, lms, tmp_path):
+    """With sampling, prompt i draws from seed (seed, i): its completion does not depend on the other
+    prompts or the batch; greedy output is one per prompt in input order."""
+    both, one = tmp_path / "both.txt", tmp_path / "one.txt"
+    both.write_text("1+2=\n30+4=\n")
+    one.write_text("1+2=\n")
+    args = ["align", "generate", "--model", lms / "llama", "--max-new-tokens", "6", "--temperature", "1.0",
+            "--seed", "3", "-q"]
+    a = [json.loads(l) for l in gaml(*args, "--prompts", both).out.splitlines()]
+    b = [json.loads(l) for l in gaml(*args, "--prompts", one).out.splitlines()]
+    assert [r["prompt"] for r in a] == ["1+2=", "30+4="] and a[0] == b[0]
+    again = [json.loads(l) for l in gaml(*args, "--prompts", one).out.splitlines()]
+    assert again == b
+
+
 def test_sapo_conversational_data(gaml, lms, data, tmp_path):
     res = gaml("align", "sapo", "--model", lms / "llama", "--data", data / "chat.jsonl", "--out", tmp_path / "r",
                *FAST, "--segment-length", "2", "--lora-rank", "2")

@@ -270,3 +270,19 @@ def test_gaml_dpo_loss_equals_trl_dpotrainer_on_one_batch(tiny, tmp_path):
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
     theirs = trainer.compute_loss(trainer.model, batch)
     assert float(theirs) == pytest.approx(float(ours), rel=1e-5, abs=1e-6)
+
+
+def test_ema_of_half_precision_weights_is_kept_in_fp32():
+    from gaml_cli.methods.sapo.train import clone_params
+
+    p = {"w": torch.nn.Parameter(torch.full((3,), 1.0, dtype=torch.bfloat16))}
+    ema = clone_params(p)
+    assert ema["w"].dtype == torch.float32
+    with torch.no_grad():
+        p["w"].fill_(1.0 + 2 ** -7)  # the smallest step bf16 has above 1
+    for _ in range(3):
+        ema_update(ema, p, 0.999)  # each update moves the EMA by ~8e-6: lost in bf16, kept in fp32
+    assert float(ema["w"][0]) > 1.0
+    with swapped(p, ema):
+        assert p["w"].dtype == torch.bfloat16
+    assert p["w"].dtype == torch.bfloat16 and float(p["w"][0]) == 1.0 + 2 ** -7

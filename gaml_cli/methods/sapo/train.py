@@ -114,17 +114,25 @@ def trainable(model) -> dict[str, torch.nn.Parameter]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
+def master_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The EMA and the reference keep half-precision weights in fp32 (an EMA of bf16 weights
+    would round most updates away); they are cast to the network's dtype when swapped in."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
 def clone_params(params: dict[str, torch.nn.Parameter]) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in params.items()}
+    return {n: p.detach().to(master_dtype(p.dtype), copy=True) for n, p in params.items()}
 
 
 @contextmanager
 def swapped(params: dict[str, torch.nn.Parameter], values: dict[str, torch.Tensor]):
-    """Run the network with `values` in place of the trained tensors (O(1): the .data pointers
-    are exchanged, nothing is copied), then put the policy's back."""
+    """Run the network with `values` in place of the trained tensors (the .data pointers are
+    exchanged: nothing is copied unless the values are fp32 masters of half-precision weights),
+    then put the policy's back."""
     saved = {n: p.data for n, p in params.items()}
     for n, p in params.items():
-        p.data = values[n]
+        v = values[n]
+        p.data = v if v.dtype == p.dtype else v.to(p.dtype)
     try:
         yield
     finally:
@@ -136,7 +144,7 @@ def swapped(params: dict[str, torch.nn.Parameter], values: dict[str, torch.Tenso
 def ema_update(ema: dict[str, torch.Tensor], params: dict[str, torch.nn.Parameter], ema_beta: float) -> None:
     """theta_ema <- ema_beta * theta_ema + (1 - ema_beta) * theta."""
     for n, p in params.items():
-        ema[n].mul_(ema_beta).add_(p.detach(), alpha=1 - ema_beta)
+        ema[n].mul_(ema_beta).add_(p.detach().to(ema[n].dtype), alpha=1 - ema_beta)
 
 
 def pad_batch(rows: list[tuple[list[int], list[int]]], pad_id: int, device) -> tuple[torch.Tensor, ...]:
@@ -250,9 +258,9 @@ def sapo_train(model, tokenizer, data: list[tuple[list[int], list[int]]], cfg: S
         with torch.no_grad():
             for n, p in params.items():
                 p.copy_(state["policy"][n])
-        ema = {n: t.to(device=device, dtype=params[n].dtype) for n, t in state["ema"].items()}
+        ema = {n: t.to(device=device, dtype=master_dtype(params[n].dtype)) for n, t in state["ema"].items()}
         if ref is not None:
-            ref = {n: t.to(device=device, dtype=params[n].dtype) for n, t in state["ref"].items()}
+            ref = {n: t.to(device=device, dtype=master_dtype(params[n].dtype)) for n, t in state["ref"].items()}
         opt.load_state_dict(state["opt"])
         mine = state if main else state["ranks"][rank - 1]
         gen.set_state(mine["gen"])
