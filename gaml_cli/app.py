@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from . import __version__
+from .commands import align_lm  # the LM commands (SAPO, TRL's SFT/DPO/ORPO) join the align group
 from .commands import align, boost, completion, dataset, distill, embed, eval as eval_cmd, export, graphgen, grid, info, inspect, models, run, sample, topic, train, unlearn
 
 app = typer.Typer(
@@ -46,6 +47,8 @@ app.add_typer(dataset.app, name="dataset")
 app.add_typer(models.app, name="models")
 app.add_typer(eval_cmd.app, name="eval")
 app.add_typer(align.app, name="align")
+for _name, _fn in align_lm.COMMANDS:
+    align.app.command(_name)(_fn)
 app.add_typer(embed.app, name="embed")
 app.add_typer(boost.app, name="boost")
 app.add_typer(graphgen.app, name="graphgen")

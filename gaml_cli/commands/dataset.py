@@ -191,3 +191,41 @@ def prefs(
     summary = run_prefs(PrefsOptions(out=out, oracle=value(oracle), model=model, n=n, captions=captions, steps=steps,
                                      guidance=guidance, batch_size=batch_size, seed=seed, device=value(device)))
     console.summary(summary, title="prefs")
+
+
+@app.command("arithmetic")
+def arithmetic(
+    out: Annotated[str, typer.Option("--out", "-o", callback=out_folder, help="Folder to write train.jsonl and test.jsonl into.")],
+    test: Annotated[int, typer.Option(min=1, max=9999, help="Held-out sums in test.jsonl (never in train.jsonl).")] = 500,
+    train: Annotated[Optional[int], typer.Option(min=1, help="Sums in train.jsonl (default: all the others, 10,000 - --test).")] = None,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the shuffle that splits train and test.")] = 0,
+    fmt: FormatOpt = "human",
+    quiet: QuietOpt = False,
+):
+    """Two-digit sums as a language task with a checkable answer: {"prompt": "37+48=", "completion": "85"}.
+
+    a and b are integers 0-99; the prompt is exactly "{a}+{b}=" and the completion the decimal
+    sum. The 10,000 ordered pairs are shuffled by --seed; the first --test are held out.
+
+    Example:
+
+    \b
+        gaml dataset arithmetic --out data/arith
+        gaml eval answers --completions c.jsonl --data data/arith/test.jsonl
+    """
+    setup(fmt, quiet)
+    from pathlib import Path
+
+    from ..core import console
+    from ..core.artifacts import output_group, write_jsonl
+    from ..datasets import arithmetic as ds
+
+    check_folder_out(out)
+    train_rows, test_rows = ds.make(test=test, train=train, seed=seed)
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    with output_group():
+        write_jsonl(folder / "train.jsonl", train_rows)
+        write_jsonl(folder / "test.jsonl", test_rows)
+    console.summary({"out": str(folder), "train": len(train_rows), "test": len(test_rows), "seed": seed},
+                    title="dataset arithmetic")

@@ -226,3 +226,32 @@ def reward(
     summary = run_reward(RewardOptions(images=images, oracle=value(oracle), model=model, prompts=prompts,
                                        batch_size=batch_size, device=value(device)))
     console.summary(summary, title="reward")
+
+
+@app.command("answers")
+def answers(
+    completions: Annotated[str, typer.Option("--completions", "-c", help="JSONL {\"prompt\", \"completion\"} (gaml align generate's output; '-' for stdin).")],
+    data: Annotated[str, typer.Option("--data", "-d", help="JSONL with the reference answers: {\"prompt\", \"completion\"} (or \"chosen\").")],
+    fmt: FormatOpt = "human",
+    quiet: QuietOpt = False,
+):
+    """Exact-match accuracy of generated answers against reference answers, matched by prompt.
+
+    Example:
+
+    \b
+        gaml align generate --model runs/sapo --prompts data/arith/test.jsonl > c.jsonl
+        gaml eval answers --completions c.jsonl --data data/arith/test.jsonl
+    """
+    setup(fmt, quiet)
+    from ..core import console
+    from ..core.artifacts import read_jsonl
+    from ..datasets.arithmetic import exact_match
+
+    def check(rec):
+        if not isinstance(rec.get("prompt"), str) or not isinstance(rec.get("completion"), str):
+            raise ValueError("expected string 'prompt' and 'completion' fields")
+
+    comp = list(read_jsonl(completions, validate=check))
+    ref = list(read_jsonl(data))
+    console.summary(exact_match(comp, ref), title="eval answers")

@@ -85,7 +85,7 @@ def locate(entry: ModelEntry) -> Location:
     """Where an alias would load from, and whether it is there now (never downloads)."""
     if entry.source == "asset":
         p = ASSETS_DIR / entry.asset
-        return Location(entry.alias, "asset", p.is_file(), p if p.is_file() else None,
+        return Location(entry.alias, "asset", p.exists(), p if p.exists() else None,
                         [str(p)], kind=entry.kind)
     if entry.source == "path":
         p = Path(entry.path)

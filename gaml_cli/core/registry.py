@@ -55,7 +55,7 @@ class ModelEntry:
     description: str
     hub_id: str | None = None
     revision: str | None = None
-    asset: str | None = None  # file name under gaml_cli/assets/
+    asset: str | None = None  # file (or model folder) name under gaml_cli/assets/
     path: str | None = None  # a user alias may point at a local file or folder
     origin: str = "builtin"
 
@@ -138,6 +138,8 @@ SHIPPED: tuple[ModelEntry, ...] = (
                description="feature net + label head for gaml eval fd on digits (recipes/classifiers.yaml)"),
     ModelEntry(alias="shapes-classifier", kind="classifier", asset="shapes-classifier.safetensors",
                description="feature net + shape/colour/background heads for gaml eval fd on shapes (recipes/classifiers.yaml)"),
+    ModelEntry(alias="arith-lm", kind="causal-lm", asset="arith-lm",
+               description="gaml's small Llama-style LM for two-digit sums, a transformers folder (recipes/align-arithmetic.yaml)"),
 )
 
 
@@ -186,7 +188,7 @@ def _user_entries() -> list[ModelEntry]:
 
 def entries() -> list[ModelEntry]:
     """All aliases: built-in hub models, shipped assets present on disk, user aliases."""
-    shipped = [e for e in SHIPPED if (ASSETS_DIR / e.asset).is_file()]
+    shipped = [e for e in SHIPPED if (ASSETS_DIR / e.asset).exists()]
     by_alias: dict[str, ModelEntry] = {}
     for e in (*BUILTIN, *shipped, *_user_entries()):
         by_alias[e.alias] = e  # user entries may override built-ins deliberately
