@@ -45,7 +45,7 @@ function __gaml_at
 end
 
 complete -c gaml -f
-complete -c gaml -n "__gaml_at ''" -a align -d 'Preference alignment of diffusion models: Diffusion-RPO...'
+complete -c gaml -n "__gaml_at ''" -a align -d 'Preference alignment.'
 complete -c gaml -n "__gaml_at ''" -a boost -d 'Diffusion Boosted Trees: p(y|x) for tables from one...'
 complete -c gaml -n "__gaml_at ''" -a completion -d 'Print a completion script; it lists every command and...'
 complete -c gaml -n "__gaml_at ''" -a dataset -d 'Data sets that work offline: scikit-learns digits,...'

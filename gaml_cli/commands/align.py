@@ -10,11 +10,14 @@ import typer
 from ._common import DeviceOpt, FormatOpt, PrecisionOpt, QuietOpt, joined_signature, out_folder, setup, value
 
 app = typer.Typer(
-    help="Preference alignment of diffusion models: Diffusion-RPO (a reconstruction: its authors released no "
-         "code) and Diffusion-DPO, on pairs of a chosen and a rejected image per prompt.\n\nExample:\n\n\b\n"
+    help="Preference alignment. Diffusion models: Diffusion-RPO (a reconstruction: its authors released no "
+         "code) and Diffusion-DPO, on pairs of a chosen and a rejected image per prompt. Language models: SAPO "
+         "(prompts and chosen answers only), and TRL's SFT, DPO and ORPO as peers.\n\nExample:\n\n\b\n"
          "    gaml dataset prefs --model shapes --oracle size -n 1000 --out prefs\n"
          "    gaml align rpo --model shapes --pairs prefs/prefs.jsonl --out runs/rpo\n"
-         "    gaml sample --model runs/rpo --prompt \"a red circle on a blue background\" -n 16 --out s.safetensors",
+         "    gaml sample --model runs/rpo --prompt \"a red circle on a blue background\" -n 16 --out s.safetensors\n"
+         "    gaml dataset arithmetic --out data/arith\n"
+         "    gaml align sapo --model arith-lm --data data/arith/train.jsonl --out runs/sapo --loss orpo",
     no_args_is_help=True,
 )
 
