@@ -408,6 +408,7 @@ complete -c gaml -n "__gaml_at 'embed diggr'" -l factor-encoder -x -a 'shared se
 complete -c gaml -n "__gaml_at 'embed diggr'" -l factor-weight -r -F -d 'Weight of the factor subgraphs reconstruction error.'
 complete -c gaml -n "__gaml_at 'embed diggr'" -l latent-weight -r -F -d 'Weight of the factor models negative ELBO (per node).'
 complete -c gaml -n "__gaml_at 'embed diggr'" -l latent-layers -r -F -d 'Layers of the factor models (Weibull) encoder.'
+complete -c gaml -n "__gaml_at 'embed diggr'" -l latent-lr -r -F -d 'Adam learning rate of the factor model (encoder, Weibull heads, g); the autoencoders use --lr. 10x --lr: the factor model is slow to split the nodes at GraphMAEs rate.'
 complete -c gaml -n "__gaml_at 'embed diggr'" -l representation -x -a 'concat graph' -d 'concat: whole-graph embedding joined with the nodes own factors; graph: the whole-graph one alone.'
 complete -c gaml -n "__gaml_at 'embed diggr'" -l device -x -a 'auto cpu cuda mps' -d 'auto picks cuda, then mps, then cpu.'
 complete -c gaml -n "__gaml_at 'embed diggr'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'

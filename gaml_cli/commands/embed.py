@@ -83,6 +83,7 @@ def _diggr_options(
     factor_weight: Annotated[float, typer.Option(min=0.0, help="Weight of the factor subgraphs' reconstruction error.")] = 1.0,
     latent_weight: Annotated[float, typer.Option(min=0.0, help="Weight of the factor model's negative ELBO (per node).")] = 1.0,
     latent_layers: Annotated[int, typer.Option(min=1, help="Layers of the factor model's (Weibull) encoder.")] = 1,
+    latent_lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate of the factor model (encoder, Weibull heads, g); the autoencoders use --lr. 10x --lr: the factor model is slow to split the nodes at GraphMAE's rate.")] = 1e-2,
     representation: Annotated[Representation, typer.Option(help="concat: whole-graph embedding joined with the node's own factor's; graph: the whole-graph one alone.")] = Representation.concat,
 ):
     """(Signature holder: the options only diggr adds.)"""

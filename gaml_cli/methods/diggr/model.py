@@ -84,6 +84,9 @@ class DiGGR(nn.Module):
         self.mask_token = nn.Parameter(torch.zeros(1, c["in_dim"]))
 
     # -- the latent factor model ---------------------------------------------------------------
+    def latent_parameters(self) -> list[nn.Parameter]:
+        return [*self.latent.parameters(), *self.to_k.parameters(), *self.to_lam.parameters(), self.log_g]
+
     def posterior(self, x: torch.Tensor, edge_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.latent(x, edge_index)
         k = (F.softplus(self.to_k(h)) + K_MIN).clamp(max=K_MAX)

@@ -35,6 +35,7 @@ class DiGGROptions(G.GraphMAEOptions):
     factor_weight: float = 1.0
     latent_weight: float = 1.0
     latent_layers: int = 1
+    latent_lr: float = 1e-2
     representation: str = "concat"
 
 
@@ -46,6 +47,8 @@ def model_config(o: DiGGROptions, gs: G.GraphSet) -> dict[str, Any]:
 
 def check_options(o: DiGGROptions) -> None:
     G.check_options(o)
+    if not math.isfinite(o.latent_lr) or o.latent_lr <= 0:
+        raise UsageError("--latent-lr must be a finite number > 0")
     for name in ("prior_shape", "prior_rate", "factor_weight", "latent_weight"):
         v = getattr(o, name)
         if not math.isfinite(v) or v < 0 or (name.startswith("prior") and v == 0):
@@ -87,10 +90,17 @@ def _outputs(model, gs: G.GraphSet, pooling: str, dev) -> dict[str, np.ndarray]:
     return {"embeddings": torch.cat(rows).numpy()}
 
 
+def _groups(model, o) -> list[dict]:
+    """The factor model (its encoder, the Weibull heads, g) at o.latent_lr; the autoencoders at o.lr."""
+    latent = {id(p) for p in model.latent_parameters()}
+    return [{"params": [p for p in model.parameters() if id(p) in latent], "lr": o.latent_lr},
+            {"params": [p for p in model.parameters() if id(p) not in latent]}]
+
+
 def diggr_method() -> G.Method:
     from .model import DiGGR
 
-    return G.Method("diggr", DiGGR, _step, _outputs)
+    return G.Method("diggr", DiGGR, _step, _outputs, _groups)
 
 
 def train(o: DiGGROptions) -> dict[str, Any]:

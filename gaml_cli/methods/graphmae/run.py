@@ -174,6 +174,7 @@ class Method:
     build: Any  # config -> nn.Module
     step: Any  # (model, data, gen) -> (loss tensor, stats dict)
     outputs: Any  # (model, GraphSet, pooling, device) -> dict of numpy arrays, "embeddings" first
+    groups: Any = None  # (model, options) -> Adam parameter groups; None: one group at o.lr
 
 
 def graphmae_method() -> Method:
@@ -211,7 +212,8 @@ def fit(o, gs: GraphSet, cfg: dict[str, Any], method: Method, extra_config: dict
     dev = runtime.pick_device(o.device)
     torch.manual_seed(o.seed)
     model = method.build(cfg).to(dev)
-    opt = torch.optim.Adam(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+    groups = method.groups(model, o) if method.groups is not None else [{"params": list(model.parameters())}]
+    opt = torch.optim.Adam(groups, lr=o.lr, weight_decay=o.weight_decay)
     gen = torch.Generator().manual_seed(o.seed)
     ckpt = CheckpointDir(ckpt_dir, keep=2)
     if not o.resume and ckpt.latest() is not None:
