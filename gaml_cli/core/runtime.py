@@ -96,22 +96,32 @@ def pick_dtype(precision: str, device=None):
     return table[precision]
 
 
-def distributed(device=None) -> tuple[int, int, "object"]:
-    """(rank, world size, device) of this process. Under torchrun / `accelerate launch`
-    (WORLD_SIZE > 1) the process group is initialised (nccl on CUDA, gloo otherwise) and a CUDA
-    device becomes this process's own (LOCAL_RANK); otherwise (0, 1, device)."""
+def rank_world() -> tuple[int, int]:
+    """(rank, world) when launched by torchrun / `accelerate launch` (WORLD_SIZE > 1; the process
+    group is initialised: nccl when CUDA is present, gloo otherwise), else (0, 1)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return 0, 1, device
+        return 0, 1
     import torch
     import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def distributed(device=None) -> tuple[int, int, "object"]:
+    """(rank, world size, device) of this process: rank_world(), and under several processes a
+    CUDA device becomes this process's own (LOCAL_RANK); otherwise (0, 1, device)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1, device
+    import torch
 
     if device is not None and getattr(device, "type", None) == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device is not None and device.type == "cuda" else "gloo")
-    return dist.get_rank(), dist.get_world_size(), device
+    rank, world = rank_world()
+    return rank, world, device
 
 
 def seed_everything(seed: int) -> None:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -100,14 +99,9 @@ RUN_IDENTITY = ("loss", "beta", "ema_beta", "segment_length", "buffer_size", "re
 
 def _dist() -> tuple[int, int]:
     """(rank, world) when launched by torchrun / accelerate launch, else (0, 1)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1
-    import torch.distributed as dist
+    from ...core.runtime import rank_world
 
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), dist.get_world_size()
+    return rank_world()
 
 
 def trainable(model) -> dict[str, torch.nn.Parameter]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -73,14 +72,9 @@ RUN_IDENTITY = ("batch_size", "alpha", "sigma_init", "kappa1", "kappa2", "kappa4
 
 def _dist() -> tuple[int, int]:
     """(rank, world) when launched by torchrun / accelerate launch, else (0, 1)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1
-    import torch.distributed as dist
+    from ...core.runtime import rank_world
 
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), dist.get_world_size()
+    return rank_world()
 
 
 def _bcast(s: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
