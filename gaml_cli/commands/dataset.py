@@ -9,7 +9,7 @@ import typer
 from ._common import DeviceOpt, FormatOpt, OracleOpt, QuietOpt, check_folder_out, check_out, out_file, out_folder, setup, value
 
 app = typer.Typer(
-    help="Data sets that work offline: scikit-learn's digits, gaml's captioned shapes, and preference pairs scored by an oracle.\n\nExample:\n\n\b\n    gaml dataset digits --out data/digits.safetensors --grid data/digits.png\n    gaml dataset shapes -n 2000 --out data/shapes.safetensors",
+    help="Data sets that work offline: scikit-learn's digits, gaml's captioned shapes, preference pairs scored by an oracle, synthetic videos; and the Openstory++ pipeline from videos to keyframes to webdataset shards.\n\nExample:\n\n\b\n    gaml dataset digits --out data/digits.safetensors --grid data/digits.png\n    gaml dataset shapes -n 2000 --out data/shapes.safetensors\n    gaml dataset videos -n 4 --out vids && gaml dataset keyframes vids --out kf > frames.jsonl",
     no_args_is_help=True,
 )
 
@@ -191,3 +191,200 @@ def prefs(
     summary = run_prefs(PrefsOptions(out=out, oracle=value(oracle), model=model, n=n, captions=captions, steps=steps,
                                      guidance=guidance, batch_size=batch_size, seed=seed, device=value(device)))
     console.summary(summary, title="prefs")
+
+
+def _range(lo: int, hi: int):
+    def check(text: str) -> str:
+        from ..datasets.videos import parse_range
+
+        try:
+            parse_range(text, lo, hi)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        return text
+
+    return check
+
+
+@app.command("videos")
+def videos(
+    out: Annotated[str, typer.Option("--out", "-o", callback=out_folder, help="Folder for the videos, their ground-truth JSON and videos.jsonl.")],
+    n: Annotated[int, typer.Option("--n", "-n", min=1, max=100_000, help="Number of videos.")] = 8,
+    seed: Annotated[int, typer.Option(min=0, help="Video i is drawn from the stream (seed, i).")] = 0,
+    width: Annotated[int, typer.Option(min=32, max=4096, help="Frame width in pixels (even).")] = 256,
+    height: Annotated[int, typer.Option(min=32, max=4096, help="Frame height in pixels (even).")] = 192,
+    fps: Annotated[int, typer.Option(min=1, max=240, help="Frames per second.")] = 24,
+    shots: Annotated[str, typer.Option(callback=_range(1, 1000), help="Shots per video, A-B (inclusive) or A.")] = "3-6",
+    shot_frames: Annotated[str, typer.Option(callback=_range(1, 100_000), help="Frames per shot, A-B or A.")] = "12-48",
+    objects: Annotated[str, typer.Option(callback=_range(1, 8), help="Shapes per shot, A-B or A (1-8).")] = "1-3",
+    palette: Annotated[str, typer.Option(help="shapes: the shapes data set's 7 named colours (jittered); random: any RGB colour (named by the nearest in captions).")] = "shapes",
+    codec: Annotated[str, typer.Option(help="h264 (.mp4, yuv420p, CRF 18) or ffv1 (.mkv, lossless).")] = "h264",
+    fmt: FormatOpt = "human",
+    quiet: QuietOpt = False,
+):
+    """Synthetic videos with known shots: moving shapes on drifting backgrounds, hard cuts.
+
+    Each shot has a panning two-colour background and 1-3 shapes (gaml's shapes renderer)
+    moving in straight lines; at a cut every colour, shape and position changes. Writes
+    OUT/video-NNNNN.mp4 (PyAV; .mkv with --codec ffv1), OUT/video-NNNNN.json (ground truth:
+    `cuts` = first frame of each shot after the first, `shots` with `start_frame`,
+    `end_frame`, `caption` and each object's visible box per frame, [x1, y1, x2, y2] in
+    pixels) and OUT/videos.jsonl (one line per video). Video i depends only on (--seed, i).
+
+    Example:
+
+    \b
+        gaml dataset videos -n 8 --out vids
+        gaml dataset videos -n 4 --seed 7 --palette random --shot-frames 10-60 --out unseen
+    """
+    setup(fmt, quiet)
+    from pathlib import Path
+
+    from ..core import console
+    from ..core.artifacts import atomic_path, write_jsonl
+    from ..core.errors import UsageError
+    from ..datasets import videos as V
+
+    if palette not in V.PALETTES:
+        raise UsageError(f"--palette {palette}: expected one of {', '.join(V.PALETTES)}")
+    if codec not in V.CODECS:
+        raise UsageError(f"--codec {codec}: expected one of {', '.join(V.CODECS)}")
+    if width % 2 or height % 2:
+        raise UsageError(f"--width {width} --height {height}: both must be even (yuv420p video)")
+    check_folder_out(out)
+    opt = V.VideoOptions(width=width, height=height, fps=fps, shots=V.parse_range(shots, 1, 1000),
+                         shot_frames=V.parse_range(shot_frames, 1, 100_000), objects=V.parse_range(objects, 1, 8),
+                         palette=palette, codec=codec)
+
+    def write_file(path, writer):
+        with atomic_path(path) as tmp:
+            writer(tmp)
+
+    import time
+
+    t0 = time.perf_counter()
+    with console.progress(n, "videos") as bar:
+        rows = V.generate(out, n, seed, opt, write_file=write_file, progress=bar)
+    write_jsonl(Path(out) / "videos.jsonl", rows)
+    frames = sum(r["frames"] for r in rows)
+    console.summary({"out": out, "videos": n, "frames": frames, "shots": sum(r["shots"] for r in rows),
+                     "cuts": sum(len(r["cuts"]) for r in rows), "codec": codec, "size": [width, height],
+                     "seconds": round(time.perf_counter() - t0, 3)}, title="videos")
+
+
+@app.command("keyframes")
+def keyframes(
+    videos: Annotated[list[str], typer.Argument(help="Video files (anything PyAV/FFmpeg decodes) or folders of them.", show_default=False)],
+    out: Annotated[str, typer.Option("--out", "-o", callback=out_folder, help="Folder for the keyframes: OUT/<video-id>/<shot>-<frame>.jpg and keyframes.json per video.")],
+    size: Annotated[int, typer.Option(min=16, max=4096, help="Side of the square keyframes: resize the short side, crop the centre.")] = 512,
+    per_shot: Annotated[int, typer.Option(min=1, max=100, help="Keyframes per shot (evenly spaced; fewer after filters).")] = 1,
+    threshold: Annotated[float, typer.Option(min=0.0, max=255.0, help="Content-detector threshold (PySceneDetect's default 27): mean HSV change that starts a new shot.")] = 27.0,
+    min_shot: Annotated[int, typer.Option(min=1, help="Shortest shot in frames (PySceneDetect's min_scene_len).")] = 8,
+    min_sharpness: Annotated[float, typer.Option(min=0.0, help="Blur filter: drop keyframes whose edge sharpness is lower (sharp synthetic frames 1.3-2.1, Gaussian blur sigma 1 about 0.55; 0 = off).")] = 0.8,
+    min_side: Annotated[int, typer.Option(min=1, help="Size filter: no keyframes from a video whose short side is smaller.")] = 128,
+    max_hamming: Annotated[int, typer.Option(min=-1, max=64, help="Near-duplicates: pHash within this many bits (of 64) ... (-1 = keep duplicates).")] = 6,
+    max_color: Annotated[float, typer.Option(min=0.0, max=255.0, help="... and 8x8 colour thumbnails within this mean difference (0-255).")] = 12.0,
+    quality: Annotated[int, typer.Option(min=1, max=100, help="JPEG quality.")] = 95,
+    shard: Annotated[Optional[str], typer.Option(help="i/N: process only slice i (0 .. N-1) of N of the inputs, for job arrays.")] = None,
+    fmt: FormatOpt = "human",
+    quiet: QuietOpt = False,
+):
+    """Shots and keyframes of videos: one JSONL record per keyframe on stdout.
+
+    Shots: PySceneDetect's ContentDetector rule (mean HSV change between frames at least
+    --threshold, shots at least --min-shot frames) re-implemented on frames PyAV decodes
+    (neither OpenCV nor PySceneDetect needed). Keyframes: the sharpest frame near each of
+    --per-shot even slots of a shot; blur (--min-sharpness) and size (--min-side) filters;
+    near-duplicates within a video dropped (pHash and colour thumbnail); resized and
+    centre-cropped to --size. Record: {"video", "video_id", "shot", "start_frame",
+    "end_frame", "frame_index", "time", "image", "sharpness"} (frames counted from 0, end
+    inclusive, time in seconds). A rerun skips videos already done with the same options and
+    prints their records again. A video that is missing or cannot be decoded gets one line on
+    stderr, the others are processed, and the run exits 1 at the end, naming them.
+
+    Example:
+
+    \b
+        gaml dataset keyframes vids/*.mp4 --out kf > frames.jsonl
+        gaml dataset keyframes vids --out kf --shard 0/4 > frames-0.jsonl
+    """
+    setup(fmt, quiet)
+    from ..core import console
+    from ..core.artifacts import JsonlWriter
+    from ..core.errors import RuntimeFailure
+    from ..core.shards import parse_shard
+    from ..methods.stories.keyframes import KeyframesOptions, expand_inputs, keyframes as run_keyframes
+
+    sh = parse_shard(shard)
+    check_folder_out(out)
+    opt = KeyframesOptions(videos=list(videos), out=out, size=size, per_shot=per_shot, threshold=threshold,
+                           min_shot=min_shot, min_sharpness=min_sharpness, min_side=min_side,
+                           max_hamming=max_hamming, max_color=max_color, quality=quality, shard=sh)
+    total = len(expand_inputs(opt.videos))
+    with console.progress(total if sh is None else None, "keyframes") as bar, JsonlWriter("-") as w:
+        summary = run_keyframes(opt, emit=w.write, progress=bar, warn=console.warn)
+    console.summary(summary, title="keyframes", stdout_busy=True)
+    if summary["failed"]:
+        names = ", ".join(f["video"] for f in summary["failed"])
+        raise RuntimeFailure(f"{len(summary['failed'])} of {summary['videos']} videos failed: {names}")
+
+
+@app.command("pack")
+def pack(
+    records: Annotated[str, typer.Argument(help="Records JSONL ('-' = stdin): `image` (a frame) and optionally `mask_image` (a palette PNG), as keyframes writes them.", show_default=False)],
+    out: Annotated[str, typer.Option("--out", "-o", callback=out_folder, help="Folder for the shards: OUT/shard-NNNNNN.tar and OUT/shards.json.")],
+    max_size: Annotated[str, typer.Option(help="Largest shard (bytes of the tar): 500MB, 1GB, 1GiB ...")] = "1GB",
+    max_count: Annotated[int, typer.Option(min=1, help="Most samples per shard.")] = 10000,
+    prefix: Annotated[str, typer.Option(help="Shard file names: PREFIX-NNNNNN.tar.")] = "shard",
+    fmt: FormatOpt = "human",
+    quiet: QuietOpt = False,
+):
+    """Pack records into webdataset tar shards: `<key>.jpg`, `<key>.json`, `<key>.png`.
+
+    Each record becomes a sample: the image as jpg, its `mask_image` as png when it has one,
+    the rest of the record as json. A shard closes before the sample that would take it
+    over --max-size (a sample larger than that alone gets its own shard) or --max-count.
+    Read them with `webdataset.WebDataset("OUT/shard-{000000..000009}.tar")`. A record whose
+    image is missing gets one line on stderr and is skipped; the run exits 1 at the end.
+
+    Example:
+
+    \b
+        gaml dataset keyframes vids --out kf > frames.jsonl
+        gaml dataset pack frames.jsonl --out shards --max-size 500MB
+    """
+    setup(fmt, quiet)
+    import re
+
+    from ..core import console
+    from ..core.artifacts import read_jsonl
+    from ..core.errors import RuntimeFailure, UsageError
+    from ..methods.stories.pack import PackOptions, pack as run_pack, parse_size, validate_record
+
+    try:
+        limit = parse_size(max_size)
+    except ValueError as exc:
+        raise UsageError(f"--max-size {exc}") from None
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", prefix):
+        raise UsageError(f"--prefix {prefix!r}: use letters, digits, '-' and '_' only")
+    check_folder_out(out, inputs={"records": records})
+    recs = []
+    for i, rec in enumerate(read_jsonl(records, validate=validate_record)):
+        recs.append(rec)
+    # line numbers for messages: read_jsonl skips blank lines, so count them again from the file
+    numbered = _numbered(records, recs)
+    opt = PackOptions(records=records, out=out, max_size=limit, max_count=max_count, prefix=prefix)
+    with console.progress(len(recs), "pack") as bar:
+        summary = run_pack(opt, numbered, warn=console.warn, progress=bar)
+    console.summary(summary, title="pack")
+    if summary["failed"]:
+        raise RuntimeFailure(f"{len(summary['failed'])} of {len(recs)} records failed (lines "
+                             f"{', '.join(str(f['line']) for f in summary['failed'])})")
+
+
+def _numbered(path: str, recs: list[dict]) -> list[tuple[int, dict]]:
+    if path == "-":
+        return list(enumerate(recs, 1))
+    with open(path, encoding="utf-8") as fh:
+        lines = [i for i, line in enumerate(fh, 1) if line.strip()]
+    return list(zip(lines, recs))
