@@ -3,16 +3,17 @@
 For each video (decoded with PyAV):
 
 1. pass one decodes every frame at detection size (width <= 256) and feeds the content detector
-   (shots.py); it also keeps each frame's edge sharpness (frames.sharpness) and time;
-2. each shot of L frames gets K = min(--per-shot, L) slots at (j + 1/2) L / K; in a window
-   around each slot (one frame kept clear of the shot's ends) the sharpest frame is the
-   keyframe candidate (a blurred frame loses to a sharp neighbour);
-3. filters: a candidate whose sharpness is under --min-sharpness is dropped ("blurry"); a video
-   whose short side is under --min-side gives no keyframes ("small");
-4. pass two decodes the video again up to the last candidate, resizes each candidate so the
-   short side is --size and crops the centre (512 by default, as Openstory++), and drops a
-   near-duplicate of a keyframe already kept from the same video: pHash within --max-hamming
-   bits and 8x8 colour thumbnails within --max-color (pHash alone ignores colour);
+   (shots.py); it keeps each frame's time;
+2. each shot of L frames gets K = min(--per-shot, L) slots at (j + 1/2) L / K, each with a
+   window of up to 3 frames either side (one frame kept clear of the shot's ends);
+3. pass two decodes the video again up to the last window; in each window the frame with the
+   highest edge sharpness (frames.sharpness, at detection size) is the candidate, so a blurred
+   frame loses to a sharp neighbour; filters: a candidate under --min-sharpness is dropped
+   ("blurry"); a video whose short side is under --min-side gives no keyframes ("small");
+4. each candidate is resized so the short side is --size and centre-cropped (512 by default,
+   as Openstory++), and dropped if it is a near-duplicate of a keyframe already kept from the
+   same video: pHash within --max-hamming bits and 8x8 colour thumbnails within --max-color
+   (pHash alone ignores colour);
 5. the keyframes are written as JPEG to OUT/<video-id>/<shot>-<frame>.jpg, then the video's
    record file OUT/<video-id>/keyframes.json, which marks the video as done.
 
@@ -145,55 +146,55 @@ class _Scan:
     height: int
     fps: float
     cuts: list[int]
-    sharp: np.ndarray
     times: np.ndarray
 
 
 def scan(path: str, opt: KeyframesOptions) -> _Scan:
-    """Pass one: shots, per-frame sharpness and times at detection size."""
+    """Pass one: shot cuts and frame times, at detection size."""
     container = _open(path)
     try:
         stream = container.streams.video[0]
         rate = stream.average_rate or stream.guessed_rate
         fps = float(rate) if rate else 0.0
         det = ContentDetector(threshold=opt.threshold, min_shot=opt.min_shot)
-        sharp: list[float] = []
         times: list[float] = []
         w = h = 0
         for frame in _decode(container):
             if not w:
                 w, h = frame.width, frame.height
             dw, dh = _detect_size(frame.width, frame.height)
-            small = frame.reformat(width=dw, height=dh, format="rgb24").to_ndarray()
-            det.push(small)
-            sharp.append(F.sharpness(small))
+            det.push(frame.reformat(width=dw, height=dh, format="rgb24").to_ndarray())
             t = frame.time
             times.append(float(t) if t is not None else (len(times) / fps if fps else float("nan")))
     finally:
         container.close()
     if det.frames == 0:
         raise VideoError("no frames could be decoded")
-    return _Scan(det.frames, w, h, fps, det.cuts, np.asarray(sharp), np.asarray(times))
+    return _Scan(det.frames, w, h, fps, det.cuts, np.asarray(times))
 
 
-def choose(shot: tuple[int, int], k: int, sharp: np.ndarray) -> list[int]:
-    """Keyframe candidates of one shot: the sharpest frame near each of min(k, L) even slots."""
+WINDOW = 3  # frames either side of a slot where the sharpest frame is looked for
+
+
+def windows(shot: tuple[int, int], k: int) -> list[tuple[int, int, float]]:
+    """(lo, hi, centre) of the min(k, L) keyframe slots of one shot, windows inclusive."""
     s, e = shot
     length = e - s + 1
     k = max(1, min(k, length))
     guard = 1 if length > 4 else 0
-    half = max(1.0, length / (4 * k))
+    half = min(float(WINDOW), max(0.5, length / (4 * k)))
     out = []
     for j in range(k):
         c = s + (j + 0.5) * length / k - 0.5
-        lo = max(s + guard, math.floor(c - half))
-        hi = min(e - guard, math.ceil(c + half))
+        lo = max(s + guard, math.ceil(c - half))
+        hi = min(e - guard, math.floor(c + half))
         if lo > hi:
             lo = hi = min(max(round(c), s), e)
-        idx = np.arange(lo, hi + 1)
-        best = idx[np.lexsort((np.abs(idx - c), -sharp[idx]))[0]]  # sharpest, then nearest the slot
-        if int(best) not in out:
-            out.append(int(best))
+        if out and lo <= out[-1][1]:
+            lo = out[-1][1] + 1
+            if lo > hi:
+                continue
+        out.append((lo, hi, c))
     return out
 
 
@@ -233,43 +234,56 @@ def process_video(path: str, opt: KeyframesOptions, counts: dict) -> dict:
     sc = scan(path, opt)
     counts["frames_decoded"] += sc.frames
     shots = shots_from_cuts(sc.cuts, sc.frames)
-    wanted: dict[int, int] = {}  # frame -> shot
+    slots: list[tuple[int, int, float, int]] = []  # lo, hi, centre, shot
     if min(sc.width, sc.height) < opt.min_side:
-        counts["dropped"]["small"] += sum(min(opt.per_shot, e - s + 1) for s, e in shots)
+        counts["dropped"]["small"] += sum(len(windows(sh, opt.per_shot)) for sh in shots)
     else:
-        for si, shot in enumerate(shots):
-            for f in choose(shot, opt.per_shot, sc.sharp):
-                if sc.sharp[f] < opt.min_sharpness:
-                    counts["dropped"]["blurry"] += 1
-                else:
-                    wanted[f] = si
+        slots = [(lo, hi, c, si) for si, sh in enumerate(shots) for lo, hi, c in windows(sh, opt.per_shot)]
     records = []
     kept: list[tuple[np.ndarray, np.ndarray]] = []
-    if wanted:
-        last = max(wanted)
+
+    def finish(best, slot):
+        sharp, i, rgb = best
+        si = slot[3]
+        if sharp < opt.min_sharpness:
+            counts["dropped"]["blurry"] += 1
+            return
+        crop = F.resize_crop(rgb, opt.size)
+        sig = (F.phash(crop), F.thumb(crop))
+        if opt.max_hamming >= 0 and any(F.is_near_duplicate(sig, k, opt.max_hamming, opt.max_color) for k in kept):
+            counts["dropped"]["duplicate"] += 1
+            return
+        kept.append(sig)
+        name = f"{si:04d}-{i:06d}.jpg"
+        _write_jpeg(folder / name, crop, opt.quality)
+        s, e = shots[si]
+        t = float(sc.times[i])
+        records.append({"shot": si, "start_frame": s, "end_frame": e, "frame_index": i,
+                        "time": round(t, 6) if math.isfinite(t) else None, "image": name,
+                        "sharpness": round(sharp, 3)})
+
+    if slots:
         container = _open(path)
+        k = 0
+        best = None  # (sharpness, frame index, full-size RGB) of the current slot
         try:
             for i, frame in enumerate(_decode(container)):
-                if i > last:
+                if k >= len(slots):
                     break
-                if i not in wanted:
+                lo, hi = slots[k][0], slots[k][1]
+                if i < lo:
                     continue
-                crop = F.resize_crop(frame.to_ndarray(format="rgb24"), opt.size)
-                sig = (F.phash(crop), F.thumb(crop))
-                if any(F.is_near_duplicate(sig, k, opt.max_hamming, opt.max_color) for k in kept):
-                    counts["dropped"]["duplicate"] += 1
-                    continue
-                kept.append(sig)
-                si = wanted[i]
-                name = f"{si:04d}-{i:06d}.jpg"
-                _write_jpeg(folder / name, crop, opt.quality)
-                s, e = shots[si]
-                t = float(sc.times[i])
-                records.append({"shot": si, "start_frame": s, "end_frame": e, "frame_index": i,
-                                "time": round(t, 6) if math.isfinite(t) else None, "image": name,
-                                "sharpness": round(float(sc.sharp[i]), 3)})
+                dw, dh = _detect_size(frame.width, frame.height)
+                sharp = F.sharpness(frame.reformat(width=dw, height=dh, format="rgb24").to_ndarray())
+                if best is None or sharp > best[0] or (sharp == best[0] and abs(i - slots[k][2]) < abs(best[1] - slots[k][2])):
+                    best = (sharp, i, frame.to_ndarray(format="rgb24"))
+                if i == hi:
+                    finish(best, slots[k])
+                    k, best = k + 1, None
         finally:
             container.close()
+        if k < len(slots):  # the second decode ended early (a file changed under us)
+            raise VideoError(f"decoded fewer frames than the first pass ({sc.frames})")
     for old in folder.glob("*.jpg") if folder.is_dir() else []:  # leftovers of an older run
         if old.name not in {r["image"] for r in records}:
             old.unlink()

@@ -1,0 +1,101 @@
+"""Shot boundaries of `gaml dataset keyframes` against the ground truth of synthetic videos.
+
+Renders videos with `gaml dataset videos` settings gaml was not tuned on (other seeds, random
+RGB colours, other shot lengths and frame sizes), runs gaml's content detector (the scan pass
+of keyframes: decode + detect) and, when PySceneDetect is installed, its own ContentDetector
+(`scenedetect.detect(path, ContentDetector())`, defaults except min_scene_len) on the same
+files, and prints one JSON row per (set, detector): cut precision and recall (a cut counts
+within --tolerance frames), shots with at least one keyframe (gaml: full keyframes run), and
+frames per second of the detection pass.
+
+    python bench/dataset.py --videos 12 --out /tmp/bench-stories > bench/results/dataset.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gaml_cli.datasets import videos as V  # noqa: E402
+from gaml_cli.methods.stories.keyframes import KeyframesOptions, keyframes, scan  # noqa: E402
+from gaml_cli.methods.stories.shots import match_cuts  # noqa: E402
+
+SETS = {
+    # name: (seed, VideoOptions) -- the unit tests and the development runs used seeds 0-3
+    "shapes-palette": (101, V.VideoOptions()),
+    "random-colours": (202, V.VideoOptions(palette="random", shot_frames=(10, 60))),
+    "random-640x360-ffv1": (303, V.VideoOptions(width=640, height=360, palette="random", shot_frames=(9, 40),
+                                                objects=(2, 4), codec="ffv1")),
+}
+
+
+def _total(rows):
+    tp = sum(r["tp"] for r in rows)
+    found = sum(r["found"] for r in rows)
+    true = sum(r["true"] for r in rows)
+    return {"tp": tp, "found": found, "true": true, "precision": tp / found if found else 1.0,
+            "recall": tp / true if true else 1.0}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--videos", type=int, default=12, help="videos per set")
+    ap.add_argument("--out", default=None, help="work folder (default: a temp folder)")
+    ap.add_argument("--tolerance", type=int, default=2)
+    ap.add_argument("--min-scene-len", type=int, default=8, help="PySceneDetect's min_scene_len (gaml's --min-shot)")
+    args = ap.parse_args()
+    work = Path(args.out or tempfile.mkdtemp(prefix="gaml-bench-stories-"))
+    for name, (seed, opt) in SETS.items():
+        folder = work / name
+        folder.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        truths = [V.generate_video(folder, seed, i, opt) for i in range(args.videos)]
+        render_s = time.perf_counter() - t0
+        frames = sum(t["frames"] for t in truths)
+        paths = [str(folder / t["video"]) for t in truths]
+        kopt = KeyframesOptions(videos=paths, out=str(work / f"{name}-kf"))
+        rows, t0 = [], time.perf_counter()
+        for p, t in zip(paths, truths):
+            rows.append(match_cuts(scan(p, kopt).cuts, t["cuts"], args.tolerance))
+        det_s = time.perf_counter() - t0
+        recs: list[dict] = []
+        t0 = time.perf_counter()
+        keyframes(kopt, recs.append)
+        kf_s = time.perf_counter() - t0
+        covered = 0
+        for p, t in zip(paths, truths):
+            mine = [r for r in recs if r["video"] == p]
+            for s in t["shots"]:
+                covered += any(s["start_frame"] <= r["frame_index"] <= s["end_frame"] for r in mine)
+        n_shots = sum(len(t["shots"]) for t in truths)
+        common = {"set": name, "videos": len(paths), "frames": frames, "shots": n_shots,
+                  "size": [opt.width, opt.height], "codec": opt.codec, "tolerance": args.tolerance}
+        print(json.dumps({**common, "detector": "gaml", **_total(rows), "detect_fps": round(frames / det_s, 1),
+                          "keyframes": len(recs), "true_shots_with_keyframe": covered,
+                          "keyframes_fps": round(frames / kf_s, 1), "render_fps": round(frames / render_s, 1),
+                          "threads": os.environ.get("OMP_NUM_THREADS")}), flush=True)
+        try:
+            from scenedetect import ContentDetector, detect
+        except ImportError:
+            continue
+        rows, t0 = [], time.perf_counter()
+        for p, t in zip(paths, truths):
+            scenes = detect(p, ContentDetector(min_scene_len=args.min_scene_len))
+            cuts = [s[0].get_frames() for s in scenes[1:]]
+            rows.append(match_cuts(cuts, t["cuts"], args.tolerance))
+        det_s = time.perf_counter() - t0
+        import scenedetect
+
+        print(json.dumps({**common, "detector": f"pyscenedetect {scenedetect.__version__} ContentDetector",
+                          **_total(rows), "detect_fps": round(frames / det_s, 1)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
