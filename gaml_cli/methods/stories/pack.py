@@ -49,8 +49,8 @@ def parse_size(text: str) -> int:
         n = float(m.group(1)) * SIZE_UNITS[m.group(2).lower()]
     except ValueError:
         raise ValueError(f"{text!r}: expected a size such as 500MB, 1GB or 1GiB") from None
-    if n < 4 * RECORD:
-        raise ValueError(f"{text!r}: a shard needs at least {4 * RECORD} bytes")
+    if n < RECORD:
+        raise ValueError(f"{text!r}: a tar file takes at least {RECORD} bytes")
     return int(n)
 
 

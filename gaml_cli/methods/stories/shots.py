@@ -1,8 +1,9 @@
 """Shot boundaries by frame content: PySceneDetect's ContentDetector rule, on numpy frames.
 
 For consecutive frames in HSV (OpenCV's 8-bit scale, frames.rgb_to_hsv8), the content value is
-the mean over H, S and V of the mean absolute difference of the channel (PySceneDetect 0.6's
-`ContentDetector` with its default weights 1, 1, 1 and no edge term). A new shot starts at a
+the mean over H, S and V of the mean absolute difference of the channel (PySceneDetect's
+`ContentDetector` with its default weights 1, 1, 1 and no edge term), with one change: hue
+differences are circular (PySceneDetect cuts when a colour drifts through red). A new shot starts at a
 frame whose content value is at least `threshold` (27, PySceneDetect's default) when the
 current shot is already `min_shot` frames long (PySceneDetect's `min_scene_len`, 15 by default
 there; 8 here). Frames are compared at a small size (width <= 256, as PySceneDetect downscales).
@@ -25,8 +26,12 @@ DETECT_WIDTH = 256
 
 
 def content_value(prev_hsv: np.ndarray, hsv: np.ndarray) -> float:
-    """Mean over the H, S, V channels of the mean absolute difference between two frames."""
-    return float(np.abs(hsv - prev_hsv).reshape(-1, 3).mean(axis=0).mean())
+    """Mean over the H, S, V channels of the mean absolute difference between two frames; the
+    hue difference is taken around the circle (min(d, 180 - d)), so a colour drifting through
+    red (hue 179 -> 0) is not a cut. PySceneDetect subtracts hue as a plain number there."""
+    d = np.abs(hsv - prev_hsv).reshape(-1, 3)
+    d[:, 0] = np.minimum(d[:, 0], 180.0 - d[:, 0])
+    return float(d.mean(axis=0).mean())
 
 
 @dataclass

@@ -1,0 +1,349 @@
+"""gaml dataset videos / keyframes / pack (Openstory++ pipeline, docs/stories.md): shot detection
+on frames built in memory, held-out synthetic videos, --shard coverage, resume, bad inputs, and
+a pack -> read round trip through the webdataset reader."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+av = pytest.importorskip("av")
+
+from gaml_cli.core.errors import UsageError  # noqa: E402
+from gaml_cli.core.shards import parse_shard, take_shard  # noqa: E402
+from gaml_cli.datasets import videos as V  # noqa: E402
+from gaml_cli.methods.stories import frames as F  # noqa: E402
+from gaml_cli.methods.stories.keyframes import windows  # noqa: E402
+from gaml_cli.methods.stories.shots import ContentDetector, detect_cuts, match_cuts, shots_from_cuts  # noqa: E402
+
+TINY = ["--width", "96", "--height", "64", "--shots", "2-3", "--shot-frames", "10-14", "--objects", "1-2"]
+SMALL_KF = ["--size", "32", "--min-side", "32"]
+
+
+# --------------------------------------------------------------------------- in memory
+
+
+def _shot(rng, n, h=48, w=64):
+    """n frames of one shot: a flat colour with a slow brightness drift and a moving square."""
+    bg = rng.integers(0, 256, 3)
+    fg = (bg + 128) % 256
+    out = []
+    x = int(rng.integers(0, w - 16))
+    for t in range(n):
+        f = np.clip(np.full((h, w, 3), bg, np.float32) + 0.5 * t, 0, 255).astype(np.uint8)
+        xx = (x + t) % (w - 12)
+        f[10:22, xx:xx + 12] = fg
+        out.append(f)
+    return out
+
+
+def _clip(seed, lengths):
+    rng = np.random.default_rng(seed)
+    frames, cuts, start = [], [], 0
+    prev = None
+    for n in lengths:
+        while True:  # a background clearly unlike the previous one: a hard cut
+            shot = _shot(rng, n)
+            if prev is None or np.abs(shot[0].astype(float) - prev.astype(float)).mean() > 60:
+                break
+        if start:
+            cuts.append(start)
+        frames += shot
+        prev = shot[-1]
+        start += n
+    return frames, cuts
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_detector_finds_hard_cuts_in_memory(seed):
+    frames, cuts = _clip(seed, [12, 30, 9, 20, 15])
+    assert detect_cuts(frames) == cuts
+
+
+def test_detector_ignores_slow_change_and_respects_min_shot():
+    # a fade over 60 frames changes every pixel by at most ~4 levels a frame: no cut
+    ramp = [np.full((32, 32, 3), (4 * t, 255 - 4 * t, 100), np.uint8) for t in range(60)]
+    assert detect_cuts(ramp) == []
+    frames, cuts = _clip(5, [20, 4, 20])  # a 4-frame shot is shorter than min_shot=8
+    assert detect_cuts(frames, min_shot=8) == [cuts[0]]
+    assert detect_cuts(frames, min_shot=2) == cuts
+    det = ContentDetector()
+    for f in frames[:25]:
+        det.push(f)
+    assert det.values[cuts[0]] >= 27 and max(det.values[1:cuts[0]]) < 27
+
+
+def test_match_cuts_tolerance_and_one_to_one():
+    m = match_cuts([10, 31, 32, 70], [10, 30, 50], tolerance=2)
+    assert (m["tp"], m["found"], m["true"]) == (2, 4, 3)
+    assert m["precision"] == 0.5 and m["recall"] == pytest.approx(2 / 3)
+    assert match_cuts([], [])["precision"] == 1.0
+
+
+def test_shots_and_windows_cover_every_shot():
+    assert shots_from_cuts([5, 9], 12) == [(0, 4), (5, 8), (9, 11)]
+    for length in range(1, 40):
+        for k in (1, 2, 3, 5):
+            ws = windows((100, 100 + length - 1), k)
+            assert 1 <= len(ws) <= min(k, length)
+            for lo, hi, _ in ws:
+                assert 100 <= lo <= hi <= 100 + length - 1
+            assert all(a[1] < b[0] for a, b in zip(ws, ws[1:]))  # disjoint, in order
+
+
+def test_sharpness_falls_with_blur_and_phash_sees_structure():
+    from PIL import Image, ImageFilter
+
+    rng = np.random.default_rng(0)
+    img = np.full((96, 128, 3), 60, np.uint8)
+    img[20:70, 30:90] = (220, 40, 40)
+    sharp = F.sharpness(img)
+    blurred = F.sharpness(np.asarray(Image.fromarray(img).filter(ImageFilter.GaussianBlur(2))))
+    assert sharp > 1.0 > 0.5 > blurred
+    assert F.sharpness(np.full((32, 32, 3), 9, np.uint8)) == 0.0  # no edges
+    noisy = np.clip(img.astype(int) + rng.integers(-3, 4, img.shape), 0, 255).astype(np.uint8)
+    a, b = (F.phash(img), F.thumb(img)), (F.phash(noisy), F.thumb(noisy))
+    assert F.is_near_duplicate(a, b, 6, 12.0)
+    other = img.copy()
+    other[20:70, 30:90] = (40, 40, 220)  # same layout, other colour: pHash alone would match
+    assert not F.is_near_duplicate(a, (F.phash(other), F.thumb(other)), 6, 12.0)
+    crop = F.resize_crop(img, 40)
+    assert crop.shape == (40, 40, 3)
+
+
+# --------------------------------------------------------------------------- shards
+
+
+def test_shard_slices_cover_every_item_once():
+    for total in range(0, 23):
+        items = list(range(total))
+        for n in range(1, 8):
+            parts = [take_shard(items, (i, n)) for i in range(n)]
+            assert sorted(x for p in parts for x in p) == items
+            sizes = [len(p) for p in parts]
+            assert max(sizes) - min(sizes) <= 1
+    assert parse_shard("2/5") == (2, 5) and parse_shard(None) is None
+    for bad in ("5/5", "1/0", "a/b", "1", "-1/3"):
+        with pytest.raises(UsageError):
+            parse_shard(bad)
+
+
+# --------------------------------------------------------------------------- videos
+
+
+@pytest.fixture(scope="module")
+def tiny_videos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("vids")
+    opt = V.VideoOptions(width=96, height=64, shots=(2, 3), shot_frames=(10, 14), objects=(1, 2))
+    truths = [V.generate_video(folder, 3, i, opt) for i in range(4)]
+    return folder, truths
+
+
+def test_videos_command_truth_matches_the_file(gaml, tmp_path):
+    res = gaml("dataset", "videos", "-n", "2", "--out", tmp_path / "v", *TINY, "-f", "json")
+    assert res.code == 0, res.err
+    summary = json.loads(res.out)
+    assert summary["videos"] == 2
+    rows = [json.loads(line) for line in (tmp_path / "v" / "videos.jsonl").read_text().splitlines()]
+    for row in rows:
+        truth = json.loads((tmp_path / "v" / row["truth"]).read_text())
+        with av.open(str(tmp_path / "v" / row["video"])) as c:
+            frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+        assert len(frames) == truth["frames"] == row["frames"]
+        assert frames[0].shape == (64, 96, 3)
+        assert truth["cuts"] == [s["start_frame"] for s in truth["shots"][1:]]
+        assert truth["shots"][-1]["end_frame"] == truth["frames"] - 1
+        for s in truth["shots"]:
+            n = s["end_frame"] - s["start_frame"] + 1
+            assert 10 <= n <= 14 and 1 <= len(s["objects"]) <= 2
+            for o in s["objects"]:
+                assert len(o["boxes"]) == n
+                assert o["color"] in s["caption"] and o["shape"] in s["caption"]
+                for b in o["boxes"]:
+                    assert b is None or (0 <= b[0] < b[2] <= 96 and 0 <= b[1] < b[3] <= 64)
+    # deterministic: the same seed gives the same truth
+    assert gaml("dataset", "videos", "-n", "1", "--out", tmp_path / "w", *TINY, "-q").code == 0
+    assert json.loads((tmp_path / "w" / "video-00000.json").read_text())["shots"] == \
+        json.loads((tmp_path / "v" / "video-00000.json").read_text())["shots"]
+
+
+def test_videos_bad_options(gaml, tmp_path):
+    for args in (["--shots", "5-2"], ["--palette", "neon"], ["--codec", "vp9"], ["--width", "97"]):
+        res = gaml("dataset", "videos", "-n", "1", "--out", tmp_path / "x", *args)
+        assert res.code == 2, args
+
+
+# --------------------------------------------------------------------------- keyframes
+
+
+def _records(out: str) -> list[dict]:
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def test_keyframes_on_unseen_videos(gaml, tmp_path):
+    """Seeds, colours (any RGB), sizes and shot lengths that were not used while building the
+    detector: cut precision and recall >= 0.9 within 2 frames, every true shot a keyframe."""
+    folder = tmp_path / "unseen"
+    folder.mkdir()
+    opt = V.VideoOptions(width=160, height=120, shots=(3, 5), shot_frames=(9, 30), objects=(1, 3), palette="random")
+    truths = [V.generate_video(folder, 987654, i, opt) for i in range(4)]
+    res = gaml("dataset", "keyframes", folder, "--out", tmp_path / "kf", "--size", "64", "--min-side", "100", "-f", "json")
+    assert res.code == 0, res.err
+    recs = _records(res.out)
+    summary = json.loads(res.err.strip().splitlines()[-1])
+    assert summary["failed"] == [] and summary["keyframes"] == len(recs)
+    tp = found = true = 0
+    for t in truths:
+        path = str(folder / t["video"])
+        mine = [r for r in recs if r["video"] == path]
+        starts = sorted({r["start_frame"] for r in mine})
+        m = match_cuts([s for s in starts if s > 0], t["cuts"], tolerance=2)
+        tp, found, true = tp + m["tp"], found + m["found"], true + m["true"]
+        for s in t["shots"]:
+            assert any(s["start_frame"] <= r["frame_index"] <= s["end_frame"] for r in mine), (t["video"], s["shot"])
+        for r in mine:
+            assert set(r) >= {"video", "shot", "start_frame", "end_frame", "frame_index", "time", "image"}
+            assert r["start_frame"] <= r["frame_index"] <= r["end_frame"]
+            assert r["time"] == pytest.approx(r["frame_index"] / t["fps"], abs=1e-3)
+            from PIL import Image
+
+            with Image.open(r["image"]) as im:
+                assert im.size == (64, 64) and im.format == "JPEG"
+    assert tp / found >= 0.9 and tp / true >= 0.9
+
+
+def test_keyframes_shards_cover_inputs_once_and_resume(gaml, tiny_videos, tmp_path):
+    folder, truths = tiny_videos
+    paths = [str(folder / t["video"]) for t in truths]
+    seen = []
+    for i in range(3):
+        res = gaml("dataset", "keyframes", *paths, "--out", tmp_path / "kf", *SMALL_KF, "--shard", f"{i}/3", "-q")
+        assert res.code == 0, res.err
+        seen += sorted({r["video"] for r in _records(res.out)})
+    assert sorted(seen) == sorted(paths)  # every input exactly once over the 3 runs
+    # a full rerun resumes every video and prints the same records
+    first = gaml("dataset", "keyframes", *paths, "--out", tmp_path / "kf", *SMALL_KF, "-f", "json")
+    summary = json.loads(first.err.strip().splitlines()[-1])
+    assert summary["resumed"] == 4 and summary["processed"] == 0 and summary["frames_decoded"] == 0
+    # a video whose record file is gone is done again; other options redo everything
+    vid = _records(first.out)[0]["video_id"]
+    (tmp_path / "kf" / vid / "keyframes.json").unlink()
+    again = gaml("dataset", "keyframes", *paths, "--out", tmp_path / "kf", *SMALL_KF, "-f", "json")
+    s2 = json.loads(again.err.strip().splitlines()[-1])
+    assert (s2["resumed"], s2["processed"]) == (3, 1)
+    assert sorted(map(json.dumps, _records(again.out))) == sorted(map(json.dumps, _records(first.out)))
+    other = gaml("dataset", "keyframes", *paths, "--out", tmp_path / "kf", "--size", "48", "--min-side", "32",
+                 "-f", "json")
+    assert json.loads(other.err.strip().splitlines()[-1])["processed"] == 4
+
+
+def test_keyframes_bad_inputs_are_named_and_the_rest_processed(gaml, tiny_videos, tmp_path):
+    folder, truths = tiny_videos
+    good = str(folder / truths[0]["video"])
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 4)
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    missing = tmp_path / "missing.mp4"
+    res = gaml("dataset", "keyframes", str(missing), str(corrupt), good, str(empty), "--out", tmp_path / "kf",
+               *SMALL_KF, "-f", "json")
+    assert res.code == 1
+    recs = _records(res.out)
+    assert recs and {r["video"] for r in recs} == {good}
+    assert len(recs) >= len(truths[0]["shots"]) - 1
+    lines = res.err_lines
+    for bad in (missing, corrupt, empty):
+        assert sum(str(bad) in line and "warning" in line for line in lines) == 1, (bad, lines)
+    summary = json.loads([line for line in lines if line.startswith("{")][-1])
+    assert sorted(f["video"] for f in summary["failed"]) == sorted(map(str, (missing, corrupt, empty)))
+    assert lines[-1].startswith("gaml: error: 3 of 4 videos failed")
+
+
+def test_keyframes_small_and_blurry_filters(gaml, tiny_videos, tmp_path):
+    folder, truths = tiny_videos
+    good = str(folder / truths[0]["video"])
+    res = gaml("dataset", "keyframes", good, "--out", tmp_path / "a", "--min-side", "100", "-f", "json")
+    s = json.loads(res.err.strip().splitlines()[-1])
+    assert res.code == 0 and s["keyframes"] == 0 and s["dropped"]["small"] == len(truths[0]["shots"])
+    res = gaml("dataset", "keyframes", good, "--out", tmp_path / "b", *SMALL_KF, "--min-sharpness", "50", "-f", "json")
+    s = json.loads(res.err.strip().splitlines()[-1])
+    assert res.code == 0 and s["keyframes"] == 0 and s["dropped"]["blurry"] == len(truths[0]["shots"])
+    assert gaml("dataset", "keyframes", good, "--out", tmp_path / "c", "--shard", "3/3").code == 2
+
+
+def test_keyframes_drops_near_duplicates_within_a_shot(gaml, tmp_path):
+    # one static shot: 3 keyframes asked, the later two are duplicates of the first
+    frames = [np.tile(np.array([[[30, 90, 200]]], np.uint8), (64, 96, 1)) for _ in range(30)]
+    for f in frames:
+        f[20:40, 30:60] = (240, 240, 20)
+    path = tmp_path / "static.mkv"
+    V.write_video(path, frames, 24, codec="ffv1")
+    res = gaml("dataset", "keyframes", path, "--out", tmp_path / "kf", *SMALL_KF, "--per-shot", "3", "-f", "json")
+    s = json.loads(res.err.strip().splitlines()[-1])
+    assert res.code == 0 and s["keyframes"] == 1 and s["dropped"]["duplicate"] == 2
+    res = gaml("dataset", "keyframes", path, "--out", tmp_path / "kf2", *SMALL_KF, "--per-shot", "3",
+               "--max-hamming", "-1", "-f", "json")
+    assert json.loads(res.err.strip().splitlines()[-1])["keyframes"] == 3
+
+
+# --------------------------------------------------------------------------- pack
+
+
+def test_pack_round_trip_with_webdataset(gaml, tiny_videos, tmp_path):
+    wds = pytest.importorskip("webdataset")
+    folder, truths = tiny_videos
+    res = gaml("dataset", "keyframes", folder, "--out", tmp_path / "kf", "--size", "64", "--min-side", "32",
+               "--per-shot", "2", "-q")
+    assert res.code == 0, res.err
+    manifest = tmp_path / "frames.jsonl"
+    manifest.write_text(res.out)
+    recs = _records(res.out)
+    # a palette PNG beside one record: packed as its png member
+    from PIL import Image
+
+    pal = Image.fromarray(np.arange(64 * 64, dtype=np.uint8).reshape(64, 64) % 3, mode="P")
+    pal.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0] + [0] * (253 * 3))
+    pal.save(tmp_path / "m.png")
+    recs[0]["mask_image"] = str(tmp_path / "m.png")
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    limit = 30_000
+    res = gaml("dataset", "pack", manifest, "--out", tmp_path / "shards", "--max-size", str(limit), "-f", "json")
+    assert res.code == 0, res.err
+    summary = json.loads(res.out)
+    shards = sorted((tmp_path / "shards").glob("shard-*.tar"))
+    assert summary["shards"] == len(shards) >= 2 and summary["samples"] == len(recs)
+    assert all(p.stat().st_size <= limit for p in shards)
+    got = {s["__key__"]: s for s in wds.WebDataset([str(p) for p in shards], shardshuffle=False)}
+    assert len(got) == len(recs)
+    for r in recs:
+        key = f"{r['video_id']}-{r['shot']:04d}-{r['frame_index']:06d}"
+        s = got[key]
+        assert s["jpg"] == Path(r["image"]).read_bytes()
+        meta = json.loads(s["json"])
+        assert meta == {k: v for k, v in r.items() if k not in ("image", "mask_image")}
+        assert ("png" in s) == ("mask_image" in r)
+    png = got[f"{recs[0]['video_id']}-{recs[0]['shot']:04d}-{recs[0]['frame_index']:06d}"]["png"]
+    import io
+
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), np.asarray(pal))
+
+
+def test_pack_bad_inputs(gaml, tmp_path):
+    img = tmp_path / "a.jpg"
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(img)
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"image": str(img)}) + "\n" + json.dumps({"image": "gone.jpg"}) + "\n")
+    res = gaml("dataset", "pack", manifest, "--out", tmp_path / "s", "-f", "json")
+    assert res.code == 1
+    assert sum("line 2" in line and "gone.jpg" in line for line in res.err_lines) == 1
+    assert json.loads(res.out)["samples"] == 1
+    manifest.write_text(json.dumps({"image": str(img)}) + "\n{not json\n")
+    res = gaml("dataset", "pack", manifest, "--out", tmp_path / "t")
+    assert res.code == 2 and "line 2" in res.err_lines[-1]
+    res = gaml("dataset", "pack", manifest, "--out", tmp_path / "u", "--max-size", "12 parsecs")
+    assert res.code == 2
