@@ -10,7 +10,7 @@ function __gaml_subcommands
         case 'boost'
             printf '%s\n' data eval fit predict
         case 'dataset'
-            printf '%s\n' digits prefs shapes
+            printf '%s\n' digits keyframes pack prefs shapes videos
         case 'eval'
             printf '%s\n' clip fd fid forget reward train-classifier
         case 'graphgen'
@@ -177,8 +177,11 @@ complete -c gaml -n "__gaml_at 'boost predict'" -l help -s h -d 'Show help and e
 complete -c gaml -n "__gaml_at 'completion'" -a 'bash zsh fish'
 complete -c gaml -n "__gaml_at 'completion'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'dataset'" -a digits -d 'Write scikit-learns 8x8 digits (1,797 images, labels...'
+complete -c gaml -n "__gaml_at 'dataset'" -a keyframes -d 'Shots and keyframes of videos: one JSONL record per...'
+complete -c gaml -n "__gaml_at 'dataset'" -a pack -d 'Pack records into webdataset tar shards: <key>.jpg,...'
 complete -c gaml -n "__gaml_at 'dataset'" -a prefs -d 'Offline preference pairs: two samples per caption, the...'
 complete -c gaml -n "__gaml_at 'dataset'" -a shapes -d 'Generate captioned shapes: a red circle on a blue...'
+complete -c gaml -n "__gaml_at 'dataset'" -a videos -d 'Synthetic videos with known shots: moving shapes on...'
 complete -c gaml -n "__gaml_at 'dataset'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'dataset digits'" -F
 complete -c gaml -n "__gaml_at 'dataset digits'" -l out -s o -r -F -d 'Image artifact to write (.safetensors).'
@@ -188,6 +191,29 @@ complete -c gaml -n "__gaml_at 'dataset digits'" -l grid -r -F -d 'Also write a 
 complete -c gaml -n "__gaml_at 'dataset digits'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'dataset digits'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'dataset digits'" -l help -s h -d 'Show help and exit.'
+complete -c gaml -n "__gaml_at 'dataset keyframes'" -F
+complete -c gaml -n "__gaml_at 'dataset keyframes'" -l out -s o -r -F -d 'Folder for the keyframes: OUT/<video-id>/<shot>-<frame>.jpg and keyframes.json per video.'
+complete -c gaml -n "__gaml_at 'dataset keyframes'" -l size -r -F -d 'Side of the square keyframes: resize the short side, crop the centre.'
+complete -c gaml -n "__gaml_at 'dataset keyframes'" -l per-shot -r -F -d 'Keyframes per shot (evenly spaced; fewer after filters).'
+complete -c gaml -n "__gaml_at 'dataset keyframes'" -l threshold -r -F -d 'Content-detector threshold (PySceneDetects default 27): mean HSV change that starts a new shot.'
+complete -c gaml -n "__gaml_at 'dataset keyframes'" -l min-shot -r -F -d 'Shortest shot in frames (PySceneDetects min_scene_len).'
+complete -c gaml -n "__gaml_at 'dataset keyframes'" -l min-sharpness -r -F -d 'Blur filter: drop keyframes whose edge sharpness is lower (sharp synthetic frames 1.3-2.1, Gaussian blur sigma 1 about 0.55; 0 = off).'
+complete -c gaml -n "__gaml_at 'dataset keyframes'" -l min-side -r -F -d 'Size filter: no keyframes from a video whose short side is smaller.'
+complete -c gaml -n "__gaml_at 'dataset keyframes'" -l max-hamming -r -F -d 'Near-duplicates: pHash within this many bits (of 64) ... (-1 = keep duplicates).'
+complete -c gaml -n "__gaml_at 'dataset keyframes'" -l max-color -r -F -d '... and 8x8 colour thumbnails within this mean difference (0-255).'
+complete -c gaml -n "__gaml_at 'dataset keyframes'" -l quality -r -F -d 'JPEG quality.'
+complete -c gaml -n "__gaml_at 'dataset keyframes'" -l shard -r -F -d 'i/N: process only slice i (0 .. N-1) of N of the inputs, for job arrays.'
+complete -c gaml -n "__gaml_at 'dataset keyframes'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'dataset keyframes'" -l quiet -s q -d 'No progress bars or logs on stderr.'
+complete -c gaml -n "__gaml_at 'dataset keyframes'" -l help -s h -d 'Show help and exit.'
+complete -c gaml -n "__gaml_at 'dataset pack'" -F
+complete -c gaml -n "__gaml_at 'dataset pack'" -l out -s o -r -F -d 'Folder for the shards: OUT/shard-NNNNNN.tar and OUT/shards.json.'
+complete -c gaml -n "__gaml_at 'dataset pack'" -l max-size -r -F -d 'Largest shard (bytes of the tar): 500MB, 1GB, 1GiB ...'
+complete -c gaml -n "__gaml_at 'dataset pack'" -l max-count -r -F -d 'Most samples per shard.'
+complete -c gaml -n "__gaml_at 'dataset pack'" -l prefix -r -F -d 'Shard file names: PREFIX-NNNNNN.tar.'
+complete -c gaml -n "__gaml_at 'dataset pack'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'dataset pack'" -l quiet -s q -d 'No progress bars or logs on stderr.'
+complete -c gaml -n "__gaml_at 'dataset pack'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'dataset prefs'" -F
 complete -c gaml -n "__gaml_at 'dataset prefs'" -l out -s o -r -F -d 'New or empty folder: images/*.png and prefs.jsonl.'
 complete -c gaml -n "__gaml_at 'dataset prefs'" -l oracle -x -a 'size small left centered' -d 'What the reward measures, from the pixels: size (area share of the shape, larger preferred), small (smaller preferred), left (centroid further left preferred), centered (centroid closer to the image centre preferred).'
@@ -214,6 +240,21 @@ complete -c gaml -n "__gaml_at 'dataset shapes'" -l grid -r -F -d 'Also write a 
 complete -c gaml -n "__gaml_at 'dataset shapes'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'dataset shapes'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'dataset shapes'" -l help -s h -d 'Show help and exit.'
+complete -c gaml -n "__gaml_at 'dataset videos'" -F
+complete -c gaml -n "__gaml_at 'dataset videos'" -l out -s o -r -F -d 'Folder for the videos, their ground-truth JSON and videos.jsonl.'
+complete -c gaml -n "__gaml_at 'dataset videos'" -l n -s n -r -F -d 'Number of videos.'
+complete -c gaml -n "__gaml_at 'dataset videos'" -l seed -r -F -d 'Video i is drawn from the stream (seed, i).'
+complete -c gaml -n "__gaml_at 'dataset videos'" -l width -r -F -d 'Frame width in pixels (even).'
+complete -c gaml -n "__gaml_at 'dataset videos'" -l height -r -F -d 'Frame height in pixels (even).'
+complete -c gaml -n "__gaml_at 'dataset videos'" -l fps -r -F -d 'Frames per second.'
+complete -c gaml -n "__gaml_at 'dataset videos'" -l shots -r -F -d 'Shots per video, A-B (inclusive) or A.'
+complete -c gaml -n "__gaml_at 'dataset videos'" -l shot-frames -r -F -d 'Frames per shot, A-B or A.'
+complete -c gaml -n "__gaml_at 'dataset videos'" -l objects -r -F -d 'Shapes per shot, A-B or A (1-8).'
+complete -c gaml -n "__gaml_at 'dataset videos'" -l palette -r -F -d 'shapes: the shapes data sets 7 named colours (jittered); random: any RGB colour (named by the nearest in captions).'
+complete -c gaml -n "__gaml_at 'dataset videos'" -l codec -r -F -d 'h264 (.mp4, yuv420p, CRF 18) or ffv1 (.mkv, lossless).'
+complete -c gaml -n "__gaml_at 'dataset videos'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'dataset videos'" -l quiet -s q -d 'No progress bars or logs on stderr.'
+complete -c gaml -n "__gaml_at 'dataset videos'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'distill'" -F
 complete -c gaml -n "__gaml_at 'distill'" -l teacher -s t -r -F -d 'digits (shipped), a teacher artifact (gaml train, e.g. recipes/teacher-shapes.yaml), sd15 or an SD pipeline folder / hub id.'
 complete -c gaml -n "__gaml_at 'distill'" -l out -s o -r -F -d 'Run folder: generator.safetensors, checkpoints/, log.jsonl (+ unet/ for SD).'
