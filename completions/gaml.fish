@@ -10,7 +10,7 @@ function __gaml_subcommands
         case 'boost'
             printf '%s\n' data eval fit predict
         case 'dataset'
-            printf '%s\n' digits keyframes pack prefs shapes videos
+            printf '%s\n' annotate digits keyframes pack prefs shapes videos
         case 'eval'
             printf '%s\n' clip fd fid forget reward train-classifier
         case 'graphgen'
@@ -176,6 +176,7 @@ complete -c gaml -n "__gaml_at 'boost predict'" -l quiet -s q -d 'No progress ba
 complete -c gaml -n "__gaml_at 'boost predict'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'completion'" -a 'bash zsh fish'
 complete -c gaml -n "__gaml_at 'completion'" -l help -s h -d 'Show help and exit.'
+complete -c gaml -n "__gaml_at 'dataset'" -a annotate -d 'Instance boxes and index masks per frame, as...'
 complete -c gaml -n "__gaml_at 'dataset'" -a digits -d 'Write scikit-learns 8x8 digits (1,797 images, labels...'
 complete -c gaml -n "__gaml_at 'dataset'" -a keyframes -d 'Shots and keyframes of videos: one JSONL record per...'
 complete -c gaml -n "__gaml_at 'dataset'" -a pack -d 'Pack records into webdataset tar shards: <key>.jpg,...'
@@ -183,6 +184,16 @@ complete -c gaml -n "__gaml_at 'dataset'" -a prefs -d 'Offline preference pairs:
 complete -c gaml -n "__gaml_at 'dataset'" -a shapes -d 'Generate captioned shapes: a red circle on a blue...'
 complete -c gaml -n "__gaml_at 'dataset'" -a videos -d 'Synthetic videos with known shots: moving shapes on...'
 complete -c gaml -n "__gaml_at 'dataset'" -l help -s h -d 'Show help and exit.'
+complete -c gaml -n "__gaml_at 'dataset annotate'" -F
+complete -c gaml -n "__gaml_at 'dataset annotate'" -l out -s o -r -F -d 'Folder for the masks: OUT/<video-id>/<frame>.png (palette, value = instance index) and a .json beside each.'
+complete -c gaml -n "__gaml_at 'dataset annotate'" -l backend -x -a 'shapes' -d 'Instance finder. shapes: offline, flat-coloured objects on a smooth background (gamls synthetic videos).'
+complete -c gaml -n "__gaml_at 'dataset annotate'" -l min-instances -r -F -d 'Drop frames with fewer instances.'
+complete -c gaml -n "__gaml_at 'dataset annotate'" -l max-instances -r -F -d 'Drop frames with more instances.'
+complete -c gaml -n "__gaml_at 'dataset annotate'" -l min-logit -r -F -d 'Drop instances with a lower score (shapes: how well the masks fill matches its shape).'
+complete -c gaml -n "__gaml_at 'dataset annotate'" -l shard -r -F -d 'i/N: annotate only slice i (0 .. N-1) of N of the records.'
+complete -c gaml -n "__gaml_at 'dataset annotate'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'dataset annotate'" -l quiet -s q -d 'No progress bars or logs on stderr.'
+complete -c gaml -n "__gaml_at 'dataset annotate'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'dataset digits'" -F
 complete -c gaml -n "__gaml_at 'dataset digits'" -l out -s o -r -F -d 'Image artifact to write (.safetensors).'
 complete -c gaml -n "__gaml_at 'dataset digits'" -l test-fraction -r -F -d 'Share of each class held out as test.'

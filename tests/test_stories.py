@@ -347,3 +347,108 @@ def test_pack_bad_inputs(gaml, tmp_path):
     assert res.code == 2 and "line 2" in res.err_lines[-1]
     res = gaml("dataset", "pack", manifest, "--out", tmp_path / "u", "--max-size", "12 parsecs")
     assert res.code == 2
+
+
+# --------------------------------------------------------------------------- annotate
+
+
+def test_regions_colours_match_the_shapes_data_set():
+    from gaml_cli.datasets import shapes as S
+    from gaml_cli.methods.stories import regions as R
+
+    assert list(R.COLOR_NAMES) == S.COLOR_NAMES
+    assert np.array_equal(R.COLORS, np.array([S.COLORS[c] for c in S.COLOR_NAMES], np.float32))
+
+
+@pytest.fixture(scope="module")
+def unseen_annotated(tmp_path_factory):
+    """Keyframes of unseen videos (seed, colours, size) and their shapes-backend annotations."""
+    from gaml_cli.__main__ import main
+
+    root = tmp_path_factory.mktemp("ann")
+    opt = V.VideoOptions(width=176, height=128, shots=(3, 4), shot_frames=(12, 24), objects=(1, 3))
+    truths = {V.generate_video(root, 424242, i, opt)["video"]: None for i in range(3)}
+    for name in truths:
+        truths[name] = json.loads((root / name).with_suffix(".json").read_text())
+    return root, truths, main
+
+
+def test_annotate_boxes_palette_and_records(gaml, unseen_annotated, tmp_path):
+    from PIL import Image
+
+    from gaml_cli.methods.stories.regions import iou_box
+
+    root, truths, _ = unseen_annotated
+    res = gaml("dataset", "keyframes", root, "--out", tmp_path / "kf", "--size", "256", "--min-side", "64", "-q")
+    assert res.code == 0, res.err
+    frames = tmp_path / "frames.jsonl"
+    frames.write_text(res.out)
+    res = gaml("dataset", "annotate", frames, "--out", tmp_path / "masks", "-f", "json")
+    assert res.code == 0, res.err
+    recs = _records(res.out)
+    assert len(recs) == len(_records(frames.read_text()))  # every frame has 1-3 objects: all kept
+    ious, labels = [], []
+    for r in recs:
+        assert r["mask"][0] == {"value": 0, "label": "background"}
+        inst = r["mask"][1:]
+        assert [m["value"] for m in inst] == list(range(1, len(inst) + 1)) and 1 <= len(inst) <= 8
+        with Image.open(r["mask_image"]) as im:
+            assert im.mode == "P" and im.size == (256, 256)
+            idx = np.asarray(im)
+        assert set(np.unique(idx)) <= {m["value"] for m in r["mask"]}
+        for m in inst:
+            ys, xs = np.nonzero(idx == m["value"])
+            assert len(xs), m  # every instance is visible in the PNG ...
+            x1, y1, x2, y2 = m["box"]  # ... and inside its box
+            assert x1 <= xs.min() and xs.max() < x2 and y1 <= ys.min() and ys.max() < y2
+            assert 0 <= m["logit"] <= 1
+        # against the ground truth: the truth's boxes mapped through resize + centre crop
+        t = truths[Path(r["video"]).name]
+        w, h = t["width"], t["height"]
+        scale = 256 / min(w, h)
+        nw, nh = max(256, round(w * scale)), max(256, round(h * scale))
+        left, top = (nw - 256) // 2, (nh - 256) // 2
+        shot = t["shots"][r["shot"]]
+        for o in shot["objects"]:
+            b = o["boxes"][r["frame_index"] - shot["start_frame"]]
+            if b is None:
+                continue
+            gb = [min(max(v, 0), 256) for v in (b[0] * nw / w - left, b[1] * nh / h - top, b[2] * nw / w - left,
+                                                 b[3] * nh / h - top)]
+            if (gb[2] - gb[0]) * (gb[3] - gb[1]) < 64:
+                continue  # cropped away
+            best = max(inst, key=lambda m: iou_box(m["box"], gb))
+            ious.append(iou_box(best["box"], gb))
+            labels.append(best["label"] == f"{o['color']} {o['shape']}")
+    assert np.mean(ious) >= 0.85 and np.median(ious) >= 0.9, ious
+    assert np.mean(labels) >= 0.8, labels
+    # the 1-8 rule: with --max-instances 1, frames showing several objects go
+    res = gaml("dataset", "annotate", frames, "--out", tmp_path / "m1", "--max-instances", "1", "-f", "json")
+    s = json.loads(res.err.strip().splitlines()[-1])
+    assert res.code == 0 and s["kept"] + s["dropped"]["too_many"] == len(recs) and s["dropped"]["too_many"] > 0
+    assert all(len(r["mask"]) == 2 for r in _records(res.out))
+    # resume: a rerun reuses every frame and gives the same records
+    again = gaml("dataset", "annotate", frames, "--out", tmp_path / "masks", "-f", "json")
+    assert json.loads(again.err.strip().splitlines()[-1])["resumed"] == len(recs)
+    assert _records(again.out) == recs
+
+
+def test_annotate_bad_inputs(gaml, tmp_path):
+    from PIL import Image
+
+    img = tmp_path / "a.png"
+    arr = np.full((64, 64, 3), (40, 80, 220), np.uint8)
+    arr[20:40, 20:40] = (235, 215, 40)
+    Image.fromarray(arr).save(img)
+    (tmp_path / "text.jpg").write_text("not an image")
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("\n".join(json.dumps({"image": p}) for p in (str(img), "gone.jpg", str(tmp_path / "text.jpg"))))
+    res = gaml("dataset", "annotate", manifest, "--out", tmp_path / "o", "-f", "json")
+    assert res.code == 1
+    assert sum("line 2" in line and "gone.jpg" in line for line in res.err_lines) == 1
+    assert sum("line 3" in line and "text.jpg" in line for line in res.err_lines) == 1
+    recs = _records(res.out)
+    assert len(recs) == 1 and recs[0]["mask"][1]["label"] == "yellow square"
+    manifest.write_text(json.dumps({"image": str(img)}) + "\n" + json.dumps({"frame": 1}) + "\n")
+    res = gaml("dataset", "annotate", manifest, "--out", tmp_path / "p")
+    assert res.code == 2 and "line 2" in res.err_lines[-1]
