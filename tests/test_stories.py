@@ -452,3 +452,38 @@ def test_annotate_bad_inputs(gaml, tmp_path):
     manifest.write_text(json.dumps({"image": str(img)}) + "\n" + json.dumps({"frame": 1}) + "\n")
     res = gaml("dataset", "annotate", manifest, "--out", tmp_path / "p")
     assert res.code == 2 and "line 2" in res.err_lines[-1]
+
+
+# --------------------------------------------------------------------------- caption
+
+
+def test_caption_shapes_backend_names_the_objects(gaml, unseen_annotated, tmp_path):
+    root, truths, _ = unseen_annotated
+    res = gaml("dataset", "keyframes", root, "--out", tmp_path / "kf", "--size", "256", "--min-side", "64", "-q")
+    frames = tmp_path / "frames.jsonl"
+    frames.write_text(res.out)
+    res = gaml("dataset", "caption", frames, "-f", "json")
+    assert res.code == 0, res.err
+    recs = _records(res.out)
+    assert len(recs) == len(_records(frames.read_text()))
+    ok = total = 0
+    for r in recs:
+        shot = truths[Path(r["video"]).name]["shots"][r["shot"]]
+        want = sorted(f"{o['color']} {o['shape']}" for o in shot["objects"])
+        got = sorted(f"{e['color']} {e['shape']}" for e in r["entities"])
+        total += len(want)
+        ok += sum(min(want.count(x), got.count(x)) for x in set(want))
+        assert r["caption"].endswith(" background") and r["caption_backend"] == "shapes"
+        for e in r["entities"]:
+            assert f"a {e['color']} {e['shape']}" in r["caption"]
+    assert ok / total >= 0.85, (ok, total)
+    # annotate keeps the first caption as origin_caption
+    cap = tmp_path / "cap.jsonl"
+    cap.write_text(res.out)
+    ann = _records(gaml("dataset", "annotate", cap, "--out", tmp_path / "m", "-q").out)
+    assert ann and all(a["origin_caption"] == a["caption"] for a in ann)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"image": "gone.jpg"}) + "\n")
+    res = gaml("dataset", "caption", bad)
+    assert res.code == 1 and sum("warning" in line and "gone.jpg" in line for line in res.err_lines) == 1
+    assert res.err_lines[-1].startswith("gaml: error: 1 of 1 records failed")

@@ -387,6 +387,52 @@ class AnnotateBackend(str, Enum):
     shapes = "shapes"
 
 
+class CaptionBackend(str, Enum):
+    shapes = "shapes"
+
+
+@app.command("caption")
+def caption(
+    records: Annotated[str, typer.Argument(help="Records JSONL ('-' = stdin) with an `image` each, e.g. the output of keyframes.", show_default=False)],
+    backend: Annotated[CaptionBackend, typer.Option(help="Captioner. shapes: offline, the shipped shapes classifier on each colour region of the frame.")] = CaptionBackend.shapes,
+    shard: Annotated[Optional[str], typer.Option(help="i/N: caption only slice i (0 .. N-1) of N of the records.")] = None,
+    fmt: FormatOpt = "human",
+    quiet: QuietOpt = False,
+):
+    """A caption per frame: adds `caption`, `entities` and `caption_backend` to each record.
+
+    The `shapes` backend finds the flat-coloured objects of a frame (as annotate's shapes
+    backend), names each one's shape and colour with the shipped shapes classifier and the
+    background by its mean colour: "a red circle and a white square on a blue background",
+    objects from left to right. A missing image gets one line naming it; the rest is
+    captioned and the run exits 1 at the end. Only the offline backend exists so far; BLIP-2-
+    style models through transformers are not built yet (docs/stories.md).
+
+    Example:
+
+    \b
+        gaml dataset keyframes vids --out kf > frames.jsonl
+        gaml dataset caption frames.jsonl > captioned.jsonl
+    """
+    setup(fmt, quiet)
+    from ..core import console
+    from ..core.artifacts import JsonlWriter, read_jsonl
+    from ..core.errors import RuntimeFailure
+    from ..core.shards import parse_shard
+    from ..methods.stories.annotate import validate_record
+    from ..methods.stories.caption import CaptionOptions, caption as run_caption
+
+    sh = parse_shard(shard)
+    recs = list(read_jsonl(records, validate=validate_record))
+    opt = CaptionOptions(records=records, backend=value(backend), shard=sh)
+    with console.progress(None if sh else len(recs), "caption") as bar, JsonlWriter("-") as w:
+        summary = run_caption(opt, _numbered(records, recs), emit=w.write, warn=console.warn, progress=bar)
+    console.summary(summary, title="caption", stdout_busy=True)
+    if summary["failed"]:
+        raise RuntimeFailure(f"{len(summary['failed'])} of {summary['records']} records failed (lines "
+                             f"{', '.join(str(f['line']) for f in summary['failed'])})")
+
+
 @app.command("annotate")
 def annotate(
     records: Annotated[str, typer.Argument(help="Records JSONL ('-' = stdin) with an `image` each, e.g. the output of keyframes.", show_default=False)],
