@@ -175,9 +175,10 @@ def _step(obj: _Object, w: int, h: int) -> None:
         obj.y = float(np.clip(obj.y, m, h - m))
 
 
-def frames_and_truth(seed: int, index: int, opt: VideoOptions):
+def frames_and_truth(seed: int, index: int, opt: VideoOptions, on_visible=None):
     """(iterator of frames (H, W, 3) uint8, truth dict). The truth's boxes fill in as the frames
-    are drawn: read it after the iterator is exhausted."""
+    are drawn: read it after the iterator is exhausted. `on_visible(frame, index_map)` gets each
+    frame's visible-object map (H, W) int16: 0 background, k for the shot's object id k."""
     rng = np.random.default_rng([seed, index])
     shots = _plan(rng, opt)
     w, h = opt.width, opt.height
@@ -203,6 +204,8 @@ def frames_and_truth(seed: int, index: int, opt: VideoOptions):
                 for oi, obj in enumerate(shot.objects):
                     obj.boxes.append(_box(visible, oi + 1))
                     _step(obj, w, h)
+                if on_visible is not None:
+                    on_visible(shot.start + t, visible)
                 yield np.clip(np.rint(img), 0, 255).astype(np.uint8)
             truth["shots"].append(_shot_record(si, shot))
 
@@ -226,6 +229,22 @@ def _shot_record(si: int, shot: _Shot) -> dict:
         "caption": f"{things} on a {bg_name} background",
         "objects": objs,
     }
+
+
+def visible_maps(seed: int, index: int, opt: VideoOptions, frames: set[int]) -> dict[int, np.ndarray]:
+    """The visible-object maps (see frames_and_truth) of the given frames of video `index`,
+    rendered again (the ground-truth masks; the truth JSON holds boxes only)."""
+    out: dict[int, np.ndarray] = {}
+
+    def keep(i, vis):
+        if i in frames:
+            out[i] = vis.copy()
+
+    it, _ = frames_and_truth(seed, index, opt, on_visible=keep)
+    for i, _frame in enumerate(it):
+        if i >= max(frames, default=-1):
+            break
+    return out
 
 
 def write_video(path: str | Path, frames, fps: int, codec: str = "h264") -> int:
