@@ -10,7 +10,7 @@ function __gaml_subcommands
         case 'boost'
             printf '%s\n' data eval fit predict
         case 'dataset'
-            printf '%s\n' annotate caption digits keyframes pack prefs shapes videos
+            printf '%s\n' annotate caption digits keyframes pack polish prefs shapes videos
         case 'eval'
             printf '%s\n' clip fd fid forget reward train-classifier
         case 'graphgen'
@@ -181,6 +181,7 @@ complete -c gaml -n "__gaml_at 'dataset'" -a caption -d 'A caption per frame: ad
 complete -c gaml -n "__gaml_at 'dataset'" -a digits -d 'Write scikit-learns 8x8 digits (1,797 images, labels...'
 complete -c gaml -n "__gaml_at 'dataset'" -a keyframes -d 'Shots and keyframes of videos: one JSONL record per...'
 complete -c gaml -n "__gaml_at 'dataset'" -a pack -d 'Pack records into webdataset tar shards: <key>.jpg,...'
+complete -c gaml -n "__gaml_at 'dataset'" -a polish -d 'Group frames into stories and make their captions...'
 complete -c gaml -n "__gaml_at 'dataset'" -a prefs -d 'Offline preference pairs: two samples per caption, the...'
 complete -c gaml -n "__gaml_at 'dataset'" -a shapes -d 'Generate captioned shapes: a red circle on a blue...'
 complete -c gaml -n "__gaml_at 'dataset'" -a videos -d 'Synthetic videos with known shots: moving shapes on...'
@@ -232,6 +233,12 @@ complete -c gaml -n "__gaml_at 'dataset pack'" -l prefix -r -F -d 'Shard file na
 complete -c gaml -n "__gaml_at 'dataset pack'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'dataset pack'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'dataset pack'" -l help -s h -d 'Show help and exit.'
+complete -c gaml -n "__gaml_at 'dataset polish'" -F
+complete -c gaml -n "__gaml_at 'dataset polish'" -l backend -x -a 'rules' -d 'Rewriter. rules: offline, unifies entity words within a shot of a story.'
+complete -c gaml -n "__gaml_at 'dataset polish'" -l story-len -r -F -d 'Frames per story (consecutive frames of one video).'
+complete -c gaml -n "__gaml_at 'dataset polish'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'dataset polish'" -l quiet -s q -d 'No progress bars or logs on stderr.'
+complete -c gaml -n "__gaml_at 'dataset polish'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'dataset prefs'" -F
 complete -c gaml -n "__gaml_at 'dataset prefs'" -l out -s o -r -F -d 'New or empty folder: images/*.png and prefs.jsonl.'
 complete -c gaml -n "__gaml_at 'dataset prefs'" -l oracle -x -a 'size small left centered' -d 'What the reward measures, from the pixels: size (area share of the shape, larger preferred), small (smaller preferred), left (centroid further left preferred), centered (centroid closer to the image centre preferred).'

@@ -487,3 +487,37 @@ def test_caption_shapes_backend_names_the_objects(gaml, unseen_annotated, tmp_pa
     res = gaml("dataset", "caption", bad)
     assert res.code == 1 and sum("warning" in line and "gone.jpg" in line for line in res.err_lines) == 1
     assert res.err_lines[-1].startswith("gaml: error: 1 of 1 records failed")
+
+
+# --------------------------------------------------------------------------- polish
+
+
+def test_polish_rules_groups_stories_and_unifies_entity_words(gaml, tmp_path):
+    def rec(frame, shot, ents, bg):
+        names = " and ".join(f"a {c} {s}" for c, s in ents)
+        return {"video_id": "v", "frame_index": frame, "shot": shot, "image": f"{frame}.jpg",
+                "caption": f"{names} on a {bg} background", "entities": [{"color": c, "shape": s} for c, s in ents]}
+
+    recs = [rec(0, 0, [("red", "circle"), ("blue", "square")], "green"),
+            rec(5, 0, [("red", "triangle"), ("blue", "square")], "green"),  # occluded: misnamed
+            rec(9, 0, [("red", "circle")], "yellow"),
+            rec(20, 1, [("white", "diamond")], "black"),
+            rec(30, 1, [("white", "diamond")], "black"),
+            rec(40, 2, [("red", "square")], "blue")]  # sixth frame: a second story
+    manifest = tmp_path / "c.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in recs[::-1]))  # order does not matter
+    res = gaml("dataset", "polish", manifest, "-f", "json")
+    assert res.code == 0, res.err
+    out = {r["frame_index"]: r for r in _records(res.out)}
+    assert out[5]["caption"] == "a red circle and a blue square on a green background"
+    assert out[5]["origin_caption"] == recs[1]["caption"] and out[5]["polished"]
+    assert out[5]["entities"][0] == {"color": "red", "shape": "circle"}
+    assert out[9]["caption"] == "a red circle on a green background"
+    assert not out[0]["polished"] and out[0]["origin_caption"] == out[0]["caption"]
+    assert [out[f]["story"] for f in (0, 5, 9, 20, 30)] == ["v-000"] * 5 and out[40]["story"] == "v-001"
+    assert [out[f]["story_frame"] for f in (0, 5, 9, 20, 30, 40)] == [0, 1, 2, 3, 4, 0]
+    assert out[40]["caption"] == recs[5]["caption"]  # another story, another shot: untouched
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(recs[0]) + "\n" + json.dumps({"image": "x.jpg"}) + "\n")
+    res = gaml("dataset", "polish", bad)
+    assert res.code == 2 and "line 2" in res.err_lines[-1]

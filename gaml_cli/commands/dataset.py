@@ -391,6 +391,43 @@ class CaptionBackend(str, Enum):
     shapes = "shapes"
 
 
+class PolishBackend(str, Enum):
+    rules = "rules"
+
+
+@app.command("polish")
+def polish(
+    records: Annotated[str, typer.Argument(help="Captioned records JSONL ('-' = stdin): `caption` and `entities` from gaml dataset caption.", show_default=False)],
+    backend: Annotated[PolishBackend, typer.Option(help="Rewriter. rules: offline, unifies entity words within a shot of a story.")] = PolishBackend.rules,
+    story_len: Annotated[int, typer.Option(min=1, max=100, help="Frames per story (consecutive frames of one video).")] = 5,
+    fmt: FormatOpt = "human",
+    quiet: QuietOpt = False,
+):
+    """Group frames into stories and make their captions consistent.
+
+    Frames of one video, in frame order, form stories of up to --story-len (5, as
+    Openstory++); each record gets `story` and `story_frame`. The `rules` backend gives each
+    colour one shape name and each shot one background word across a story's frames of that
+    shot (the majority; ties: the first frame's), keeps the first caption as `origin_caption`
+    and marks `polished`. Openstory++ uses an LLM for this; that backend is not built yet
+    (docs/stories.md).
+
+    Example:
+
+    \b
+        gaml dataset caption frames.jsonl | gaml dataset polish - > stories.jsonl
+    """
+    setup(fmt, quiet)
+    from ..core import console
+    from ..core.artifacts import JsonlWriter, read_jsonl
+    from ..methods.stories.polish import polish as run_polish, validate_record as validate_captioned
+
+    recs = list(read_jsonl(records, validate=validate_captioned))
+    with JsonlWriter("-") as w:
+        summary = run_polish(recs, emit=w.write, story_len=story_len)
+    console.summary(summary, title="polish", stdout_busy=True)
+
+
 @app.command("caption")
 def caption(
     records: Annotated[str, typer.Argument(help="Records JSONL ('-' = stdin) with an `image` each, e.g. the output of keyframes.", show_default=False)],
