@@ -521,3 +521,25 @@ def test_polish_rules_groups_stories_and_unifies_entity_words(gaml, tmp_path):
     bad.write_text(json.dumps(recs[0]) + "\n" + json.dumps({"image": "x.jpg"}) + "\n")
     res = gaml("dataset", "polish", bad)
     assert res.code == 2 and "line 2" in res.err_lines[-1]
+
+
+# --------------------------------------------------------------------------- the whole chain
+
+
+def test_recipe_chain_to_webdataset_shards(gaml, tmp_path):
+    wds = pytest.importorskip("webdataset")
+    res = gaml("run", "recipes/stories-synthetic.yaml", f"out={tmp_path}", "videos=1", "--quiet")
+    assert res.code == 0, res.err
+    frames = _records((tmp_path / "frames.jsonl").read_text())
+    annotated = _records((tmp_path / "annotated.jsonl").read_text())
+    assert frames and 0 < len(annotated) <= len(frames)
+    shards = sorted(str(p) for p in (tmp_path / "shards").glob("shard-*.tar"))
+    samples = list(wds.WebDataset(shards, shardshuffle=False))
+    assert len(samples) == len(annotated)
+    for s in samples:
+        assert {"jpg", "json", "png"} <= set(s)
+        meta = json.loads(s["json"])
+        assert {"caption", "origin_caption", "mask", "story", "story_frame"} <= set(meta)
+        assert meta["mask"][0] == {"value": 0, "label": "background"}
+        for m in meta["mask"][1:]:
+            assert set(m) == {"value", "label", "logit", "box"}

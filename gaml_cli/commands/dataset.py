@@ -287,6 +287,7 @@ def keyframes(
     max_color: Annotated[float, typer.Option(min=0.0, max=255.0, help="... and 8x8 colour thumbnails within this mean difference (0-255).")] = 12.0,
     quality: Annotated[int, typer.Option(min=1, max=100, help="JPEG quality.")] = 95,
     shard: Annotated[Optional[str], typer.Option(help="i/N: process only slice i (0 .. N-1) of N of the inputs, for job arrays.")] = None,
+    records: RecordsOpt = "-",
     fmt: FormatOpt = "human",
     quiet: QuietOpt = False,
 ):
@@ -311,20 +312,20 @@ def keyframes(
     """
     setup(fmt, quiet)
     from ..core import console
-    from ..core.artifacts import JsonlWriter
     from ..core.errors import RuntimeFailure
     from ..core.shards import parse_shard
     from ..methods.stories.keyframes import KeyframesOptions, expand_inputs, keyframes as run_keyframes
 
     sh = parse_shard(shard)
     check_folder_out(out)
+    check_out(None if records == "-" else records, ".jsonl", "--records", stdout_ok=True)
     opt = KeyframesOptions(videos=list(videos), out=out, size=size, per_shot=per_shot, threshold=threshold,
                            min_shot=min_shot, min_sharpness=min_sharpness, min_side=min_side,
                            max_hamming=max_hamming, max_color=max_color, quality=quality, shard=sh)
     total = len(expand_inputs(opt.videos))
-    with console.progress(total if sh is None else None, "keyframes") as bar, JsonlWriter("-") as w:
+    with console.progress(total if sh is None else None, "keyframes") as bar, _RecordSink(records) as w:
         summary = run_keyframes(opt, emit=w.write, progress=bar, warn=console.warn)
-    console.summary(summary, title="keyframes", stdout_busy=True)
+    console.summary(summary, title="keyframes", stdout_busy=records == "-")
     if summary["failed"]:
         names = ", ".join(f["video"] for f in summary["failed"])
         raise RuntimeFailure(f"{len(summary['failed'])} of {summary['videos']} videos failed: {names}")
@@ -400,6 +401,7 @@ def polish(
     records: Annotated[str, typer.Argument(help="Captioned records JSONL ('-' = stdin): `caption` and `entities` from gaml dataset caption.", show_default=False)],
     backend: Annotated[PolishBackend, typer.Option(help="Rewriter. rules: offline, unifies entity words within a shot of a story.")] = PolishBackend.rules,
     story_len: Annotated[int, typer.Option(min=1, max=100, help="Frames per story (consecutive frames of one video).")] = 5,
+    out: RecordsOutOpt = "-",
     fmt: FormatOpt = "human",
     quiet: QuietOpt = False,
 ):
@@ -419,13 +421,15 @@ def polish(
     """
     setup(fmt, quiet)
     from ..core import console
-    from ..core.artifacts import JsonlWriter, read_jsonl
+    from ..core.artifacts import read_jsonl
     from ..methods.stories.polish import polish as run_polish, validate_record as validate_captioned
 
+    if out != "-":
+        check_out(out, ".jsonl", inputs={"RECORDS": records})
     recs = list(read_jsonl(records, validate=validate_captioned))
-    with JsonlWriter("-") as w:
+    with _RecordSink(out) as w:
         summary = run_polish(recs, emit=w.write, story_len=story_len)
-    console.summary(summary, title="polish", stdout_busy=True)
+    console.summary(summary, title="polish", stdout_busy=out == "-")
 
 
 @app.command("caption")
@@ -433,6 +437,7 @@ def caption(
     records: Annotated[str, typer.Argument(help="Records JSONL ('-' = stdin) with an `image` each, e.g. the output of keyframes.", show_default=False)],
     backend: Annotated[CaptionBackend, typer.Option(help="Captioner. shapes: offline, the shipped shapes classifier on each colour region of the frame.")] = CaptionBackend.shapes,
     shard: Annotated[Optional[str], typer.Option(help="i/N: caption only slice i (0 .. N-1) of N of the records.")] = None,
+    out: RecordsOutOpt = "-",
     fmt: FormatOpt = "human",
     quiet: QuietOpt = False,
 ):
@@ -453,18 +458,20 @@ def caption(
     """
     setup(fmt, quiet)
     from ..core import console
-    from ..core.artifacts import JsonlWriter, read_jsonl
+    from ..core.artifacts import read_jsonl
     from ..core.errors import RuntimeFailure
     from ..core.shards import parse_shard
     from ..methods.stories.annotate import validate_record
     from ..methods.stories.caption import CaptionOptions, caption as run_caption
 
     sh = parse_shard(shard)
+    if out != "-":
+        check_out(out, ".jsonl", inputs={"RECORDS": records})
     recs = list(read_jsonl(records, validate=validate_record))
     opt = CaptionOptions(records=records, backend=value(backend), shard=sh)
-    with console.progress(None if sh else len(recs), "caption") as bar, JsonlWriter("-") as w:
+    with console.progress(None if sh else len(recs), "caption") as bar, _RecordSink(out) as w:
         summary = run_caption(opt, _numbered(records, recs), emit=w.write, warn=console.warn, progress=bar)
-    console.summary(summary, title="caption", stdout_busy=True)
+    console.summary(summary, title="caption", stdout_busy=out == "-")
     if summary["failed"]:
         raise RuntimeFailure(f"{len(summary['failed'])} of {summary['records']} records failed (lines "
                              f"{', '.join(str(f['line']) for f in summary['failed'])})")
@@ -479,6 +486,7 @@ def annotate(
     max_instances: Annotated[int, typer.Option(min=1, max=255, help="Drop frames with more instances.")] = 8,
     min_logit: Annotated[float, typer.Option(min=0.0, max=1.0, help="Drop instances with a lower score (shapes: how well the mask's fill matches its shape).")] = 0.5,
     shard: Annotated[Optional[str], typer.Option(help="i/N: annotate only slice i (0 .. N-1) of N of the records.")] = None,
+    records_out: Annotated[str, typer.Option("--records", callback=out_file(".jsonl", stdout=True), help="Where the annotated JSONL records go ('-' = stdout).")] = "-",
     fmt: FormatOpt = "human",
     quiet: QuietOpt = False,
 ):
@@ -502,7 +510,7 @@ def annotate(
     """
     setup(fmt, quiet)
     from ..core import console
-    from ..core.artifacts import JsonlWriter, read_jsonl
+    from ..core.artifacts import read_jsonl
     from ..core.errors import RuntimeFailure, UsageError
     from ..core.shards import parse_shard
     from ..methods.stories.annotate import AnnotateOptions, annotate as run_annotate, validate_record
@@ -511,15 +519,57 @@ def annotate(
     if min_instances > max_instances:
         raise UsageError(f"--min-instances {min_instances} is more than --max-instances {max_instances}")
     check_folder_out(out, inputs={"records": records})
+    if records_out != "-":
+        check_out(records_out, ".jsonl", "--records", inputs={"RECORDS": records})
     recs = list(read_jsonl(records, validate=validate_record))
     opt = AnnotateOptions(records=records, out=out, backend=value(backend), min_instances=min_instances,
                           max_instances=max_instances, min_logit=min_logit, shard=sh)
-    with console.progress(None if sh else len(recs), "annotate") as bar, JsonlWriter("-") as w:
+    with console.progress(None if sh else len(recs), "annotate") as bar, _RecordSink(records_out) as w:
         summary = run_annotate(opt, _numbered(records, recs), emit=w.write, warn=console.warn, progress=bar)
-    console.summary(summary, title="annotate", stdout_busy=True)
+    console.summary(summary, title="annotate", stdout_busy=records_out == "-")
     if summary["failed"]:
         raise RuntimeFailure(f"{len(summary['failed'])} of {summary['records']} records failed (lines "
                              f"{', '.join(str(f['line']) for f in summary['failed'])})")
+
+
+class _RecordSink:
+    """Records to stdout as they come ('-'), or to a JSONL file written at the end, at once and
+    outside the command's output group, so the file lands even when the run then exits 1."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.rows: list[dict] = []
+        self._w = None
+
+    def __enter__(self):
+        if self.path == "-":
+            from ..core.artifacts import JsonlWriter
+
+            self._w = JsonlWriter("-").__enter__()
+        return self
+
+    def write(self, rec: dict) -> None:
+        if self._w is not None:
+            self._w.write(rec)
+        else:
+            self.rows.append(rec)
+
+    def __exit__(self, *exc):
+        if self._w is not None:
+            return self._w.__exit__(*exc)
+        if exc[0] is None:
+            import json
+
+            from ..core.artifacts import atomic_write
+
+            with atomic_write(self.path, "w", immediate=True) as fh:
+                for rec in self.rows:
+                    fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        return False
+
+
+RecordsOpt = Annotated[str, typer.Option("--records", callback=out_file(".jsonl", stdout=True), help="Where the JSONL records go ('-' = stdout).")]
+RecordsOutOpt = Annotated[str, typer.Option("--out", "-o", callback=out_file(".jsonl", stdout=True), help="Where the JSONL records go ('-' = stdout).")]
 
 
 def _numbered(path: str, recs: list[dict]) -> list[tuple[int, dict]]:
