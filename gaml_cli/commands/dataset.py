@@ -294,7 +294,8 @@ def keyframes(
     """Shots and keyframes of videos: one JSONL record per keyframe on stdout.
 
     Shots: PySceneDetect's ContentDetector rule (mean HSV change between frames at least
-    --threshold, shots at least --min-shot frames) re-implemented on frames PyAV decodes
+    --threshold, hue compared around the circle; shots at least --min-shot frames)
+    re-implemented on frames PyAV decodes
     (neither OpenCV nor PySceneDetect needed). Keyframes: the sharpest frame near each of
     --per-shot even slots of a shot; blur (--min-sharpness) and size (--min-side) filters;
     near-duplicates within a video dropped (pHash and colour thumbnail); resized and
