@@ -10,7 +10,7 @@ function __gaml_subcommands
         case 'boost'
             printf '%s\n' data eval fit predict
         case 'dataset'
-            printf '%s\n' annotate caption digits keyframes pack polish prefs shapes videos
+            printf '%s\n' annotate bench caption digits keyframes pack polish prefs shapes videos
         case 'eval'
             printf '%s\n' clip fd fid forget reward train-classifier
         case 'graphgen'
@@ -177,6 +177,7 @@ complete -c gaml -n "__gaml_at 'boost predict'" -l help -s h -d 'Show help and e
 complete -c gaml -n "__gaml_at 'completion'" -a 'bash zsh fish'
 complete -c gaml -n "__gaml_at 'completion'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'dataset'" -a annotate -d 'Instance boxes and index masks per frame, as...'
+complete -c gaml -n "__gaml_at 'dataset'" -a bench -d 'Cohere-Bench-style scores of image stories (unofficial:...'
 complete -c gaml -n "__gaml_at 'dataset'" -a caption -d 'A caption per frame: adds caption, entities and...'
 complete -c gaml -n "__gaml_at 'dataset'" -a digits -d 'Write scikit-learns 8x8 digits (1,797 images, labels...'
 complete -c gaml -n "__gaml_at 'dataset'" -a keyframes -d 'Shots and keyframes of videos: one JSONL record per...'
@@ -197,6 +198,12 @@ complete -c gaml -n "__gaml_at 'dataset annotate'" -l records -r -F -d 'Where th
 complete -c gaml -n "__gaml_at 'dataset annotate'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'dataset annotate'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'dataset annotate'" -l help -s h -d 'Show help and exit.'
+complete -c gaml -n "__gaml_at 'dataset bench'" -F
+complete -c gaml -n "__gaml_at 'dataset bench'" -l features -x -a 'shapes' -d 'Feature model. shapes: offline, the shipped shapes classifier (its features, heads and first-block Gram matrices).'
+complete -c gaml -n "__gaml_at 'dataset bench'" -l detector -x -a 'shapes' -d 'Instance finder for frames that come without mask (annotates). shapes: offline colour regions.'
+complete -c gaml -n "__gaml_at 'dataset bench'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
+complete -c gaml -n "__gaml_at 'dataset bench'" -l quiet -s q -d 'No progress bars or logs on stderr.'
+complete -c gaml -n "__gaml_at 'dataset bench'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'dataset caption'" -F
 complete -c gaml -n "__gaml_at 'dataset caption'" -l backend -x -a 'shapes' -d 'Captioner. shapes: offline, the shipped shapes classifier on each colour region of the frame.'
 complete -c gaml -n "__gaml_at 'dataset caption'" -l shard -r -F -d 'i/N: caption only slice i (0 .. N-1) of N of the records.'

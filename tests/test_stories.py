@@ -543,3 +543,56 @@ def test_recipe_chain_to_webdataset_shards(gaml, tmp_path):
         assert meta["mask"][0] == {"value": 0, "label": "background"}
         for m in meta["mask"][1:]:
             assert set(m) == {"value", "label", "logit", "box"}
+
+
+# --------------------------------------------------------------------------- bench
+
+
+def _story_frames(tmp_path, name, colors, backgrounds):
+    """Frames of a circle moving left to right; colours and backgrounds per frame as given."""
+    from PIL import Image
+
+    from gaml_cli.datasets.shapes import COLORS, _mask
+
+    frames = []
+    yy, xx = np.mgrid[0:128, 0:128].astype(np.float32) + 0.5
+    for k, (c, b) in enumerate(zip(colors, backgrounds)):
+        img = np.empty((128, 128, 3), np.float32)
+        img[:] = COLORS[b]
+        img += (yy / 128 * 20)[..., None]  # a gentle gradient
+        m = _mask("circle", xx, yy, 30 + 20 * k, 60, 18)
+        img[m] = COLORS[c]
+        path = tmp_path / f"{name}-{k}.png"
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(path)
+        frames.append({"image": str(path), "caption": f"a {c} circle on a {b} background"})
+    return {"id": name, "frames": frames}
+
+
+def test_bench_moves_the_right_way_under_controlled_edits(gaml, tmp_path):
+    n = 4
+    stories = [
+        _story_frames(tmp_path, "same", ["red"] * n, ["blue"] * n),
+        _story_frames(tmp_path, "recolour", ["red", "green", "yellow", "white"], ["blue"] * n),
+        _story_frames(tmp_path, "new-background", ["red"] * n, ["blue", "green", "purple", "black"]),
+    ]
+    path = tmp_path / "stories.jsonl"
+    path.write_text("".join(json.dumps(s) + "\n" for s in stories))
+    res = gaml("dataset", "bench", path, "-f", "json")
+    assert res.code == 0, res.err
+    out = json.loads(res.out)
+    assert set(out) >= {"semantic_alignment", "background_consistency", "style_consistency", "instance_consistency",
+                        "stories"}
+    by = {s["id"]: s for s in out["stories"]}
+    assert by["recolour"]["instance_consistency"] < by["same"]["instance_consistency"]
+    assert by["new-background"]["background_consistency"] < by["same"]["background_consistency"]
+    assert by["same"]["semantic_alignment"] > 0.5
+    # a wrong caption scores lower on semantic alignment
+    wrong = json.loads(json.dumps(stories[0]))
+    for f in wrong["frames"]:
+        f["caption"] = "a green square on a yellow background"
+    path.write_text(json.dumps(wrong) + "\n")
+    res = gaml("dataset", "bench", path, "-f", "json")
+    assert json.loads(res.out)["semantic_alignment"] < by["same"]["semantic_alignment"] - 0.3
+    path.write_text(json.dumps({"id": "x", "frames": []}) + "\n")
+    res = gaml("dataset", "bench", path)
+    assert res.code == 2 and "line 1" in res.err_lines[-1]

@@ -393,6 +393,56 @@ class CaptionBackend(str, Enum):
     shapes = "shapes"
 
 
+class BenchFeatures(str, Enum):
+    shapes = "shapes"
+
+
+class BenchDetector(str, Enum):
+    shapes = "shapes"
+
+
+@app.command("bench")
+def bench(
+    stories: Annotated[str, typer.Argument(help="Stories JSONL ('-' = stdin): {\"id\", \"frames\": [{\"image\", \"caption\"[, \"mask\", \"mask_image\"]}]} a line, or frame records with `story` (polish/annotate output).", show_default=False)],
+    features: Annotated[BenchFeatures, typer.Option(help="Feature model. shapes: offline, the shipped shapes classifier (its features, heads and first-block Gram matrices).")] = BenchFeatures.shapes,
+    detector: Annotated[BenchDetector, typer.Option(help="Instance finder for frames that come without `mask` (annotate's). shapes: offline colour regions.")] = BenchDetector.shapes,
+    fmt: FormatOpt = "human",
+    quiet: QuietOpt = False,
+):
+    """Cohere-Bench-style scores of image stories (unofficial: the benchmark's code is unreleased).
+
+    semantic_alignment (the caption's attributes as the classifier sees them), and
+    background_consistency, style_consistency and instance_consistency (mean cosine
+    similarity over a story's frame pairs of background features, Gram matrices, and the
+    crops of each instance noun), each per story and as a mean over stories. Definitions:
+    docs/stories.md. Only the offline `shapes` features exist so far; CLIP/DINO through
+    transformers are not built yet.
+
+    Example:
+
+    \b
+        gaml dataset bench stories.jsonl --format json
+    """
+    setup(fmt, quiet)
+    from ..core import console
+    from ..core.artifacts import read_jsonl
+    from ..core.errors import InputError
+    from ..methods.stories.bench import bench as run_bench, validate_story
+
+    recs = list(read_jsonl(stories, validate=validate_story))
+    if not recs:
+        raise InputError(f"{stories}: no stories")
+    with console.progress(None, "bench") as bar:
+        try:
+            summary = run_bench(recs, stories, features=value(features), detector=value(detector), progress=bar)
+        except FileNotFoundError as exc:
+            raise InputError(f"{exc.filename}: no such file (an image or mask of {stories})") from None
+    if console.state.format == "json":
+        console.summary(summary)
+    else:
+        console.summary({k: v for k, v in summary.items() if k != "stories"}, title="bench")
+
+
 class PolishBackend(str, Enum):
     rules = "rules"
 
