@@ -107,7 +107,6 @@ _gaml_choices() {
     "dataset annotate|--backend") echo "shapes";;
     "dataset annotate|--format") echo "human json";;
     "dataset annotate|-f") echo "human json";;
-    "dataset bench|--features") echo "shapes";;
     "dataset bench|--detector") echo "shapes";;
     "dataset bench|--format") echo "human json";;
     "dataset bench|-f") echo "human json";;

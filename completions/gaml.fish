@@ -199,7 +199,7 @@ complete -c gaml -n "__gaml_at 'dataset annotate'" -l format -s f -x -a 'human j
 complete -c gaml -n "__gaml_at 'dataset annotate'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'dataset annotate'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'dataset bench'" -F
-complete -c gaml -n "__gaml_at 'dataset bench'" -l features -x -a 'shapes' -d 'Feature model. shapes: offline, the shipped shapes classifier (its features, heads and first-block Gram matrices).'
+complete -c gaml -n "__gaml_at 'dataset bench'" -l features -r -F -d 'Feature model: shapes (offline: the shipped shapes classifiers features, heads and first-block Gram matrices), or a CLIP model through transformers: an alias (clip-l14, clip-h14) or a local folder.'
 complete -c gaml -n "__gaml_at 'dataset bench'" -l detector -x -a 'shapes' -d 'Instance finder for frames that come without mask (annotates). shapes: offline colour regions.'
 complete -c gaml -n "__gaml_at 'dataset bench'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'dataset bench'" -l quiet -s q -d 'No progress bars or logs on stderr.'

@@ -596,3 +596,27 @@ def test_bench_moves_the_right_way_under_controlled_edits(gaml, tmp_path):
     path.write_text(json.dumps({"id": "x", "frames": []}) + "\n")
     res = gaml("dataset", "bench", path)
     assert res.code == 2 and "line 1" in res.err_lines[-1]
+
+
+def test_bench_with_clip_features(gaml, tmp_path):
+    pytest.importorskip("transformers")
+    from sd_tiny import build_tiny_clip
+
+    from gaml_cli.diffusion.clip import ClipScorer
+
+    clip = build_tiny_clip(tmp_path / "clip")
+    story = _story_frames(tmp_path, "same", ["red"] * 3, ["blue"] * 3)
+    path = tmp_path / "s.jsonl"
+    path.write_text(json.dumps(story) + "\n")
+    res = gaml("dataset", "bench", path, "--features", clip, "-f", "json")
+    assert res.code == 0, res.err
+    out = json.loads(res.out)
+    from PIL import Image
+
+    imgs = np.stack([np.asarray(Image.open(f["image"]).convert("RGB"), np.float32).transpose(2, 0, 1) / 127.5 - 1
+                     for f in story["frames"]])
+    cos = ClipScorer(str(clip)).cosines(imgs, [f["caption"] for f in story["frames"]])
+    assert out["semantic_alignment"] == pytest.approx(float(cos.mean()), abs=1e-4)  # CLIP-T
+    assert out["instance_consistency"] == pytest.approx(1.0, abs=1e-4)  # the same circle, moved
+    res = gaml("dataset", "bench", path, "--features", tmp_path / "no-such-model")
+    assert res.code == 2 and len(res.err_lines) == 1 and "no-such-model" in res.err_lines[0]

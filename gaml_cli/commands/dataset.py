@@ -393,10 +393,6 @@ class CaptionBackend(str, Enum):
     shapes = "shapes"
 
 
-class BenchFeatures(str, Enum):
-    shapes = "shapes"
-
-
 class BenchDetector(str, Enum):
     shapes = "shapes"
 
@@ -404,7 +400,7 @@ class BenchDetector(str, Enum):
 @app.command("bench")
 def bench(
     stories: Annotated[str, typer.Argument(help="Stories JSONL ('-' = stdin): {\"id\", \"frames\": [{\"image\", \"caption\"[, \"mask\", \"mask_image\"]}]} a line, or frame records with `story` (polish/annotate output).", show_default=False)],
-    features: Annotated[BenchFeatures, typer.Option(help="Feature model. shapes: offline, the shipped shapes classifier (its features, heads and first-block Gram matrices).")] = BenchFeatures.shapes,
+    features: Annotated[str, typer.Option(help="Feature model: shapes (offline: the shipped shapes classifier's features, heads and first-block Gram matrices), or a CLIP model through transformers: an alias (clip-l14, clip-h14) or a local folder.")] = "shapes",
     detector: Annotated[BenchDetector, typer.Option(help="Instance finder for frames that come without `mask` (annotate's). shapes: offline colour regions.")] = BenchDetector.shapes,
     fmt: FormatOpt = "human",
     quiet: QuietOpt = False,
@@ -415,13 +411,14 @@ def bench(
     background_consistency, style_consistency and instance_consistency (mean cosine
     similarity over a story's frame pairs of background features, Gram matrices, and the
     crops of each instance noun), each per story and as a mean over stories. Definitions:
-    docs/stories.md. Only the offline `shapes` features exist so far; CLIP/DINO through
-    transformers are not built yet.
+    docs/stories.md. --features shapes works offline; a CLIP model (alias or folder) gives
+    CLIP-T alignment and CLIP-I consistency. DINO features are not built yet.
 
     Example:
 
     \b
         gaml dataset bench stories.jsonl --format json
+        gaml dataset bench stories.jsonl --features clip-l14
     """
     setup(fmt, quiet)
     from ..core import console
@@ -434,7 +431,7 @@ def bench(
         raise InputError(f"{stories}: no stories")
     with console.progress(None, "bench") as bar:
         try:
-            summary = run_bench(recs, stories, features=value(features), detector=value(detector), progress=bar)
+            summary = run_bench(recs, stories, features=features, detector=value(detector), progress=bar)
         except FileNotFoundError as exc:
             raise InputError(f"{exc.filename}: no such file (an image or mask of {stories})") from None
     if console.state.format == "json":

@@ -4,23 +4,25 @@ Cohere-Bench (Openstory++, arXiv 2408.03695) judges story generation on semantic
 background, style and instance consistency; its formulas and code are not released, so these
 are gaml's definitions, in the spirit of ViStoryBench's published ones. With `--features shapes`
 (offline: the shipped shapes classifier, gaml_cli/assets/shapes-classifier.md) for the shapes
-world:
+world, or `--features ALIAS|PATH`, a CLIP model through transformers (clip-l14, a local folder):
 
-- semantic alignment, per frame: for each "a <colour> <shape>" of the caption, the highest
-  classifier probability p(shape) p(colour) over the frame's instance crops, and p(background)
-  of the whole frame for "on a <colour> background"; their mean (CLIP-T's place);
+- semantic alignment, per frame: CLIP-T, the cosine of the frame's and the caption's CLIP
+  embeddings; with `shapes`, for each "a <colour> <shape>" of the caption the highest classifier
+  probability p(shape) p(colour) over the frame's instance crops, and p(background) of the whole
+  frame for "on a <colour> background", their mean;
 - background consistency, per story: mean cosine similarity over frame pairs of the classifier
   features of the backgrounds (instances painted over with the background model);
 - style consistency: the same over the Gram matrices of the classifier's first block on the
-  whole frames (Gatys-style texture and colour statistics);
+  whole frames (Gatys-style texture and colour statistics); with CLIP, over the whole frames'
+  embeddings (no style encoder such as CSD yet);
 - instance consistency: instances are grouped by their noun (the label's last word: "circle"),
   and each group seen in two or more frames scores the mean cosine similarity of its crops'
-  features over frame pairs (CLIP-I/DINO on instance crops); the story's score is the mean over
+  features over frame pairs (CLIP-I on instance crops); the story's score is the mean over
   groups.
 
 Instances come from a frame's `mask` and `mask_image` (gaml dataset annotate) when it has them,
-else from the `--detector` backend (`shapes`: regions.py). CLIP/DINO features through
-transformers are not built yet (docs/stories.md).
+else from the `--detector` backend (`shapes`: regions.py, made for flat-coloured objects).
+DINO features are not built yet (docs/stories.md).
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ from pathlib import Path
 
 import numpy as np
 
-FEATURES = ("shapes",)
 DETECTORS = ("shapes",)
 _ENTITY = re.compile(r"\ban? (\w+) (circle|square|triangle|diamond)\b")
 _BG = re.compile(r"\bon an? (\w+) background\b")
@@ -84,6 +85,10 @@ def _cos_pairs(feats: list[np.ndarray]) -> float | None:
 
 
 class ShapesFeatures:
+    """--features shapes: the shipped shapes classifier (16 x 16 inputs)."""
+
+    name = "shapes"
+
     def __init__(self):
         from .caption import ShapesCaptioner
 
@@ -91,16 +96,11 @@ class ShapesFeatures:
         self.model = self.cap.model
         self.classes = self.cap.classes
 
-    def _x(self, batch: list[np.ndarray]):
+    def _run(self, batch: list[np.ndarray]):
         import torch
 
-        return torch.from_numpy(np.stack(batch).astype(np.float32) / 127.5 - 1.0).permute(0, 3, 1, 2)
-
-    def run(self, batch: list[np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
-        """(features (N, D), head probabilities, flattened normalised Gram matrices (N, C*C))."""
-        import torch
-
-        x = self._x(batch)
+        x = torch.from_numpy(np.stack([self.cap._small(b) for b in batch]).astype(np.float32) / 127.5 - 1.0)
+        x = x.permute(0, 3, 1, 2)
         with torch.no_grad():
             f1 = self.model.body[0](x)
             feats = self.model.features(x)
@@ -110,8 +110,52 @@ class ShapesFeatures:
         gram = (flat @ flat.transpose(1, 2) / flat.shape[-1]).reshape(n, -1).numpy()
         return feats.numpy(), probs, gram
 
-    def small(self, rgb: np.ndarray) -> np.ndarray:
-        return self.cap._small(rgb)
+    def frame(self, rgb, plain, crops, caption):
+        """(style vector, background vector, crop vectors, semantic alignment or None)."""
+        feats, probs, gram = self._run([rgb, plain, *crops])
+        parts = []
+        for color, shape in _ENTITY.findall(caption):
+            if color not in self.classes["color"]:
+                continue
+            if not crops:
+                parts.append(0.0)
+                continue
+            ci, si = self.classes["color"].index(color), self.classes["shape"].index(shape)
+            parts.append(max(float(probs["color"][2 + k, ci] * probs["shape"][2 + k, si]) for k in range(len(crops))))
+        m = _BG.search(caption)
+        if m and m.group(1) in self.classes["background"]:
+            parts.append(float(probs["background"][0, self.classes["background"].index(m.group(1))]))
+        return gram[0], feats[1], list(feats[2:]), (float(np.mean(parts)) if parts else None)
+
+
+class ClipFeatures:
+    """--features ALIAS|PATH: a CLIP model through transformers (gaml_cli.diffusion.clip)."""
+
+    def __init__(self, name: str, device: str = "cpu"):
+        from ...diffusion.clip import ClipScorer
+
+        self.scorer = ClipScorer(name, device=device)
+        self.name = name
+
+    def _images(self, batch: list[np.ndarray]) -> np.ndarray:
+        return np.stack([np.asarray(b, np.float32).transpose(2, 0, 1) / 127.5 - 1.0 for b in batch])
+
+    def frame(self, rgb, plain, crops, caption):
+        import torch
+
+        sq = [rgb, plain]
+        emb = [self.scorer.image_embeds(self._images([x]))[0].numpy() for x in sq]
+        crop_emb = [self.scorer.image_embeds(self._images([c]))[0].numpy() for c in crops]
+        align = None
+        if caption:
+            t = self.scorer.text_embeds([caption])[0]
+            i = torch.from_numpy(emb[0])
+            align = float(torch.nn.functional.cosine_similarity(i, t, dim=0))
+        return emb[0], emb[1], crop_emb, align
+
+
+def load_features(name: str, device: str = "cpu"):
+    return ShapesFeatures() if name == "shapes" else ClipFeatures(name, device=device)
 
 
 def _instances(frame: dict, rgb: np.ndarray, base: Path | None, detector: str) -> list[_Inst]:
@@ -136,12 +180,13 @@ def _instances(frame: dict, rgb: np.ndarray, base: Path | None, detector: str) -
     return [_Inst(i.mask, i.box, i.label) for i in R.detect(rgb)]
 
 
-def score_story(story: dict, fx: ShapesFeatures, base: Path | None, detector: str) -> dict:
+def score_story(story: dict, fx, base: Path | None, detector: str) -> dict:
     from PIL import Image
 
     from . import regions as R
+    from .caption import cutouts
 
-    align, bg_feats, grams = [], [], []
+    align, bg_feats, styles = [], [], []
     groups: dict[str, list[np.ndarray]] = {}
     for frame in story["frames"]:
         p = Path(frame["image"])
@@ -154,38 +199,27 @@ def score_story(story: dict, fx: ShapesFeatures, base: Path | None, detector: st
         plain = rgb.astype(np.float32).copy()
         for it in insts:
             plain[it.mask] = bg[it.mask]
-        crops = fx.cap.crops(rgb, insts, bg) if insts else []
-        batch = [fx.small(rgb), fx.small(np.clip(plain, 0, 255))] + crops
-        feats, probs, gram = fx.run(batch)
-        grams.append(gram[0])
-        bg_feats.append(feats[1])
+        crops = cutouts(rgb, insts, bg) if insts else []
+        style, back, crop_vecs, a = fx.frame(rgb.astype(np.float32), np.clip(plain, 0, 255), crops,
+                                             frame.get("caption") or "")
+        styles.append(style)
+        bg_feats.append(back)
+        if a is not None:
+            align.append(a)
         seen = set()
-        for k, it in enumerate(insts):
+        for it, vec in zip(insts, crop_vecs):
             noun = it.label.split()[-1] if it.label.split() else it.label
             if noun in seen:
                 continue  # one crop per noun and frame: the largest (instances come largest first)
             seen.add(noun)
-            groups.setdefault(noun, []).append(feats[2 + k])
-        cap = frame.get("caption") or ""
-        parts = []
-        for color, shape in _ENTITY.findall(cap):
-            if color in fx.classes["color"] and crops:
-                ci, si = fx.classes["color"].index(color), fx.classes["shape"].index(shape)
-                parts.append(max(float(probs["color"][2 + k, ci] * probs["shape"][2 + k, si]) for k in range(len(crops))))
-            elif color in fx.classes["color"]:
-                parts.append(0.0)
-        m = _BG.search(cap)
-        if m and m.group(1) in fx.classes["background"]:
-            parts.append(float(probs["background"][0, fx.classes["background"].index(m.group(1))]))
-        if parts:
-            align.append(float(np.mean(parts)))
+            groups.setdefault(noun, []).append(vec)
     inst_scores = [s for s in (_cos_pairs(v) for v in groups.values()) if s is not None]
     return {
         "id": story["id"],
         "frames": len(story["frames"]),
         "semantic_alignment": float(np.mean(align)) if align else None,
         "background_consistency": _cos_pairs(bg_feats),
-        "style_consistency": _cos_pairs(grams),
+        "style_consistency": _cos_pairs(styles),
         "instance_consistency": float(np.mean(inst_scores)) if inst_scores else None,
     }
 
@@ -198,7 +232,7 @@ def bench(records: list[dict], source: str, features: str = "shapes", detector: 
     t0 = time.perf_counter()
     base = Path(source).resolve().parent if source != "-" else None
     stories = stories_of(records)
-    fx = ShapesFeatures()
+    fx = load_features(features)
     rows = []
     for s in stories:
         rows.append(score_story(s, fx, base, detector))

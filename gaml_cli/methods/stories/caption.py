@@ -31,6 +31,31 @@ class CaptionOptions:
     shard: tuple[int, int] | None = None
 
 
+def cutouts(rgb: np.ndarray, instances, bg: np.ndarray) -> list[np.ndarray]:
+    """Each instance (.mask, .box) alone on a square of its local background, its box taking
+    CROP_FILL of the side, at the frame's resolution (float32 RGB)."""
+    h, w = rgb.shape[:2]
+    out = []
+    for inst in instances:
+        x1, y1, x2, y2 = inst.box
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        side = max(x2 - x1, y2 - y1) / CROP_FILL
+        ring = np.zeros((h, w), bool)
+        ring[max(y1 - 3, 0):min(y2 + 3, h), max(x1 - 3, 0):min(x2 + 3, w)] = True
+        ring &= ~inst.mask
+        colour = bg[ring].mean(axis=0) if ring.any() else bg.reshape(-1, 3).mean(axis=0)
+        s = int(np.ceil(side))
+        canvas = np.empty((s, s, 3), np.float32)
+        canvas[:] = colour
+        ox, oy = int(round(cx - s / 2)), int(round(cy - s / 2))
+        ys, xs = np.nonzero(inst.mask)
+        cy_, cx_ = ys - oy, xs - ox
+        ok = (cy_ >= 0) & (cy_ < s) & (cx_ >= 0) & (cx_ < s)
+        canvas[cy_[ok], cx_[ok]] = rgb[ys[ok], xs[ok]]
+        out.append(np.clip(canvas, 0, 255))
+    return out
+
+
 class ShapesCaptioner:
     def __init__(self):
         from ...diffusion.eval import load_classifier
@@ -53,26 +78,7 @@ class ShapesCaptioner:
         return np.asarray(Image.fromarray(rgb.astype(np.uint8)).resize((self.side, self.side), Image.Resampling.BOX))
 
     def crops(self, rgb: np.ndarray, instances, bg: np.ndarray) -> list[np.ndarray]:
-        h, w = rgb.shape[:2]
-        out = []
-        for inst in instances:
-            x1, y1, x2, y2 = inst.box
-            cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-            side = max(x2 - x1, y2 - y1) / CROP_FILL
-            ring = np.zeros((h, w), bool)
-            ring[max(y1 - 3, 0):min(y2 + 3, h), max(x1 - 3, 0):min(x2 + 3, w)] = True
-            ring &= ~inst.mask
-            colour = bg[ring].mean(axis=0) if ring.any() else bg.reshape(-1, 3).mean(axis=0)
-            s = int(np.ceil(side))
-            canvas = np.empty((s, s, 3), np.float32)
-            canvas[:] = colour
-            ox, oy = int(round(cx - s / 2)), int(round(cy - s / 2))
-            ys, xs = np.nonzero(inst.mask)
-            cy_, cx_ = ys - oy, xs - ox
-            ok = (cy_ >= 0) & (cy_ < s) & (cx_ >= 0) & (cx_ < s)
-            canvas[cy_[ok], cx_[ok]] = rgb[ys[ok], xs[ok]]
-            out.append(self._small(np.clip(canvas, 0, 255)))
-        return out
+        return [self._small(c) for c in cutouts(rgb, instances, bg)]
 
     def caption(self, rgb: np.ndarray) -> tuple[str, list[dict]]:
         from . import regions as R
