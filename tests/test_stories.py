@@ -620,3 +620,62 @@ def test_bench_with_clip_features(gaml, tmp_path):
     assert out["instance_consistency"] == pytest.approx(1.0, abs=1e-4)  # the same circle, moved
     res = gaml("dataset", "bench", path, "--features", tmp_path / "no-such-model")
     assert res.code == 2 and len(res.err_lines) == 1 and "no-such-model" in res.err_lines[0]
+
+
+def _tiny_causal_lm(folder: Path) -> Path:
+    """A tiny random GPT-2 with a byte-level tokenizer (no merges), saved in transformers format."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, GPT2Tokenizer
+
+    # GPT-2's byte-to-unicode table: printable bytes map to themselves, the rest to 256 + n
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = {chr(c): i for i, c in enumerate(cs)}
+    vocab["<|endoftext|>"] = len(vocab)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    GPT2Tokenizer(str(folder / "vocab.json"), str(folder / "merges.txt")).save_pretrained(folder)
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=len(vocab), n_positions=512, n_embd=32, n_layer=2, n_head=2,
+                     bos_token_id=len(vocab) - 1, eos_token_id=len(vocab) - 1)
+    GPT2LMHeadModel(cfg).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def test_polish_llm_backend_falls_back_after_three_tries(gaml, tmp_path, monkeypatch):
+    pytest.importorskip("transformers")
+    from gaml_cli.methods.stories import polish as P
+
+    lm = _tiny_causal_lm(tmp_path / "lm")
+    recs = [{"video_id": "v", "frame_index": i, "shot": 0, "image": f"{i}.jpg",
+             "caption": f"a red circle on a blue background {i}"} for i in range(3)]
+    manifest = tmp_path / "c.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    # the real loading and generation code on random weights: nothing acceptable, originals kept
+    res = gaml("dataset", "polish", manifest, "--backend", "llm", "--model", lm, "--device", "cpu", "-f", "json")
+    assert res.code == 0, res.err
+    out = _records(res.out)
+    summary = json.loads(res.err.strip().splitlines()[-1])
+    assert summary["fallbacks"] == 3 and summary["generations"] == 9
+    assert [r["caption"] for r in out] == [r["caption"] for r in recs]
+    assert all(r["story_nouns"] == ["circle"] and r["origin_caption"] == r["caption"] for r in out)
+    # the retry rule: a bad answer, then an acceptable one
+    answers = iter(["", "a red circle resting on a blue background"])
+    monkeypatch.setattr(P.LLMRewriter, "generate", lambda self, prompt, attempt, seed: next(answers))
+    got = []
+    s = P.polish_llm(recs[:1], got.append, model=str(lm))
+    assert s["fallbacks"] == 0 and s["generations"] == 2 and got[0]["polished"]
+    assert got[0]["caption"] == "a red circle resting on a blue background"
+    assert got[0]["origin_caption"] == recs[0]["caption"]
+    assert not P.acceptable("a blue square", "a red circle", ["circle"])  # names no story noun
+    # usage: llm needs a model; a missing model is one line
+    assert gaml("dataset", "polish", manifest, "--backend", "llm").code == 2
+    res = gaml("dataset", "polish", manifest, "--backend", "llm", "--model", tmp_path / "nothing")
+    assert res.code == 2 and len(res.err_lines) == 1 and "nothing" in res.err_lines[0]

@@ -442,6 +442,7 @@ def bench(
 
 class PolishBackend(str, Enum):
     rules = "rules"
+    llm = "llm"
 
 
 @app.command("polish")
@@ -449,6 +450,9 @@ def polish(
     records: Annotated[str, typer.Argument(help="Captioned records JSONL ('-' = stdin): `caption` and `entities` from gaml dataset caption.", show_default=False)],
     backend: Annotated[PolishBackend, typer.Option(help="Rewriter. rules: offline, unifies entity words within a shot of a story.")] = PolishBackend.rules,
     story_len: Annotated[int, typer.Option(min=1, max=100, help="Frames per story (consecutive frames of one video).")] = 5,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="--backend llm: a transformers causal LM (hub id, alias or local folder).")] = None,
+    seed: Annotated[int, typer.Option(min=0, help="--backend llm: seed of the sampled retries.")] = 0,
+    device: DeviceOpt = "auto",
     out: RecordsOutOpt = "-",
     fmt: FormatOpt = "human",
     quiet: QuietOpt = False,
@@ -459,22 +463,39 @@ def polish(
     Openstory++); each record gets `story` and `story_frame`. The `rules` backend gives each
     colour one shape name and each shot one background word across a story's frames of that
     shot (the majority; ties: the first frame's), keeps the first caption as `origin_caption`
-    and marks `polished`. Openstory++ uses an LLM for this; that backend is not built yet
-    (docs/stories.md).
+    and marks `polished`. `--backend llm --model M` asks a causal LM (transformers) to rewrite
+    each caption with the story's nouns, greedy then two sampled tries, and keeps the
+    original after 3 rejected answers (Openstory++'s rule); `fallbacks` counts them.
 
     Example:
 
     \b
         gaml dataset caption frames.jsonl | gaml dataset polish - > stories.jsonl
+        gaml dataset polish captioned.jsonl --backend llm --model Qwen/Qwen2.5-0.5B-Instruct > stories.jsonl
     """
     setup(fmt, quiet)
     from ..core import console
     from ..core.artifacts import read_jsonl
     from ..methods.stories.polish import polish as run_polish, validate_record as validate_captioned
 
+    from ..core.errors import UsageError
+
+    if value(backend) == "llm" and not model:
+        raise UsageError("--backend llm needs --model (a transformers causal LM: hub id, alias or folder)")
+    if value(backend) == "rules" and model:
+        raise UsageError("--model is for --backend llm")
     if out != "-":
         check_out(out, ".jsonl", inputs={"RECORDS": records})
     recs = list(read_jsonl(records, validate=validate_captioned))
+    if value(backend) == "llm":
+        from ..core.runtime import pick_device
+        from ..methods.stories.polish import polish_llm
+
+        with console.progress(len(recs), "polish") as bar, _RecordSink(out) as w:
+            summary = polish_llm(recs, emit=w.write, model=model, story_len=story_len, seed=seed,
+                                 device=pick_device(value(device)), progress=bar)
+        console.summary(summary, title="polish", stdout_busy=out == "-")
+        return
     with _RecordSink(out) as w:
         summary = run_polish(recs, emit=w.write, story_len=story_len)
     console.summary(summary, title="polish", stdout_busy=out == "-")
