@@ -205,7 +205,10 @@ complete -c gaml -n "__gaml_at 'dataset bench'" -l format -s f -x -a 'human json
 complete -c gaml -n "__gaml_at 'dataset bench'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'dataset bench'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'dataset caption'" -F
-complete -c gaml -n "__gaml_at 'dataset caption'" -l backend -x -a 'shapes' -d 'Captioner. shapes: offline, the shipped shapes classifier on each colour region of the frame.'
+complete -c gaml -n "__gaml_at 'dataset caption'" -l backend -x -a 'shapes transformers' -d 'Captioner. shapes: offline, the shipped shapes classifier on each colour region of the frame; transformers: an image-to-text model (BLIP, BLIP-2, ...) given by --model.'
+complete -c gaml -n "__gaml_at 'dataset caption'" -l model -s m -r -F -d '--backend transformers: hub id, alias or local folder of an image-to-text model.'
+complete -c gaml -n "__gaml_at 'dataset caption'" -l max-new-tokens -r -F -d '--backend transformers: longest caption in tokens (30, as Openstory++).'
+complete -c gaml -n "__gaml_at 'dataset caption'" -l device -x -a 'auto cpu cuda mps' -d 'auto picks cuda, then mps, then cpu.'
 complete -c gaml -n "__gaml_at 'dataset caption'" -l shard -r -F -d 'i/N: caption only slice i (0 .. N-1) of N of the records.'
 complete -c gaml -n "__gaml_at 'dataset caption'" -l out -s o -r -F -d 'Where the JSONL records go (- = stdout).'
 complete -c gaml -n "__gaml_at 'dataset caption'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'

@@ -679,3 +679,52 @@ def test_polish_llm_backend_falls_back_after_three_tries(gaml, tmp_path, monkeyp
     assert gaml("dataset", "polish", manifest, "--backend", "llm").code == 2
     res = gaml("dataset", "polish", manifest, "--backend", "llm", "--model", tmp_path / "nothing")
     assert res.code == 2 and len(res.err_lines) == 1 and "nothing" in res.err_lines[0]
+
+
+def _tiny_blip(folder: Path) -> Path:
+    """A tiny random BLIP captioner + processor (BERT word-piece vocabulary) in transformers format."""
+    import torch
+    from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipProcessor
+
+    try:
+        from transformers import BlipImageProcessorPil as ImageProcessor
+    except ImportError:
+        from transformers import BlipImageProcessor as ImageProcessor
+    folder.mkdir(parents=True, exist_ok=True)
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "a", "red", "circle", "on", "blue", "background"]
+    (folder / "vocab.txt").write_text("\n".join(words) + "\n")
+    proc = BlipProcessor(image_processor=ImageProcessor(size={"height": 32, "width": 32}),
+                         tokenizer=BertTokenizer(str(folder / "vocab.txt"), bos_token="[DEC]"))
+    torch.manual_seed(0)
+    cfg = BlipConfig(text_config=dict(vocab_size=len(words), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=2, max_position_embeddings=64, bos_token_id=5,
+                                      pad_token_id=0, sep_token_id=3, eos_token_id=3),
+                     vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                        image_size=32, patch_size=8), projection_dim=16)
+    BlipForConditionalGeneration(cfg).save_pretrained(folder, safe_serialization=True)
+    proc.save_pretrained(folder)
+    return folder
+
+
+def test_caption_transformers_backend_runs_the_real_loading_code(gaml, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from PIL import Image
+
+    blip = _tiny_blip(tmp_path / "blip")
+    story = _story_frames(tmp_path, "s", ["red"] * 2, ["blue"] * 2)
+    manifest = tmp_path / "f.jsonl"
+    manifest.write_text("".join(json.dumps({"image": f["image"], "entities": []}) + "\n" for f in story["frames"]))
+    res = gaml("dataset", "caption", manifest, "--backend", "transformers", "--model", blip, "--device", "cpu",
+               "--max-new-tokens", "8", "-f", "json")
+    assert res.code == 0, res.err
+    recs = _records(res.out)
+    proc = transformers.AutoProcessor.from_pretrained(blip)
+    model = transformers.BlipForConditionalGeneration.from_pretrained(blip).eval()
+    for r in recs:
+        enc = proc(images=Image.open(r["image"]).convert("RGB"), return_tensors="pt")
+        want = proc.batch_decode(model.generate(**enc, max_new_tokens=8, do_sample=False), skip_special_tokens=True)[0]
+        assert r["caption"] == " ".join(want.split())
+        assert r["caption_backend"] == "transformers" and r["caption_model"] == str(blip) and "entities" not in r
+    assert gaml("dataset", "caption", manifest, "--backend", "transformers").code == 2  # no --model
+    res = gaml("dataset", "caption", manifest, "--backend", "transformers", "--model", "org/no-such-captioner")
+    assert res.code == 2 and len(res.err_lines) == 1 and "no-such-captioner" in res.err_lines[0]

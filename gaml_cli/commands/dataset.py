@@ -391,6 +391,7 @@ class AnnotateBackend(str, Enum):
 
 class CaptionBackend(str, Enum):
     shapes = "shapes"
+    transformers = "transformers"
 
 
 class BenchDetector(str, Enum):
@@ -504,7 +505,10 @@ def polish(
 @app.command("caption")
 def caption(
     records: Annotated[str, typer.Argument(help="Records JSONL ('-' = stdin) with an `image` each, e.g. the output of keyframes.", show_default=False)],
-    backend: Annotated[CaptionBackend, typer.Option(help="Captioner. shapes: offline, the shipped shapes classifier on each colour region of the frame.")] = CaptionBackend.shapes,
+    backend: Annotated[CaptionBackend, typer.Option(help="Captioner. shapes: offline, the shipped shapes classifier on each colour region of the frame; transformers: an image-to-text model (BLIP, BLIP-2, ...) given by --model.")] = CaptionBackend.shapes,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="--backend transformers: hub id, alias or local folder of an image-to-text model.")] = None,
+    max_new_tokens: Annotated[int, typer.Option(min=1, max=512, help="--backend transformers: longest caption in tokens (30, as Openstory++).")] = 30,
+    device: DeviceOpt = "auto",
     shard: Annotated[Optional[str], typer.Option(help="i/N: caption only slice i (0 .. N-1) of N of the records.")] = None,
     out: RecordsOutOpt = "-",
     fmt: FormatOpt = "human",
@@ -516,14 +520,16 @@ def caption(
     backend), names each one's shape and colour with the shipped shapes classifier and the
     background by its mean colour: "a red circle and a white square on a blue background",
     objects from left to right. A missing image gets one line naming it; the rest is
-    captioned and the run exits 1 at the end. Only the offline backend exists so far; BLIP-2-
-    style models through transformers are not built yet (docs/stories.md).
+    captioned and the run exits 1 at the end. `--backend transformers --model M` captions
+    with an image-to-text model through transformers (BLIP, BLIP-2, ...; greedy, up to
+    --max-new-tokens), without `entities`.
 
     Example:
 
     \b
         gaml dataset keyframes vids --out kf > frames.jsonl
         gaml dataset caption frames.jsonl > captioned.jsonl
+        gaml dataset caption frames.jsonl --backend transformers --model Salesforce/blip2-opt-2.7b > captioned.jsonl
     """
     setup(fmt, quiet)
     from ..core import console
@@ -533,11 +539,19 @@ def caption(
     from ..methods.stories.annotate import validate_record
     from ..methods.stories.caption import CaptionOptions, caption as run_caption
 
+    from ..core.errors import UsageError
+    from ..core.runtime import pick_device
+
     sh = parse_shard(shard)
+    if value(backend) == "transformers" and not model:
+        raise UsageError("--backend transformers needs --model (an image-to-text model: hub id, alias or folder)")
+    if value(backend) == "shapes" and model:
+        raise UsageError("--model is for --backend transformers")
     if out != "-":
         check_out(out, ".jsonl", inputs={"RECORDS": records})
     recs = list(read_jsonl(records, validate=validate_record))
-    opt = CaptionOptions(records=records, backend=value(backend), shard=sh)
+    opt = CaptionOptions(records=records, backend=value(backend), shard=sh, model=model,
+                         device=pick_device(value(device)) if model else "cpu", max_new_tokens=max_new_tokens)
     with console.progress(None if sh else len(recs), "caption") as bar, _RecordSink(out) as w:
         summary = run_caption(opt, _numbered(records, recs), emit=w.write, warn=console.warn, progress=bar)
     console.summary(summary, title="caption", stdout_busy=out == "-")

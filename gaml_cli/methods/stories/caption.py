@@ -8,7 +8,10 @@ names to the mean of regions.py's background model (the classifier's background 
 on flat backgrounds, agreed less with the ground truth on gradients: 59% against 65% of frames
 on the development videos). Caption: "a red circle and a white square on a blue
 background", the objects from left to right (the template of `gaml dataset videos`).
-BLIP-2-style image-to-text models through transformers are not built yet (docs/stories.md).
+
+Backend `transformers` (`--model`: hub id, alias or folder): an image-to-text model through
+transformers' AutoProcessor + AutoModelForImageTextToText (BLIP, BLIP-2, ...), greedy decoding
+of up to 30 new tokens (the released Openstory++ code's setting); no `entities`.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from typing import Callable
 
 import numpy as np
 
-BACKENDS = ("shapes",)
+BACKENDS = ("shapes", "transformers")
+MAX_NEW_TOKENS = 30
 CROP_FILL = 0.55  # the instance box's share of the square crop's side
 
 
@@ -29,6 +33,9 @@ class CaptionOptions:
     records: str
     backend: str = "shapes"
     shard: tuple[int, int] | None = None
+    model: str | None = None
+    device: str = "cpu"
+    max_new_tokens: int = MAX_NEW_TOKENS
 
 
 def cutouts(rgb: np.ndarray, instances, bg: np.ndarray) -> list[np.ndarray]:
@@ -102,9 +109,44 @@ class ShapesCaptioner:
         return text, [{"color": t["color"], "shape": t["shape"]} for t in things]
 
 
-def load_backend(name: str):
+class TransformersCaptioner:
+    def __init__(self, name: str, device: str = "cpu", max_new_tokens: int = MAX_NEW_TOKENS):
+        from ...core import hub
+        from ...core.errors import InputError
+
+        path = hub.resolve(name, option="--model")
+        try:
+            import transformers
+            from transformers import AutoProcessor
+
+            from ...diffusion.sd import _quiet_libraries
+
+            _quiet_libraries()
+            auto = getattr(transformers, "AutoModelForImageTextToText", None) or transformers.AutoModelForVision2Seq
+            self.processor = AutoProcessor.from_pretrained(path, local_files_only=True)
+            self.model = auto.from_pretrained(path, use_safetensors=True, local_files_only=True).to(device).eval()
+        except (OSError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"{path}: cannot load an image-to-text model ({first})") from None
+        self.device = device
+        self.max_new_tokens = max_new_tokens
+
+    def caption(self, rgb: np.ndarray) -> tuple[str, None]:
+        import torch
+        from PIL import Image
+
+        enc = self.processor(images=Image.fromarray(rgb), return_tensors="pt").to(self.device)
+        with torch.no_grad():
+            out = self.model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False)
+        text = self.processor.batch_decode(out, skip_special_tokens=True)[0]
+        return " ".join(text.split()), None
+
+
+def load_backend(name: str, model: str | None = None, device: str = "cpu", max_new_tokens: int = MAX_NEW_TOKENS):
     if name == "shapes":
         return ShapesCaptioner()
+    if name == "transformers":
+        return TransformersCaptioner(model, device=device, max_new_tokens=max_new_tokens)
     raise ValueError(f"unknown caption backend {name!r}")
 
 
@@ -118,7 +160,7 @@ def caption(opt: CaptionOptions, records: list[tuple[int, dict]], emit: Callable
     base = Path(opt.records).resolve().parent if opt.records != "-" else None
     name = "<stdin>" if opt.records == "-" else opt.records
     items = take_shard(records, opt.shard)
-    model = load_backend(opt.backend)
+    model = load_backend(opt.backend, opt.model, opt.device, opt.max_new_tokens)
     failed = []
     done = 0
     for lineno, rec in items:
@@ -139,12 +181,17 @@ def caption(opt: CaptionOptions, records: list[tuple[int, dict]], emit: Callable
         text, entities = model.caption(rgb)
         out = dict(rec)
         out["caption"] = text
-        out["entities"] = entities
+        if entities is not None:
+            out["entities"] = entities
+        else:
+            out.pop("entities", None)  # an earlier captioner's entities no longer describe the caption
         out["caption_backend"] = opt.backend
+        if opt.model:
+            out["caption_model"] = opt.model
         emit(out)
         done += 1
         if progress is not None:
             progress.update(1)
-    return {"records": len(items), "captioned": done, "failed": failed, "backend": opt.backend,
+    return {"records": len(items), "captioned": done, "failed": failed, "backend": opt.backend, "model": opt.model,
             "shard": f"{opt.shard[0]}/{opt.shard[1]}" if opt.shard else None,
             "seconds": round(time.perf_counter() - t0, 3)}
