@@ -189,7 +189,11 @@ complete -c gaml -n "__gaml_at 'dataset'" -a videos -d 'Synthetic videos with kn
 complete -c gaml -n "__gaml_at 'dataset'" -l help -s h -d 'Show help and exit.'
 complete -c gaml -n "__gaml_at 'dataset annotate'" -F
 complete -c gaml -n "__gaml_at 'dataset annotate'" -l out -s o -r -F -d 'Folder for the masks: OUT/<video-id>/<frame>.png (palette, value = instance index) and a .json beside each.'
-complete -c gaml -n "__gaml_at 'dataset annotate'" -l backend -x -a 'shapes' -d 'Instance finder. shapes: offline, flat-coloured objects on a smooth background (gamls synthetic videos).'
+complete -c gaml -n "__gaml_at 'dataset annotate'" -l backend -x -a 'shapes transformers' -d 'Instance finder. shapes: offline, flat-coloured objects on a smooth background (gamls synthetic videos); transformers: entity nouns -> --detector boxes -> --segmenter masks.'
+complete -c gaml -n "__gaml_at 'dataset annotate'" -l detector -r -F -d '--backend transformers: a zero-shot object detector (OWLv2, OWL-ViT, Grounding DINO, ...): hub id, alias or folder.'
+complete -c gaml -n "__gaml_at 'dataset annotate'" -l segmenter -r -F -d '--backend transformers: a SAM model (box prompts): hub id, alias or folder.'
+complete -c gaml -n "__gaml_at 'dataset annotate'" -l threshold -r -F -d '--backend transformers: lowest detection score kept.'
+complete -c gaml -n "__gaml_at 'dataset annotate'" -l device -x -a 'auto cpu cuda mps' -d 'auto picks cuda, then mps, then cpu.'
 complete -c gaml -n "__gaml_at 'dataset annotate'" -l min-instances -r -F -d 'Drop frames with fewer instances.'
 complete -c gaml -n "__gaml_at 'dataset annotate'" -l max-instances -r -F -d 'Drop frames with more instances.'
 complete -c gaml -n "__gaml_at 'dataset annotate'" -l min-logit -r -F -d 'Drop instances with a lower score (shapes: how well the masks fill matches its shape).'

@@ -728,3 +728,74 @@ def test_caption_transformers_backend_runs_the_real_loading_code(gaml, tmp_path)
     assert gaml("dataset", "caption", manifest, "--backend", "transformers").code == 2  # no --model
     res = gaml("dataset", "caption", manifest, "--backend", "transformers", "--model", "org/no-such-captioner")
     assert res.code == 2 and len(res.err_lines) == 1 and "no-such-captioner" in res.err_lines[0]
+
+
+def _tiny_owl_and_sam(tmp_path: Path) -> tuple[Path, Path]:
+    """A tiny random OWLv2 (tiny CLIP tokenizer) and a tiny random SAM, in transformers format."""
+    import torch
+    import transformers as T
+    from sd_tiny import _tiny_clip_tokenizer
+
+    owl = tmp_path / "owl"
+    tok = _tiny_clip_tokenizer(owl)
+    ip = (getattr(T, "Owlv2ImageProcessorPil", None) or T.Owlv2ImageProcessor)(size={"height": 64, "width": 64})
+    torch.manual_seed(0)
+    cfg = T.Owlv2Config(text_config=dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=2, max_position_embeddings=16),
+                        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                           num_attention_heads=2, image_size=64, patch_size=16), projection_dim=32)
+    T.Owlv2ForObjectDetection(cfg).save_pretrained(owl, safe_serialization=True)
+    T.Owlv2Processor(image_processor=ip, tokenizer=tok).save_pretrained(owl)
+    sam = tmp_path / "sam"
+    sip = (getattr(T, "SamImageProcessorPil", None) or T.SamImageProcessor)(
+        size={"longest_edge": 64}, pad_size={"height": 64, "width": 64}, mask_size={"longest_edge": 16},
+        mask_pad_size={"height": 16, "width": 16})
+    scfg = T.SamConfig(vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                          image_size=64, patch_size=16, output_channels=16, global_attn_indexes=[1],
+                                          window_size=2, mlp_dim=64, num_pos_feats=8),
+                       prompt_encoder_config=dict(hidden_size=16, image_size=64, patch_size=16, mask_input_channels=4),
+                       mask_decoder_config=dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, mlp_dim=32,
+                                                iou_head_hidden_dim=16))
+    T.SamModel(scfg).save_pretrained(sam, safe_serialization=True)
+    T.SamProcessor(image_processor=sip).save_pretrained(sam)
+    return owl, sam
+
+
+def test_annotate_transformers_backend_nouns_boxes_masks(gaml, tmp_path):
+    pytest.importorskip("transformers")
+    from PIL import Image
+
+    owl, sam = _tiny_owl_and_sam(tmp_path)
+    story = _story_frames(tmp_path, "s", ["red", "red"], ["blue", "blue"])
+    recs = [{"image": f["image"], "caption": f["caption"]} for f in story["frames"]]
+    recs.append({"image": story["frames"][0]["image"], "caption": "nothing to see"})  # no nouns: dropped
+    manifest = tmp_path / "c.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    args = ["dataset", "annotate", manifest, "--out", tmp_path / "m", "--backend", "transformers", "--detector", owl,
+            "--segmenter", sam, "--threshold", "0", "--max-instances", "255", "--device", "cpu", "-f", "json"]
+    res = gaml(*args)
+    assert res.code == 0, res.err
+    summary = json.loads(res.err.strip().splitlines()[-1])
+    assert summary["dropped"]["no_nouns"] == 1
+    out = _records(res.out)
+    assert len(out) + summary["dropped"]["no_instances"] == 2
+    for r in out:
+        inst = r["mask"][1:]
+        assert inst and all(m["label"] == "circle" for m in inst)  # the caption's noun ("background" left out)
+        with Image.open(r["mask_image"]) as im:
+            assert im.mode == "P"
+            idx = np.asarray(im)
+        assert set(np.unique(idx)) <= {m["value"] for m in r["mask"]}
+        areas = [(idx == m["value"]).sum() for m in inst]
+        for m in inst:
+            x1, y1, x2, y2 = m["box"]
+            assert 0 <= x1 < x2 <= 128 and 0 <= y1 < y2 <= 128 and 0 <= m["logit"] <= 1
+        assert len(areas) == len(inst)
+    # resume with the same models and threshold reuses the frames
+    again = gaml(*args)
+    assert json.loads(again.err.strip().splitlines()[-1])["resumed"] == len(out) + summary["dropped"]["no_instances"]
+    assert gaml("dataset", "annotate", manifest, "--out", tmp_path / "x", "--backend", "transformers",
+                "--detector", owl).code == 2  # no --segmenter
+    res = gaml("dataset", "annotate", manifest, "--out", tmp_path / "y", "--backend", "transformers",
+               "--detector", tmp_path / "no-owl", "--segmenter", sam)
+    assert res.code == 2 and len(res.err_lines) == 1 and "no-owl" in res.err_lines[0]

@@ -387,6 +387,7 @@ def pack(
 
 class AnnotateBackend(str, Enum):
     shapes = "shapes"
+    transformers = "transformers"
 
 
 class CaptionBackend(str, Enum):
@@ -564,7 +565,11 @@ def caption(
 def annotate(
     records: Annotated[str, typer.Argument(help="Records JSONL ('-' = stdin) with an `image` each, e.g. the output of keyframes.", show_default=False)],
     out: Annotated[str, typer.Option("--out", "-o", callback=out_folder, help="Folder for the masks: OUT/<video-id>/<frame>.png (palette, value = instance index) and a .json beside each.")],
-    backend: Annotated[AnnotateBackend, typer.Option(help="Instance finder. shapes: offline, flat-coloured objects on a smooth background (gaml's synthetic videos).")] = AnnotateBackend.shapes,
+    backend: Annotated[AnnotateBackend, typer.Option(help="Instance finder. shapes: offline, flat-coloured objects on a smooth background (gaml's synthetic videos); transformers: entity nouns -> --detector boxes -> --segmenter masks.")] = AnnotateBackend.shapes,
+    detector: Annotated[Optional[str], typer.Option(help="--backend transformers: a zero-shot object detector (OWLv2, OWL-ViT, Grounding DINO, ...): hub id, alias or folder.")] = None,
+    segmenter: Annotated[Optional[str], typer.Option(help="--backend transformers: a SAM model (box prompts): hub id, alias or folder.")] = None,
+    threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="--backend transformers: lowest detection score kept.")] = 0.1,
+    device: DeviceOpt = "auto",
     min_instances: Annotated[int, typer.Option(min=0, max=255, help="Drop frames with fewer instances.")] = 1,
     max_instances: Annotated[int, typer.Option(min=1, max=255, help="Drop frames with more instances.")] = 8,
     min_logit: Annotated[float, typer.Option(min=0.0, max=1.0, help="Drop instances with a lower score (shapes: how well the mask's fill matches its shape).")] = 0.5,
@@ -581,15 +586,17 @@ def annotate(
     (and `origin_caption` when the record has a `caption`). Frames with fewer than
     --min-instances or more than --max-instances are dropped (1-8, as Openstory++). A rerun
     reuses finished frames. A missing image gets one line naming it; the rest is processed
-    and the run exits 1 at the end. Only the offline `shapes` backend exists so far; the
-    open-vocabulary detector + SAM backends are not built yet (docs/stories.md).
+    and the run exits 1 at the end. `--backend transformers` prompts an open-vocabulary
+    detector with the frame's entity nouns and SAM with its boxes (label = noun, logit =
+    detection score); `shapes` works offline on gaml's synthetic frames.
 
     Example:
 
     \b
         gaml dataset keyframes vids --out kf > frames.jsonl
         gaml dataset annotate frames.jsonl --out masks > annotated.jsonl
-        gaml dataset pack annotated.jsonl --out shards
+        gaml dataset annotate captioned.jsonl --out masks --backend transformers \\
+          --detector google/owlv2-base-patch16-ensemble --segmenter facebook/sam-vit-base > annotated.jsonl
     """
     setup(fmt, quiet)
     from ..core import console
@@ -601,12 +608,20 @@ def annotate(
     sh = parse_shard(shard)
     if min_instances > max_instances:
         raise UsageError(f"--min-instances {min_instances} is more than --max-instances {max_instances}")
+    if value(backend) == "transformers" and not (detector and segmenter):
+        raise UsageError("--backend transformers needs --detector and --segmenter (hub ids, aliases or folders)")
+    if value(backend) == "shapes" and (detector or segmenter):
+        raise UsageError("--detector and --segmenter are for --backend transformers")
     check_folder_out(out, inputs={"records": records})
     if records_out != "-":
         check_out(records_out, ".jsonl", "--records", inputs={"RECORDS": records})
     recs = list(read_jsonl(records, validate=validate_record))
+    from ..core.runtime import pick_device
+
     opt = AnnotateOptions(records=records, out=out, backend=value(backend), min_instances=min_instances,
-                          max_instances=max_instances, min_logit=min_logit, shard=sh)
+                          max_instances=max_instances, min_logit=min_logit, shard=sh, detector=detector,
+                          segmenter=segmenter, threshold=threshold,
+                          device=pick_device(value(device)) if detector else "cpu")
     with console.progress(None if sh else len(recs), "annotate") as bar, _RecordSink(records_out) as w:
         summary = run_annotate(opt, _numbered(records, recs), emit=w.write, warn=console.warn, progress=bar)
     console.summary(summary, title="annotate", stdout_busy=records_out == "-")
