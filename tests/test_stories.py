@@ -799,3 +799,39 @@ def test_annotate_transformers_backend_nouns_boxes_masks(gaml, tmp_path):
     res = gaml("dataset", "annotate", manifest, "--out", tmp_path / "y", "--backend", "transformers",
                "--detector", tmp_path / "no-owl", "--segmenter", sam)
     assert res.code == 2 and len(res.err_lines) == 1 and "no-owl" in res.err_lines[0]
+
+
+def test_shards_of_polish_annotate_and_pack_cover_every_input_once(gaml, tiny_videos, tmp_path):
+    wds = pytest.importorskip("webdataset")
+    folder, truths = tiny_videos
+    res = gaml("dataset", "keyframes", folder, "--out", tmp_path / "kf", *SMALL_KF, "--per-shot", "2", "-q")
+    frames = tmp_path / "frames.jsonl"
+    frames.write_text(res.out)
+    recs = _records(res.out)
+    cap = gaml("dataset", "caption", frames, "-q")
+    (tmp_path / "cap.jsonl").write_text(cap.out)
+    n = 3
+    polished, annotated, keys = [], [], []
+    for i in range(n):
+        p = gaml("dataset", "polish", tmp_path / "cap.jsonl", "--shard", f"{i}/{n}", "-q")
+        assert p.code == 0, p.err
+        polished += _records(p.out)
+        a = gaml("dataset", "annotate", frames, "--out", tmp_path / "m", "--shard", f"{i}/{n}", "-q")
+        assert a.code == 0, a.err
+        annotated += _records(a.out)
+        k = gaml("dataset", "pack", frames, "--out", tmp_path / "wds", "--shard", f"{i}/{n}", "-q")
+        assert k.code == 0, k.err
+    # polish shards by video: every frame once, stories whole
+    assert sorted(r["image"] for r in polished) == sorted(r["image"] for r in recs)
+    vids = {}
+    for r in polished:
+        vids.setdefault(r["story"], set()).add(r["video_id"])
+    assert all(len(v) == 1 for v in vids.values())
+    assert sorted(r["image"] for r in annotated) == sorted(r["image"] for r in recs)
+    shards = sorted(str(p) for p in (tmp_path / "wds").glob("shard-*.tar"))
+    keys = [s["__key__"] for s in wds.WebDataset(shards, shardshuffle=False)]
+    assert len(keys) == len(set(keys)) == len(recs)
+    assert len(list((tmp_path / "wds").glob("shards-*.json"))) == n
+    # a rerun of a pack slice with nothing changed writes nothing
+    again = gaml("dataset", "pack", frames, "--out", tmp_path / "wds", "--shard", f"0/{n}", "-f", "json")
+    assert json.loads(again.out)["resumed"] is True

@@ -339,6 +339,7 @@ def pack(
     max_size: Annotated[str, typer.Option(help="Largest shard (bytes of the tar): 500MB, 1GB, 1GiB ...")] = "1GB",
     max_count: Annotated[int, typer.Option(min=1, help="Most samples per shard.")] = 10000,
     prefix: Annotated[str, typer.Option(help="Shard file names: PREFIX-NNNNNN.tar.")] = "shard",
+    shard: Annotated[Optional[str], typer.Option(help="i/N: pack only slice i (0 .. N-1) of N of the records, into PREFIX-IIIII-NNNNNN.tar.")] = None,
     fmt: FormatOpt = "human",
     quiet: QuietOpt = False,
 ):
@@ -348,7 +349,9 @@ def pack(
     the rest of the record as json. A shard closes before the sample that would take it
     over --max-size (a sample larger than that alone gets its own shard) or --max-count.
     Read them with `webdataset.WebDataset("OUT/shard-{000000..000009}.tar")`. A record whose
-    image is missing gets one line on stderr and is skipped; the run exits 1 at the end.
+    image is missing gets one line on stderr and is skipped; the run exits 1 at the end. A
+    rerun with unchanged records, files and options writes nothing; --shard i/N packs one
+    slice of the records into shards of its own.
 
     Example:
 
@@ -376,12 +379,15 @@ def pack(
         recs.append(rec)
     # line numbers for messages: read_jsonl skips blank lines, so count them again from the file
     numbered = _numbered(records, recs)
-    opt = PackOptions(records=records, out=out, max_size=limit, max_count=max_count, prefix=prefix)
-    with console.progress(len(recs), "pack") as bar:
+    from ..core.shards import parse_shard
+
+    opt = PackOptions(records=records, out=out, max_size=limit, max_count=max_count, prefix=prefix,
+                      shard=parse_shard(shard))
+    with console.progress(None if opt.shard else len(recs), "pack") as bar:
         summary = run_pack(opt, numbered, warn=console.warn, progress=bar)
     console.summary(summary, title="pack")
     if summary["failed"]:
-        raise RuntimeFailure(f"{len(summary['failed'])} of {len(recs)} records failed (lines "
+        raise RuntimeFailure(f"{len(summary['failed'])} of {summary['samples'] + len(summary['failed'])} records failed (lines "
                              f"{', '.join(str(f['line']) for f in summary['failed'])})")
 
 
@@ -455,6 +461,7 @@ def polish(
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="--backend llm: a transformers causal LM (hub id, alias or local folder).")] = None,
     seed: Annotated[int, typer.Option(min=0, help="--backend llm: seed of the sampled retries.")] = 0,
     device: DeviceOpt = "auto",
+    shard: Annotated[Optional[str], typer.Option(help="i/N: polish only slice i (0 .. N-1) of N of the videos (a story never spans two jobs).")] = None,
     out: RecordsOutOpt = "-",
     fmt: FormatOpt = "human",
     quiet: QuietOpt = False,
@@ -481,7 +488,9 @@ def polish(
     from ..methods.stories.polish import polish as run_polish, validate_record as validate_captioned
 
     from ..core.errors import UsageError
+    from ..core.shards import parse_shard
 
+    sh = parse_shard(shard)
     if value(backend) == "llm" and not model:
         raise UsageError("--backend llm needs --model (a transformers causal LM: hub id, alias or folder)")
     if value(backend) == "rules" and model:
@@ -495,11 +504,11 @@ def polish(
 
         with console.progress(len(recs), "polish") as bar, _RecordSink(out) as w:
             summary = polish_llm(recs, emit=w.write, model=model, story_len=story_len, seed=seed,
-                                 device=pick_device(value(device)), progress=bar)
+                                 device=pick_device(value(device)), progress=bar, shard=sh)
         console.summary(summary, title="polish", stdout_busy=out == "-")
         return
     with _RecordSink(out) as w:
-        summary = run_polish(recs, emit=w.write, story_len=story_len)
+        summary = run_polish(recs, emit=w.write, story_len=story_len, shard=sh)
     console.summary(summary, title="polish", stdout_busy=out == "-")
 
 

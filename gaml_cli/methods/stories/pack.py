@@ -9,7 +9,10 @@ become '_' because webdataset splits a member name at its first dot.
 A shard is closed before the sample that would take it over --max-size bytes (the tar's real
 size: 512-byte headers, padding and the end blocks counted) or over --max-count samples; a
 sample bigger than --max-size alone gets a shard of its own. Member metadata is fixed (mtime 0,
-uid 0, mode 0444), so the same records give the same bytes. Relative paths in a record are
+uid 0, mode 0444), so the same records give the same bytes. `--shard i/N` packs slice i of the
+records into PREFIX-IIIII-NNNNNN.tar with its own index shards-IIIII.json. The index holds a
+digest of the records, their files' sizes and times, and the options: a rerun that matches it
+(and finds every tar at its recorded size) writes nothing. Relative paths in a record are
 resolved against the current folder first, then against the JSONL file's folder.
 """
 
@@ -38,6 +41,16 @@ class PackOptions:
     max_size: int = 10**9
     max_count: int = 10000
     prefix: str = "shard"
+    shard: tuple[int, int] | None = None
+
+    @property
+    def stem(self) -> str:
+        """Shard file names: PREFIX-NNNNNN.tar, or PREFIX-IIIII-NNNNNN.tar for slice I of --shard."""
+        return self.prefix if self.shard is None else f"{self.prefix}-{self.shard[0]:05d}"
+
+    @property
+    def index_name(self) -> str:
+        return "shards.json" if self.shard is None else f"shards-{self.shard[0]:05d}.json"
 
 
 def parse_size(text: str) -> int:
@@ -124,7 +137,7 @@ class _ShardWriter:
             return
         from ...core.artifacts import atomic_path
 
-        name = f"{self.opt.prefix}-{self.index:06d}.tar"
+        name = f"{self.opt.stem}-{self.index:06d}.tar"
         path = Path(self.opt.out) / name
         with atomic_path(path, immediate=True) as tmp:
             with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
@@ -140,13 +153,55 @@ class _ShardWriter:
         self._samples, self._size = [], 0
 
 
+def _digest(opt: PackOptions, records: list[tuple[int, dict]]) -> str:
+    import hashlib
+
+    h = hashlib.sha256(json.dumps([opt.max_size, opt.max_count, opt.prefix, opt.shard]).encode())
+    for lineno, rec in records:
+        h.update(json.dumps([lineno, rec], sort_keys=True, ensure_ascii=False).encode("utf-8"))
+        for key in PATH_KEYS:
+            if isinstance(rec.get(key), str):
+                try:
+                    st = Path(rec[key]).stat()
+                    h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
+                except OSError:
+                    h.update(b"missing")
+    return h.hexdigest()
+
+
+def _resumable(opt: PackOptions, digest: str) -> dict | None:
+    p = Path(opt.out) / opt.index_name
+    try:
+        index = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if index.get("digest") != digest or index.get("failed"):
+        return None
+    for sh in index.get("shards", []):
+        f = Path(opt.out) / sh["shard"]
+        if not f.is_file() or f.stat().st_size != sh["bytes"]:
+            return None
+    return index
+
+
 def pack(opt: PackOptions, records: list[tuple[int, dict]], warn: Callable[[str], None] | None = None,
          progress=None) -> dict:
-    """Write the shards; `records` are (line number, record). A record whose files are missing
-    or unreadable is reported, skipped and listed under `failed`."""
+    """Write the shards; `records` are (line number, record), all of them: --shard takes its
+    slice here. A record whose files are missing or unreadable is reported, skipped and listed
+    under `failed`. A rerun whose records, files and options are unchanged finds the index
+    file complete and writes nothing."""
     from ...core.artifacts import atomic_write
+    from ...core.shards import take_shard
 
     t0 = time.perf_counter()
+    records = take_shard(records, opt.shard)
+    digest = _digest(opt, records)
+    done = _resumable(opt, digest)
+    if done is not None:
+        return {"out": opt.out, "shards": len(done["shards"]), "samples": done["samples"],
+                "bytes": sum(s["bytes"] for s in done["shards"]), "failed": [], "resumed": True,
+                "shard": f"{opt.shard[0]}/{opt.shard[1]}" if opt.shard else None,
+                "seconds": round(time.perf_counter() - t0, 3)}
     base = Path(opt.records).resolve().parent if opt.records != "-" else None
     w = _ShardWriter(opt)
     failed: list[dict] = []
@@ -178,9 +233,11 @@ def pack(opt: PackOptions, records: list[tuple[int, dict]], warn: Callable[[str]
         if progress is not None:
             progress.update(1)
     w.flush()
-    index = {"kind": "gaml.webdataset", "shards": w.shards, "samples": sum(s["samples"] for s in w.shards)}
-    with atomic_write(Path(opt.out) / "shards.json", "w", immediate=True) as fh:
+    index = {"kind": "gaml.webdataset", "shards": w.shards, "samples": sum(s["samples"] for s in w.shards),
+             "digest": digest, "failed": len(failed)}
+    with atomic_write(Path(opt.out) / opt.index_name, "w", immediate=True) as fh:
         fh.write(json.dumps(index, indent=1) + "\n")
     return {"out": opt.out, "shards": len(w.shards), "samples": index["samples"],
-            "bytes": sum(s["bytes"] for s in w.shards), "failed": failed,
+            "bytes": sum(s["bytes"] for s in w.shards), "failed": failed, "resumed": False,
+            "shard": f"{opt.shard[0]}/{opt.shard[1]}" if opt.shard else None,
             "seconds": round(time.perf_counter() - t0, 3)}

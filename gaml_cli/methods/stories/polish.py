@@ -8,6 +8,8 @@ shapes world ("a red circle and a white square on a blue background", with `enti
 
 - frames are grouped per video (`video_id`, else `video`), in frame order, into stories of up to
   --story-len frames; each record gets `story` ("<video_id>-NNN") and `story_frame` (0-based);
+  `--shard i/N` takes slice i of the videos (in order of first appearance), so a story is never
+  split between jobs;
 - within a story, frames of one shot show the same objects, so each colour's shape is unified
   to the shape most of that shot's frames give it (ties: the first frame's), and the background
   word to the shot's most frequent one;
@@ -75,11 +77,20 @@ def _rewrite(caption: str, ents: list[dict], shape_of: dict[str, str], backgroun
     return text, new_ents
 
 
-def polish(records: list[dict], emit: Callable[[dict], None], story_len: int = 5) -> dict:
-    t0 = time.perf_counter()
+def _videos(records: list[dict], shard) -> dict[str, list[int]]:
+    """Record indices per video (first appearance order), the --shard slice of the videos."""
+    from ...core.shards import take_shard
+
     videos: dict[str, list[int]] = defaultdict(list)
     for i, rec in enumerate(records):
         videos[str(rec.get("video_id") or rec.get("video") or "")].append(i)
+    keep = take_shard(list(videos), shard)
+    return {k: videos[k] for k in keep}
+
+
+def polish(records: list[dict], emit: Callable[[dict], None], story_len: int = 5, shard=None) -> dict:
+    t0 = time.perf_counter()
+    videos = _videos(records, shard)
     out: list[dict | None] = [None] * len(records)
     stories = changed = 0
     for vid, idx in videos.items():
@@ -116,8 +127,9 @@ def polish(records: list[dict], emit: Callable[[dict], None], story_len: int = 5
                     changed += new["polished"]
                     out[i] = new
     for rec in out:
-        emit(rec)
-    return {"records": len(records), "stories": stories, "changed": changed, "backend": "rules",
+        if rec is not None:
+            emit(rec)
+    return {"records": sum(map(len, videos.values())), "stories": stories, "changed": changed, "backend": "rules",
             "seconds": round(time.perf_counter() - t0, 3)}
 
 
@@ -184,14 +196,12 @@ class LLMRewriter:
 
 
 def polish_llm(records: list[dict], emit: Callable[[dict], None], model: str, story_len: int = 5,
-               seed: int = 0, device: str = "cpu", progress=None) -> dict:
+               seed: int = 0, device: str = "cpu", progress=None, shard=None) -> dict:
     import zlib
 
     t0 = time.perf_counter()
     llm = LLMRewriter(model, device=device)
-    videos: dict[str, list[int]] = defaultdict(list)
-    for i, rec in enumerate(records):
-        videos[str(rec.get("video_id") or rec.get("video") or "")].append(i)
+    videos = _videos(records, shard)
     out: list[dict | None] = [None] * len(records)
     stories = changed = fallbacks = tries = 0
     for vid, idx in videos.items():
@@ -226,6 +236,7 @@ def polish_llm(records: list[dict], emit: Callable[[dict], None], model: str, st
                 if progress is not None:
                     progress.update(1)
     for rec in out:
-        emit(rec)
-    return {"records": len(records), "stories": stories, "changed": changed, "fallbacks": fallbacks,
+        if rec is not None:
+            emit(rec)
+    return {"records": sum(map(len, videos.values())), "stories": stories, "changed": changed, "fallbacks": fallbacks,
             "generations": tries, "backend": "llm", "model": model, "seconds": round(time.perf_counter() - t0, 3)}
