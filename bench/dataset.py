@@ -10,8 +10,8 @@ frames per second of the detection pass. For gaml it then runs the offline `shap
 of `annotate` and `caption` on the keyframes and scores them against the ground truth rendered
 again (datasets.videos.visible_maps, mapped through the same resize + centre crop): box IoU and
 mask IoU of the best-matching instance per visible object, label accuracy ("<colour> <shape>"),
-false positives (instances matching no object at mask IoU 0.5), caption entity accuracy; and the
-time per frame of every stage.
+false positives (instances matching no object at mask IoU 0.5), caption entity accuracy; polish
+(rules) and pack on the results; and the time per frame of every stage.
 
     python bench/dataset.py --videos 12 --out /tmp/bench-stories > bench/results/dataset.jsonl
 """
@@ -66,6 +66,16 @@ def _annotate_and_caption(recs, truths, paths, seed, opt, out) -> dict:
     t0 = time.perf_counter()
     caption(CaptionOptions(records="-"), numbered, cap.append)
     cap_s = time.perf_counter() - t0
+    from gaml_cli.methods.stories.pack import PackOptions, pack
+    from gaml_cli.methods.stories.polish import polish
+
+    stories: list[dict] = []
+    t0 = time.perf_counter()
+    polish(cap, stories.append)
+    pol_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    packed = pack(PackOptions(records="-", out=str(out) + "-wds"), list(enumerate(ann, 1)))
+    pack_s = time.perf_counter() - t0
     by_image = {a["image"]: a for a in ann}
     box_iou, mask_iou, label_ok, fp, ent_ok, ent_n = [], [], [], 0, 0, 0
     for p, t in zip(paths, truths):
@@ -117,7 +127,9 @@ def _annotate_and_caption(recs, truths, paths, seed, opt, out) -> dict:
             "mask_iou": round(float(np.mean(mask_iou)), 4) if mask_iou else None,
             "label_accuracy": round(float(np.mean(label_ok)), 4) if label_ok else None, "false_positives": fp,
             "caption_entity_accuracy": round(ent_ok / max(ent_n, 1), 4),
-            "annotate_s_per_frame": round(ann_s / n, 4), "caption_s_per_frame": round(cap_s / n, 4)}
+            "annotate_s_per_frame": round(ann_s / n, 4), "caption_s_per_frame": round(cap_s / n, 4),
+            "polish_s_per_frame": round(pol_s / n, 5), "polish_changed": sum(r["polished"] for r in stories),
+            "pack_s_per_frame": round(pack_s / n, 5), "pack_bytes": packed["bytes"]}
 
 
 def main() -> None:

@@ -503,7 +503,9 @@ def test_polish_rules_groups_stories_and_unifies_entity_words(gaml, tmp_path):
             rec(9, 0, [("red", "circle")], "yellow"),
             rec(20, 1, [("white", "diamond")], "black"),
             rec(30, 1, [("white", "diamond")], "black"),
-            rec(40, 2, [("red", "square")], "blue")]  # sixth frame: a second story
+            rec(40, 2, [("red", "square")], "blue"),  # sixth frame: a second story
+            rec(41, 3, [("blue", "square"), ("blue", "circle")], "yellow"),
+            rec(42, 3, [("blue", "square"), ("blue", "square")], "yellow")]  # one colour, two objects
     manifest = tmp_path / "c.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in recs[::-1]))  # order does not matter
     res = gaml("dataset", "polish", manifest, "-f", "json")
@@ -517,6 +519,7 @@ def test_polish_rules_groups_stories_and_unifies_entity_words(gaml, tmp_path):
     assert [out[f]["story"] for f in (0, 5, 9, 20, 30)] == ["v-000"] * 5 and out[40]["story"] == "v-001"
     assert [out[f]["story_frame"] for f in (0, 5, 9, 20, 30, 40)] == [0, 1, 2, 3, 4, 0]
     assert out[40]["caption"] == recs[5]["caption"]  # another story, another shot: untouched
+    assert out[41]["caption"] == recs[6]["caption"] and not out[41]["polished"]  # blue names two objects
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(recs[0]) + "\n" + json.dumps({"image": "x.jpg"}) + "\n")
     res = gaml("dataset", "polish", bad)

@@ -374,9 +374,7 @@ def pack(
     if not re.fullmatch(r"[A-Za-z0-9_-]+", prefix):
         raise UsageError(f"--prefix {prefix!r}: use letters, digits, '-' and '_' only")
     check_folder_out(out, inputs={"records": records})
-    recs = []
-    for i, rec in enumerate(read_jsonl(records, validate=validate_record)):
-        recs.append(rec)
+    recs = list(read_jsonl(records, validate=validate_record))
     # line numbers for messages: read_jsonl skips blank lines, so count them again from the file
     numbered = _numbered(records, recs)
     from ..core.shards import parse_shard

@@ -12,7 +12,8 @@ shapes world ("a red circle and a white square on a blue background", with `enti
   split between jobs;
 - within a story, frames of one shot show the same objects, so each colour's shape is unified
   to the shape most of that shot's frames give it (ties: the first frame's), and the background
-  word to the shot's most frequent one;
+  word to the shot's most frequent one; a colour that two objects of one frame share is left
+  alone (it does not name one object);
 - `origin_caption` keeps the first caption (an existing `origin_caption` is kept), `caption`
   is the polished one, `polished` says whether it changed.
 
@@ -104,14 +105,17 @@ def polish(records: list[dict], emit: Callable[[dict], None], story_len: int = 5
                 by_shot[records[i].get("shot")].append(i)
             for shot_frames in by_shot.values():
                 shapes: dict[str, list[str]] = defaultdict(list)
+                twice: set[str] = set()  # a colour two objects of one frame share names no single object
                 bgs = []
                 for i in shot_frames:
+                    colours = [e["color"] for e in records[i].get("entities", [])]
+                    twice |= {c for c in colours if colours.count(c) > 1}
                     for e in records[i].get("entities", []):
                         shapes[e["color"]].append(e["shape"])
                     m = _BG.search(records[i]["caption"])
                     if m:
                         bgs.append(m.group(1))
-                shape_of = {c: _majority(v) for c, v in shapes.items()}
+                shape_of = {c: _majority(v) for c, v in shapes.items() if c not in twice}
                 background = _majority(bgs) if bgs else None
                 for i in shot_frames:
                     rec = records[i]
