@@ -62,9 +62,12 @@ def numeric(df_train, df_test):
 
 
 def lgb_frame(df):
+    import pandas as pd
+
     out = df.copy()
     for c in out.columns:
-        if out[c].dtype == object:
+        # pandas 3 reads text columns as its str dtype, not object
+        if out[c].dtype == object or pd.api.types.is_string_dtype(out[c].dtype):
             out[c] = out[c].astype("category")
     return out
 
