@@ -59,7 +59,7 @@ class FitOptions:
     link: str = "gate"  # gate or residual
     hidden: int = 256
     eta: float = 1.0
-    init: str = "corpus"  # first-layer topics' start: corpus or nmf (train.FitConfig.init)
+    init: str = "nmf"  # first-layer topics' start: nmf or corpus (train.FitConfig.init)
     split: str = "train"  # train or all
     checkpoint_every: int = 500
     checkpoint_dir: Optional[str] = None  # default: OUT without .safetensors + '.ckpt'

@@ -43,8 +43,10 @@ class FitConfig:
     lr_final: float = 0.05  # cosine decay of the learning rate to lr * lr_final at the last step
     eta: float = 1.0
     kl_warmup: int = 0
-    init: str = "corpus"  # "corpus": corpus word frequencies + noise; "random": near-uniform;
-    # "nmf": the best of init_restarts Poisson factorisations (init_topics_nmf)
+    # "nmf": the best of init_restarts Poisson factorisations (init_topics_nmf; recovers
+    # synthetic GBN topics as well as LDA does, the corpus start did not: issue 30);
+    # "corpus": corpus word frequencies + noise; "random": near-uniform
+    init: str = "nmf"
     init_restarts: int = 5
     link: str = "gate"
     grad_clip: float = 10.0
