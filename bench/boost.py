@@ -6,9 +6,10 @@ In one run, on random 90/10 train/test splits (split k uses seed k) of
   - bimodal   (synthetic, 2,000 rows: p(y|x) has two modes whose spread grows with x, plus a
                categorical column),
 every method gives 100 draws from p(y|x) per test row, scored with CARD's metrics (RMSE of the
-sample mean, NLL of a Gaussian fitted to the draws, QICE with 10 bins, PICP of the [2.5, 97.5]
-interval) plus CRPS and a KDE-based NLL (`nll_kde`, what a Gaussian fit cannot see:
-multi-modality), with fit and predict seconds:
+sample mean; `nll_card`, CARD's NLL: a mixture of Gaussians at the draws with precision
+1 / their unbiased variance; QICE with 10 bins; PICP of the [2.5, 97.5] interval) plus
+`nll_gaussian` (the NLL of one Gaussian fitted to the draws, not CARD's), CRPS and a
+KDE-based NLL (`nll_kde`), with fit and predict seconds:
   - dbt            gaml's DBTRegressor at its defaults (T = 1000, one LightGBM tree a step)
   - lightgbm       LGBMRegressor at its defaults: a point prediction (RMSE only)
   - lightgbm-quantile  LightGBM's quantile objective at levels 0.01 .. 0.99 (15 models);
@@ -61,9 +62,12 @@ def numeric(df_train, df_test):
 
 
 def lgb_frame(df):
+    import pandas as pd
+
     out = df.copy()
     for c in out.columns:
-        if out[c].dtype == object:
+        # pandas 3 reads text columns as its str dtype, not object
+        if out[c].dtype == object or pd.api.types.is_string_dtype(out[c].dtype):
             out[c] = out[c].astype("category")
     return out
 

@@ -1,4 +1,4 @@
-"""Benchmark of `gaml graphgen` (Graph Beta Diffusion) on community-small: one JSON row per line.
+"""Benchmark of `gaml graphgen` (Graph Beta Diffusion): one JSON row per line.
 
 In one run: the train-vs-test floor, an Erdos-Renyi and an SBM baseline fitted to the
 training set, and GBD trained with `gaml graphgen train` (its defaults unless --steps) and
@@ -11,6 +11,11 @@ measured here).
     python bench/graphgen.py --model gbd.safetensors         # score a trained model: 256 graphs, about 8 min
     python bench/graphgen.py --steps 500 -n 64     # a quick look
     python bench/graphgen.py --sets 2              # GBD scored on 2 sample sets (seeds S, S+1): mean and each set
+    python bench/graphgen.py --data ego-like --steps 1500 --train-args "--klub fixed --node-loss per-node"
+    python bench/graphgen.py --data sbm --no-gbd   # floor and baselines only (GBD on sbm's 40-200 nodes is long on CPU)
+
+--data picks the data set of `gaml graphgen data` (community-small, sbm, ego-like, grid);
+--train-args passes more options to `gaml graphgen train` (they are recorded in the row).
 
 One set of 256 graphs moves GBD's clustering MMD by about +-15% between sampling seeds, so with
 --sets K the GBD row carries the mean over K sets (what the ratios use) and each set's figures.
@@ -60,6 +65,10 @@ def main() -> None:
     ap.add_argument("--sets", type=int, default=1, help="GBD sample sets of -n graphs (sampling seeds seed .. seed+K-1); "
                     "the GBD row reports their mean and each set")
     ap.add_argument("--keep", default=None, help="folder to keep data, model and samples in")
+    ap.add_argument("--data", default="community-small", help="data set of `gaml graphgen data --name`")
+    ap.add_argument("--train-args", default="", help="more options for `gaml graphgen train`, one string")
+    ap.add_argument("--no-gbd", action="store_true", help="only the floor and the baselines")
+    ap.add_argument("--no-baselines", action="store_true", help="only the floor and GBD")
     ap.add_argument("--model", default=None, help="score this GBD artifact (trained on the same --seed's community-small "
                     "by `gaml graphgen train`) instead of training one; its training time is read from the artifact")
     args = ap.parse_args()
@@ -71,15 +80,17 @@ def main() -> None:
 
     tmp = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-graphgen-"))
     tmp.mkdir(parents=True, exist_ok=True)
-    gaml("graphgen", "data", "--name", "community-small", "--seed", args.seed, "--out", tmp / "data")
+    data = args.data
+    gaml("graphgen", "data", "--name", data, "--seed", args.seed, "--out", tmp / "data")
     train, test = tmp / "data" / "train.jsonl", tmp / "data" / "test.jsonl"
     tr = read_graphs(train)
 
     floor = evaluate(train, test, train)
-    row(bench="graphgen", data="community-small", model="train vs test (floor)", n=len(tr), **floor)
+    row(bench="graphgen", data=data, seed=args.seed, model="train vs test (floor)", n=len(tr), **floor)
     results = {"floor": floor}
 
-    for name, cls in (("Erdos-Renyi (fitted)", baselines.ErdosRenyi), ("SBM (fitted)", baselines.BlockModel)):
+    base = () if args.no_baselines else (("Erdos-Renyi (fitted)", baselines.ErdosRenyi), ("SBM (fitted)", baselines.BlockModel))
+    for name, cls in base:
         t0 = time.perf_counter()
         model = cls.fit(tr)
         fit_s = time.perf_counter() - t0
@@ -90,9 +101,11 @@ def main() -> None:
         write_graphs(path, graphs)
         r = evaluate(path, test, train)
         results[name] = r
-        row(bench="graphgen", data="community-small", model=name, n=args.n, train_seconds=round(fit_s, 2),
+        row(bench="graphgen", data=data, seed=args.seed, model=name, n=args.n, train_seconds=round(fit_s, 2),
             seconds_per_graph=round(per_graph, 5), **r)
 
+    if args.no_gbd:
+        return
     model_path = tmp / "gbd.safetensors"
     if args.model:
         from gaml_cli.core.artifacts import read_header
@@ -103,6 +116,7 @@ def main() -> None:
         targs = ["graphgen", "train", "--data", train, "--out", model_path, "--seed", args.seed]
         if args.steps:
             targs += ["--steps", args.steps]
+        targs += args.train_args.split()
         t0 = time.perf_counter()
         t = gaml(*targs)
         wall = round(time.perf_counter() - t0, 1)
@@ -116,17 +130,19 @@ def main() -> None:
     r = mean_of(per_set)
     results["GBD"] = r
     extra = {"sets": [{"seed": args.seed + k, **e} for k, e in enumerate(per_set)]} if args.sets > 1 else {}
-    row(bench="graphgen", data="community-small", model=f"GBD, gaml graphgen train ({t['steps']} steps)", n=args.n,
+    extra_args = {"train_args": args.train_args} if args.train_args else {}
+    row(bench="graphgen", data=data, seed=args.seed, model=f"GBD, gaml graphgen train ({t['steps']} steps)", n=args.n, **extra_args,
         train_seconds=t["train_seconds"], train_wall_seconds=wall, parameters=t["parameters"],
         sample_steps=args.sample_steps, seconds_per_graph=round(sum(seconds) / len(seconds), 4), **r, **extra)
 
-    er = results["Erdos-Renyi (fitted)"]
+    er = results.get("Erdos-Renyi (fitted)")
     for kernel in ("emd", "tv"):
         ratios = {k: {"vs_floor": round(r[kernel][k] / max(floor[kernel][k], 1e-12), 2),
-                      "vs_erdos_renyi": round(r[kernel][k] / max(er[kernel][k], 1e-12), 3)} for k in r[kernel]}
-        row(bench="graphgen", data="community-small", model="GBD ratios", kernel=kernel, **ratios)
-    for ref in REFERENCE:
-        row(bench="graphgen", data="community-small", reference=True, **ref)
+                      **({"vs_erdos_renyi": round(r[kernel][k] / max(er[kernel][k], 1e-12), 3)} if er else {})}
+                  for k in r[kernel]}
+        row(bench="graphgen", data=data, seed=args.seed, model="GBD ratios", kernel=kernel, **ratios)
+    for ref in REFERENCE if data == "community-small" else ():
+        row(bench="graphgen", data=data, reference=True, **ref)
 
 
 if __name__ == "__main__":

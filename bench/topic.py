@@ -10,10 +10,15 @@ Metrics, all on the same corpus, vocabulary and train/test split (gaml topic voc
               (where the corpus has labels)
   sparsity    share of first-layer document-topic proportions below 1e-3
   fit_s       wall-clock fitting time (other jobs may share the CPU: compare with care)
---synthetic adds the recovery check on a corpus drawn from a known two-layer GBN
-(Hungarian-matched cosine of first-layer topics).
+--synthetic adds the recovery check on four corpora drawn from known two-layer GBNs (sizes,
+vocabularies, topic counts and seeds in SYNTHETIC): the generalized GBN at `gaml topic fit`'s
+defaults with --init corpus and --init nmf against scikit-learn's LDA at its defaults (three
+seeds); matched cosine and top-10-word overlap of the first-layer topics, each under a
+one-to-one (Hungarian) matching. --fit-args passes more options to the generalized GBN's fit.
 
     OMP_NUM_THREADS=1 python bench/topic.py --corpus newsgroups --layers 32,16,8 --synthetic --out runs/bench-topic
+    OMP_NUM_THREADS=1 python bench/topic.py --only-synthetic --synthetic-sets 0,3 --out runs/bench-topic
+    OMP_NUM_THREADS=1 python bench/topic.py --seed 1 --skip linear,gensim,prodlda --fit-args "--init nmf"
 
 Prints one JSON row per method.
 """
@@ -69,7 +74,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="runs/bench-topic")
     ap.add_argument("--synthetic", action="store_true", help="also the two-layer GBN recovery check")
+    ap.add_argument("--synthetic-sets", default="", help="only these synthetic corpora (their seeds, comma-separated)")
+    ap.add_argument("--only-synthetic", action="store_true", help="the recovery check alone")
     ap.add_argument("--prodlda-epochs", type=int, default=300, help="ProdLDA training epochs")
+    ap.add_argument("--fit-args", default="", help="more options for the generalized GBN's `gaml topic fit`, one string")
     ap.add_argument("--skip", default="", help="comma-separated methods to leave out (gen,linear,sklearn,gensim,prodlda)")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -83,6 +91,9 @@ def main() -> None:
     from gaml_cli.methods.gbn.vocab import load_bow
 
     torch.set_num_threads(1)
+    if args.only_synthetic:
+        synthetic_recovery(args, out)
+        return
     bow_path = out / "bow.safetensors"
     gaml("topic", "vocab", "--corpus", args.corpus, "--out", bow_path, "--seed", args.seed)
     bow = load_bow(str(bow_path))
@@ -95,10 +106,10 @@ def main() -> None:
     print(json.dumps({"corpus": args.corpus, "documents": bow.n_docs, "train": len(x_train), "test": len(x_test),
                       "vocab": bow.vocab_size, "heldout_words": int(held.sum()), "layers": args.layers}), flush=True)
 
-    for name, extra in (("generalized GBN", []), ("linear GBN", ["--linear"])):
-        if ("gen" if not extra else "linear") in skip:
+    for name, extra in (("generalized GBN", args.fit_args.split()), ("linear GBN", ["--linear"])):
+        if ("gen" if name.startswith("generalized") else "linear") in skip:
             continue
-        model = out / ("gbn-generalized.safetensors" if not extra else "gbn-linear.safetensors")
+        model = out / ("gbn-generalized.safetensors" if name.startswith("generalized") else "gbn-linear.safetensors")
         t0 = time.perf_counter()
         fitted = gaml("topic", "fit", "--corpus", bow_path, "--out", model, "--layers", args.layers, "--steps",
                       args.steps, "--eta", args.eta, "--seed", args.seed, "--checkpoint-every", 0, *extra)
@@ -116,7 +127,8 @@ def main() -> None:
         theta = load_artifact(theta_path, "topic-theta")["theta_1"]
         row(**metrics_row(name, ppl, topic_word, theta, bow, x_all, fit_s, args.seed,
                           perplexity_no_refine=round(ppl0, 1), layers=fitted["layers"],
-                          train_seconds=fitted["train_seconds"]))
+                          train_seconds=fitted["train_seconds"],
+                          **({"fit_args": args.fit_args} if args.fit_args and name.startswith("generalized") else {})))
 
     if "sklearn" not in skip:
         from sklearn.decomposition import LatentDirichletAllocation
@@ -160,26 +172,60 @@ def main() -> None:
         row(**metrics_row("ProdLDA", ppl, topic_word, theta, bow, x_all, fit_s, args.seed))
 
     if args.synthetic:
-        from sklearn.decomposition import LatentDirichletAllocation
+        synthetic_recovery(args, out)
 
-        from gaml_cli.methods.gbn.synthetic import matched_cosine, two_layer_gbn
-        from gaml_cli.methods.gbn.train import FitConfig, fit
 
-        sbow, phi1, _ = two_layer_gbn(n_docs=2000, V=200, K1=10, K2=4, words_per_doc=120, seed=args.seed)
+# corpora drawn from known two-layer GBNs: (seed, documents, vocabulary, K1, K2)
+SYNTHETIC = ((0, 2000, 200, 10, 4), (1, 2000, 300, 12, 5), (2, 2000, 150, 8, 3), (3, 600, 250, 15, 6))
+
+
+def top_overlap(true_phi, fit_phi, k=10):
+    """Mean share of each true topic's k top words among its matched fitted topic's k top words,
+    under the one-to-one matching that maximises the total (Hungarian)."""
+    from scipy.optimize import linear_sum_assignment
+
+    tt = [set(np.argsort(-true_phi[:, i])[:k]) for i in range(true_phi.shape[1])]
+    ff = [set(np.argsort(-fit_phi[:, j])[:k]) for j in range(fit_phi.shape[1])]
+    o = np.array([[len(a & b) / k for b in ff] for a in tt])
+    r, c = linear_sum_assignment(-o)
+    return float(o[r, c].mean())
+
+
+def synthetic_recovery(args, out: Path) -> None:
+    """Recovery of the first-layer topics on corpora drawn from known two-layer GBNs: gaml's
+    generalized GBN at `gaml topic fit`'s defaults (layers = the true K1, K2) with each start of
+    the topics (--init corpus / nmf), and scikit-learn's LDA at its defaults (K1 topics) under
+    three seeds; matched cosine and top-10-word overlap, both under one-to-one matchings."""
+    import torch
+    from sklearn.decomposition import LatentDirichletAllocation
+
+    from gaml_cli.methods.gbn.synthetic import matched_cosine, two_layer_gbn
+    from gaml_cli.methods.gbn.train import FitConfig, fit
+
+    only = [int(v) for v in args.synthetic_sets.split(",")] if args.synthetic_sets else None
+    for seed, n_docs, V, K1, K2 in SYNTHETIC:
+        if only is not None and seed not in only:
+            continue
+        sbow, phi1, _ = two_layer_gbn(n_docs=n_docs, V=V, K1=K1, K2=K2, words_per_doc=120, seed=seed)
         rows = np.arange(sbow.n_docs)
-        for linear in (False, True):
+        corpus = {"corpus_seed": seed, "documents": sbow.n_docs, "vocab": V, "layers": [K1, K2]}
+        for init in ("corpus", "nmf"):
             t0 = time.perf_counter()
-            model, _ = fit(sbow, rows, FitConfig(layers=(10, 4), linear=linear, hidden=128, steps=1500, batch_size=100,
-                                                 lr=1e-2, checkpoint_every=0, seed=args.seed), out / "synthetic.ckpt")
+            model, _ = fit(sbow, rows, FitConfig(layers=(K1, K2), init=init, checkpoint_every=0, seed=args.seed),
+                           out / "synthetic.ckpt")
             with torch.no_grad():
-                cos = matched_cosine(phi1, model.phi(0).numpy())
-            row(method=("linear GBN" if linear else "generalized GBN") + " (synthetic two-layer GBN)",
-                matched_cosine=round(cos, 4), fit_s=round(time.perf_counter() - t0, 1))
+                fp = model.phi(0).numpy()
+            row(method=f"generalized GBN, gaml topic fit defaults, --init {init} (synthetic two-layer GBN)", **corpus,
+                seed=args.seed, matched_cosine=round(matched_cosine(phi1, fp), 4),
+                top10_overlap=round(top_overlap(phi1, fp), 4), fit_s=round(time.perf_counter() - t0, 1))
         x = sbow.dense()
-        lda = LatentDirichletAllocation(10, max_iter=args.lda_iter, random_state=args.seed).fit(x)
-        row(method="scikit-learn LDA (synthetic two-layer GBN)",
-            matched_cosine=round(matched_cosine(phi1, (lda.components_ / lda.components_.sum(1, keepdims=True)).T), 4))
-
+        for s in (0, 1, 2):
+            t0 = time.perf_counter()
+            lda = LatentDirichletAllocation(K1, random_state=s).fit(x)
+            fp = (lda.components_ / lda.components_.sum(1, keepdims=True)).T
+            row(method="scikit-learn LDA, defaults (synthetic two-layer GBN)", **corpus, seed=s,
+                matched_cosine=round(matched_cosine(phi1, fp), 4), top10_overlap=round(top_overlap(phi1, fp), 4),
+                fit_s=round(time.perf_counter() - t0, 1))
 
 if __name__ == "__main__":
     main()

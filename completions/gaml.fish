@@ -685,6 +685,8 @@ complete -c gaml -n "__gaml_at 'graphgen train'" -l no-degree-input
 complete -c gaml -n "__gaml_at 'graphgen train'" -l rw-features -d 'Feed the denoiser random-walk probabilities of the current noisy graph (RRWP: P^k per node pair and return probabilities per node, k = 1..4).'
 complete -c gaml -n "__gaml_at 'graphgen train'" -l no-rw-features
 complete -c gaml -n "__gaml_at 'graphgen train'" -l t-focus -r -F -d 'SHARE,LO,HI: the share of each batch whose training time t is drawn from U(LO, HI) rather than U(0, 1). The default spends 90% of the draws above t = 0.55, where the noisy graph no longer gives the answer away (below t = 0.45 the loss is ~0); 0,0,1 draws t ~ U(0, 1) as GBD does.'
+complete -c gaml -n "__gaml_at 'graphgen train'" -l klub -x -a 'modulated fixed' -d 'Where the losss KLUB is evaluated: modulated, at each nodes and edges own concentration (the forward processs, --eta); fixed, at one concentration 10,000 with 0.01 added to every gamma shape, as GBDs released code does. The forward draws and the networks inputs keep --eta either way.'
+complete -c gaml -n "__gaml_at 'graphgen train'" -l node-loss -x -a 'per-feature per-node' -d 'How the node KLUB is averaged: per-feature, over nodes x degree features; per-node, summed over a nodes degree features and averaged over nodes, as GBDs released code does (a node term D times stronger next to the edge term).'
 complete -c gaml -n "__gaml_at 'graphgen train'" -l layers -r -F -d 'Graph-transformer layers.'
 complete -c gaml -n "__gaml_at 'graphgen train'" -l hidden -r -F -d 'Node, edge and global widths dx,de,dy (dx divisible by --heads).'
 complete -c gaml -n "__gaml_at 'graphgen train'" -l heads -r -F -d 'Attention heads.'
@@ -776,6 +778,7 @@ complete -c gaml -n "__gaml_at 'topic fit'" -l split -x -a 'train all' -d 'Docum
 complete -c gaml -n "__gaml_at 'topic fit'" -l checkpoint-every -r -F -d 'Save a resumable checkpoint every N steps (0: only on Ctrl-C).'
 complete -c gaml -n "__gaml_at 'topic fit'" -l checkpoint-dir -r -F -d 'Checkpoint folder (default: OUT without .safetensors + .ckpt).'
 complete -c gaml -n "__gaml_at 'topic fit'" -l resume -d 'Continue from the last checkpoint.'
+complete -c gaml -n "__gaml_at 'topic fit'" -l init -x -a 'corpus nmf' -d 'Start of the first-layer topics: nmf (the best of 5 Poisson non-negative factorisations of the training counts, 100 EM rounds each: on synthetic GBN corpora it recovers the true topics as well as LDA does) or corpus (the corpuss word frequencies under noise, the start before 2026-12-05: topics that start alike stay merged).'
 complete -c gaml -n "__gaml_at 'topic fit'" -l seed -r -F -d 'Seed of initialisation, minibatches and Weibull draws.'
 complete -c gaml -n "__gaml_at 'topic fit'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'topic fit'" -l quiet -s q -d 'No progress bars or logs on stderr.'

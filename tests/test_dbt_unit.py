@@ -97,7 +97,10 @@ def test_qice_picp_nll_crps_of_a_perfect_sampler():
     assert metrics.qice(narrow, y) > 0.05
     assert metrics.picp(good, y) == pytest.approx(0.95, abs=0.015)
     assert metrics.picp(narrow, y) < 0.75
-    assert metrics.nll(good, y) == pytest.approx(0.5 * math.log(2 * math.pi) + 0.5, abs=0.03)
+    assert metrics.nll_gaussian(good, y) == pytest.approx(0.5 * math.log(2 * math.pi) + 0.5, abs=0.03)
+    # CARD's mixture NLL of a N(mu, 1) sampler is the NLL of N(mu, 2) (each draw's kernel has
+    # the draws' variance 1): 1/2 ln(4 pi) + 1/4
+    assert metrics.nll_card(good, y) == pytest.approx(0.5 * math.log(4 * math.pi) + 0.25, abs=0.03)
     # CRPS of N(mu, 1) has a closed form: z (2 Phi(z) - 1) + 2 phi(z) - 1/sqrt(pi)
     from scipy.stats import norm
 

@@ -49,6 +49,43 @@ def test_klub_is_zero_when_the_prediction_is_exact():
     assert torch.allclose(bd.klub(x0, x0, as_, at, eta), torch.zeros_like(x0), atol=1e-9)
 
 
+def test_klub_with_the_released_codes_shape_offset_by_hand():
+    """GBD's released code (metrics/abstract_metrics.py, KLUBs.KL_gamma) adds 0.01 to both shapes of
+    each of the three gamma KLs. By hand with scipy at a_hat 0.5, b_hat 2, a 0.2, b 3:
+    KL_g(x, y) = (x - y) psi(x) - ln Gamma(x) + ln Gamma(y) at x + 0.01, y + 0.01."""
+    from scipy.special import digamma, gammaln
+
+    def klg(x, y, o):
+        x, y = x + o, y + o
+        return (x - y) * digamma(x) - gammaln(x) + gammaln(y)
+
+    ah, bh, a, b = 0.5, 2.0, 0.2, 3.0
+    T = lambda v: torch.tensor([v], dtype=torch.float64)  # noqa: E731
+    assert float(bd.kl_gamma(T(ah), T(a), 0.01)) == pytest.approx(klg(ah, a, 0.01), rel=1e-12)
+    want = klg(ah, a, 0.01) + klg(bh, b, 0.01) - klg(ah + bh, a + b, 0.01)
+    assert float(bd.kl_beta(T(ah), T(bh), T(a), T(b), 0.01)) == pytest.approx(want, rel=1e-12)
+    # not the plain Beta KL any more (which is what offset 0 gives)
+    plain = klg(ah, a, 0) + klg(bh, b, 0) - klg(ah + bh, a + b, 0)
+    assert float(bd.kl_beta(T(ah), T(bh), T(a), T(b))) == pytest.approx(plain, rel=1e-12)
+    assert abs(want - plain) > 1e-3
+    # klub() hands the offset to both of its KLUBs: at eta 10,000 as the released code
+    x0, xh, t, _ = _beta_params(8)
+    sch = bd.Schedule()
+    at, as_ = sch.alpha(t), sch.alpha(0.95 * t)
+    e = torch.full_like(x0, 10000.0)
+    samp = bd.kl_beta(e * (as_ - at) * xh, e * (1 - as_ * xh), e * (as_ - at) * x0, e * (1 - as_ * x0), 0.01)
+    marg = bd.kl_beta(e * at * xh, e * (1 - at * xh), e * at * x0, e * (1 - at * x0), 0.01)
+    assert torch.allclose(bd.klub(xh, x0, as_, at, e, 0.99, offset=0.01), 0.99 * samp + 0.01 * marg, rtol=1e-12)
+
+
+def test_schedule_constants_are_the_papers():
+    """alpha_t = sigmoid(10 - 23 t), the loss's s = 0.95 t, t from 1e-5 (PAPERS.md, GBD)."""
+    sch = bd.Schedule()
+    assert (sch.start, sch.end, sch.power, sch.s_ratio, sch.t_min) == (10.0, -13.0, 1.0, 0.95, 1e-5)
+    t = torch.tensor([0.0, 0.25, 0.5, 1.0], dtype=torch.float64)
+    assert torch.allclose(sch.alpha(t), torch.sigmoid(10 - 23 * t), rtol=1e-12)
+
+
 @pytest.mark.parametrize("x0,alpha,eta", [(0.99, 0.7, 30.0), (0.09, 0.5, 1000.0), (0.99, 0.01, 10.0), (0.5, 2e-4, 10.0)])
 def test_forward_sample_mean_is_alpha_times_x0(x0, alpha, eta):
     g = torch.Generator().manual_seed(1)

@@ -91,6 +91,7 @@ def test_python_api_refuses_with_the_command_line_messages(tmp_path, corpus):
              ({"lr": 0.0}, "--lr 0: must be > 0 (Adam's learning rate)"),
              ({"eta": float("inf")}, "--eta inf: must be a finite number"),
              ({"link": "sum"}, "--link must be gate or residual, not 'sum'"),
+             ({"init": "lda"}, "--init must be corpus or nmf, not 'lda'"),
              ({"resume": True}, f"--resume: no checkpoint folder {tmp_path / 'm.ckpt'}")]
     for kw, message in cases:
         with pytest.raises(UsageError) as exc:

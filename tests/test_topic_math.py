@@ -113,7 +113,7 @@ def test_elbo_increases_on_a_toy_corpus(tmp_path, linear):
     init_topics_from_data(start, bow, rows, torch.Generator().manual_seed(0))  # where fit starts
     before = evaluate_elbo(start, bow, rows)
     model, report = fit(bow, rows, FitConfig(layers=(6, 3), linear=linear, hidden=32, steps=300, batch_size=40,
-                                             lr=1e-2, checkpoint_every=0), tmp_path / "ck")
+                                             lr=1e-2, checkpoint_every=0, init="corpus"), tmp_path / "ck")
     after = report["train_elbo_per_word"]
     assert after == pytest.approx(evaluate_elbo(model, bow, rows))
     assert after > before + 0.25, (before, after)  # per word

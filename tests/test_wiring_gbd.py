@@ -123,8 +123,15 @@ def _beta_kl(a1, b1, a0, b0):
     return kl_divergence(Beta(a1, b1), Beta(a0, b0))
 
 
-def _loss_by_hand(net, tens, t, lambda_e, omega=0.99, per=None):
-    """KLUB_X + lambda_e KLUB_E from the network's logits, with torch's Beta KL, in float64."""
+def _kl_gamma_offset(x, y, o):
+    x, y = x + o, y + o
+    return (x - y) * torch.digamma(x) - torch.lgamma(x) + torch.lgamma(y)
+
+
+def _loss_by_hand(net, tens, t, lambda_e, omega=0.99, per=None, fixed_eta=None, offset=0.0, per_node=False):
+    """KLUB_X + lambda_e KLUB_E from the network's logits, with torch's Beta KL, in float64.
+    fixed_eta / offset / per_node: GBD's released loss (the KLUB at one concentration, 0.01 on
+    every gamma shape, KLUB_X summed over a node's features and averaged over nodes)."""
     mask = tens.node_mask
     D = tens.onehot.shape[-1]
     N = mask.shape[1]
@@ -136,15 +143,26 @@ def _loss_by_hand(net, tens, t, lambda_e, omega=0.99, per=None):
     x0 = tens.onehot.double() * SCALE + SHIFT
     e0 = tens.A.double() * SCALE + SHIFT
 
+    if fixed_eta is not None:
+        en, ee = torch.full_like(en, fixed_eta), torch.full_like(ee, fixed_eta)
+
+    def kl(a1, b1, a0, b0):
+        if not offset:
+            return _beta_kl(a1, b1, a0, b0)
+        return (_kl_gamma_offset(a1, a0, offset) + _kl_gamma_offset(b1, b0, offset)
+                - _kl_gamma_offset(a1 + b1, a0 + b0, offset))
+
     def klub(h, x, eta):
-        samp = _beta_kl(eta * (as_ - at) * h, eta * (1 - as_ * h), eta * (as_ - at) * x, eta * (1 - as_ * x))
-        marg = _beta_kl(eta * at * h, eta * (1 - at * h), eta * at * x, eta * (1 - at * x))
+        samp = kl(eta * (as_ - at) * h, eta * (1 - as_ * h), eta * (as_ - at) * x, eta * (1 - as_ * x))
+        marg = kl(eta * at * h, eta * (1 - at * h), eta * at * x, eta * (1 - at * x))
         return omega * samp + (1 - omega) * marg
 
     kx = klub(xh, x0, en.unsqueeze(-1)) * mask.unsqueeze(-1)
     off = (mask.unsqueeze(2) & mask.unsqueeze(1)) & ~torch.eye(N, dtype=torch.bool)
     ke = klub(eh, e0, ee) * off
     nx_, ne = (float(mask.sum()) * D, float(off.sum())) if per is None else per
+    if per_node:
+        nx_ = nx_ / D   # the released code: sum over a node's D degree features, mean over nodes
     lx, le = kx.sum() / nx_, ke.sum() / ne
     return lx + lambda_e * le, float(lx.detach()), float(le.detach())
 
@@ -279,6 +297,44 @@ def test_training_steps_are_the_loss_gradient_clipped_then_adamw_then_ema(tmp_pa
     d1 = 2 / 11
     for pe, p0, x, y in zip(ema.parameters(), init, a1, a2):
         assert torch.allclose(pe, d1 * (0.1 * p0 + 0.9 * x) + (1 - d1) * y, atol=1e-6)
+
+
+@pytest.mark.parametrize("klub,node_loss,per", [("fixed", "per-node", None), ("fixed", "per-node", (70.0, 90.0)),
+                                                ("fixed", "per-feature", None), ("modulated", "per-node", None)])
+def test_the_released_codes_loss_form_by_hand(klub, node_loss, per):
+    """--klub fixed: the KLUB at concentration 10,000 everywhere with 0.01 on every gamma shape;
+    --node-loss per-node: KLUB_X summed over a node's degree features and averaged over nodes
+    (D times the per-feature mean); the edge term and lambda_e as before."""
+    from gaml_cli.methods.gbd.train import model_overrides
+
+    over = model_overrides(1, (8, 4, 8), 2, ETAS, 5.0, False, False, False, (0.0, 0.4, 0.85), klub, node_loss)
+    cfg, tens, p_x, p_e, gbd = _setup(**{k: v for k, v in over.items() if k != "net"})
+    fixed = klub == "fixed"
+    assert (cfg.klub_eta, cfg.klub_shape_offset) == ((10000.0, 0.01) if fixed else (0.0, 0.0))
+    assert cfg.node_loss == node_loss
+    B, N, D = 3, cfg.max_nodes, cfg.D
+    assert D > 1   # so the two node normalisations differ
+    lz_x, lz_e = _draws(cfg, B)
+    t = torch.tensor([0.3, 0.45, 0.6])
+    net = SpyNet(B, N, D)
+    loss, lx, le = gbd.loss_at(net, tens.A, tens.onehot, tens.node_mask, tens.norm_deg, t, lz_x, lz_e, per)
+    want, wx, we = _loss_by_hand(net, tens, t, 5.0, per=per, fixed_eta=10000.0 if fixed else None,
+                                 offset=0.01 if fixed else 0.0, per_node=node_loss == "per-node")
+    assert lx == pytest.approx(wx, rel=1e-6) and le == pytest.approx(we, rel=1e-6)
+    assert float(loss.detach()) == pytest.approx(float(want.detach()), rel=1e-6)
+    g = torch.autograd.grad(loss, [net.ox, net.oe])
+    gw = torch.autograd.grad(want, [net.ox, net.oe])
+    for a, b in zip(g, gw):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-9)
+    # and the gaml default differs from it (in both terms when the KLUB is fixed)
+    base, bx, be = _loss_by_hand(net, tens, t, 5.0, per=per)
+    assert abs(lx - bx) > 1e-3 * abs(bx)
+    assert (abs(le - be) > 1e-3 * abs(be)) == fixed
+    # the forward process and the network's inputs keep the modulated concentrations
+    en, ee = _eta_by_hand(tens.norm_deg.numpy().astype(np.float64))
+    X = net.calls[0][0]
+    mk = tens.node_mask.numpy()
+    assert np.allclose(X[..., D].numpy(), np.log(en) / math.log(1000.0) * mk, atol=1e-6)
 
 
 def test_a_sampler_step_hands_the_reverse_step_its_arguments_in_order(monkeypatch):
@@ -467,9 +523,11 @@ def test_graphgen_train_and_sample_options_reach_the_model_and_the_sampler(tmp_p
     out = tmp_path / "m.safetensors"
     res = gaml("graphgen", "train", "--data", data, "--out", out, "--steps", "1", "--layers", "1", "--hidden", "8,4,6",
                "--heads", "2", "--batch-size", "2", "--lambda-e", "2.5", "--eta", "500,20,5", "--t-focus", "0.5,0.2,0.7",
-               "--extra-features", "--no-degree-input", "--rw-features", "--device", "cpu", "-q")
+               "--extra-features", "--no-degree-input", "--rw-features", "--klub", "fixed", "--node-loss", "per-node",
+               "--device", "cpu", "-q")
     assert res.code == 0, res.err
     cfg = read_header(out).config["model"]
+    assert (cfg["klub_eta"], cfg["klub_shape_offset"], cfg["node_loss"]) == (10000.0, 0.01, "per-node")
     assert cfg["lambda_e"] == 2.5 and cfg["eta"] == [500.0, 20.0, 5.0] and cfg["t_focus"] == [0.5, 0.2, 0.7]
     assert (cfg["extra_features"], cfg["degree_input"], cfg["rw_features"]) == (True, False, True)
     assert cfg["net"] == {"layers": 1, "dx": 8, "de": 4, "dy": 6, "heads": 2, "ffx": 16, "ffe": 8}

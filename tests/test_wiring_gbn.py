@@ -143,7 +143,7 @@ def test_each_fit_step_hands_the_loss_its_warm_up_weight_prior_and_batch(tmp_pat
     bow = _toy_bow(n_docs=12)
     rows = np.arange(12)
     fc = T.FitConfig(layers=(4, 2), hidden=8, steps=6, batch_size=5, lr=0.02, lr_final=0.1, eta=2.0, kl_warmup=4,
-                     grad_clip=0.5, checkpoint_every=0, seed=2)
+                     grad_clip=0.5, checkpoint_every=0, seed=2, init="corpus")
     calls, steps = [], []
 
     def spy(model, x, generator=None, eta=1.0, n_docs=1, kl_weight=1.0):

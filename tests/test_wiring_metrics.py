@@ -122,13 +122,35 @@ def test_rmse_nll_crps_by_hand_and_in_the_report():
     # sample means 1, 5: errors 2, 0 -> RMSE sqrt(2)
     # NLL with the samples' (population) std 1: point 1: ln sqrt(2 pi) + 2; point 2: ln sqrt(2 pi)
     # CRPS: E|Y - y| = (3 + 1) / 2 = 2 and 1; E|Y - Y'| = (0 + 2 + 2 + 0) / 4 = 1: 2 - 0.5, 1 - 0.5
-    want = {"rmse": math.sqrt(2), "nll": 0.5 * math.log(2 * math.pi) + 1.0, "crps": 1.0}
+    want = {"rmse": math.sqrt(2), "nll_gaussian": 0.5 * math.log(2 * math.pi) + 1.0, "crps": 1.0}
     rep = metrics.regression_report(s, y)
     for k, v in want.items():
         assert rep[k] == pytest.approx(v), k
         assert getattr(metrics, k)(s, y) == pytest.approx(v), k
     # four draws 0..3 around y = 1.5: E|Y - y| = 1, E|Y - Y'| = 20 / 16: CRPS 1 - 0.625
     assert metrics.crps(np.arange(4.0)[None], np.array([1.5])) == pytest.approx(0.375)
+
+
+def test_card_nll_is_the_mixture_by_hand():
+    """CARD's NLL (card_regression.py, compute_batch_NLL): for draws (0, 2) and y = 3 the
+    unbiased variance is 2, tau = 1/2, and the mixture density is
+    1/2 [N(3; 0, 2) + N(3; 2, 2)] = 1/2 (e^{-9/4} + e^{-1/4}) / sqrt(4 pi);
+    for draws (4, 6), y = 5: e^{-1/4} / sqrt(4 pi). A one-Gaussian fit, a population
+    variance or a missing ln S would each give another number."""
+    from gaml_cli.methods.dbt import metrics
+
+    s = np.array([[0.0, 2.0], [4.0, 6.0]])
+    y = np.array([3.0, 5.0])
+    p1 = 0.5 * (math.exp(-9 / 4) + math.exp(-1 / 4)) / math.sqrt(4 * math.pi)
+    p2 = math.exp(-1 / 4) / math.sqrt(4 * math.pi)
+    want = -(math.log(p1) + math.log(p2)) / 2
+    assert metrics.nll_card(s, y) == pytest.approx(want, rel=1e-12)
+    assert metrics.regression_report(s, y)["nll_card"] == pytest.approx(want, rel=1e-12)
+    assert abs(metrics.nll_gaussian(s, y) - want) > 0.1
+    # three draws: unbiased variance ((-1)^2 + 0 + 1^2) / 2 = 1
+    s3, y3 = np.array([[1.0, 2.0, 3.0]]), np.array([2.0])
+    p = (2 * math.exp(-0.5) + 1) / 3 / math.sqrt(2 * math.pi)
+    assert metrics.nll_card(s3, y3) == pytest.approx(-math.log(p), rel=1e-12)
 
 
 def test_class_probabilities_and_the_defer_test_by_hand():

@@ -159,9 +159,10 @@ def evaluate(
 ):
     """Score predictions against the truth.
 
-    regress: RMSE of the sample mean, NLL of a Gaussian fitted to each row's samples, QICE
-    (10 quantile bins), PICP of the [2.5, 97.5] percentile interval (all as CARD defines
-    them) and CRPS. classify: accuracy on all rows, accuracy on the kept (not deferred)
+    regress: RMSE of the sample mean, nll_card (CARD's NLL: a mixture of Gaussians at the
+    samples, precision 1 / their unbiased variance), QICE (10 quantile bins), PICP of the
+    [2.5, 97.5] percentile interval (all as CARD defines them), nll_gaussian (one Gaussian
+    fitted to the samples) and CRPS. classify: accuracy on all rows, accuracy on the kept (not deferred)
     rows, the deferral rate, and that trade-off along a sweep of alpha.
 
     Example:

@@ -34,6 +34,16 @@ class LRSchedule(str, Enum):
     cosine = "cosine"
 
 
+class KlubForm(str, Enum):
+    modulated = "modulated"
+    fixed = "fixed"
+
+
+class NodeLoss(str, Enum):
+    per_feature = "per-feature"
+    per_node = "per-node"
+
+
 def _numbers(text: str, option: str, count: int | None = None) -> list[float]:
     from ..core.errors import UsageError
 
@@ -139,6 +149,8 @@ def train(
     degree_input: Annotated[bool, typer.Option("--degree-input/--no-degree-input", help="Feed the denoiser the degree profile that sets the concentrations (each node's degree over the graph's largest; at sampling, the profile drawn from the training set); on by default in gaml, --no-degree-input for GBD's plain inputs.")] = True,
     rw_features: Annotated[bool, typer.Option("--rw-features/--no-rw-features", help="Feed the denoiser random-walk probabilities of the current noisy graph (RRWP: P^k per node pair and return probabilities per node, k = 1..4).")] = False,
     t_focus: Annotated[str, typer.Option(help="SHARE,LO,HI: the share of each batch whose training time t is drawn from U(LO, HI) rather than U(0, 1). The default spends 90% of the draws above t = 0.55, where the noisy graph no longer gives the answer away (below t = 0.45 the loss is ~0); 0,0,1 draws t ~ U(0, 1) as GBD does.")] = "0.9,0.55,1.0",
+    klub: Annotated[KlubForm, typer.Option(help="Where the loss's KLUB is evaluated: 'modulated', at each node's and edge's own concentration (the forward process's, --eta); 'fixed', at one concentration 10,000 with 0.01 added to every gamma shape, as GBD's released code does. The forward draws and the network's inputs keep --eta either way.")] = "modulated",
+    node_loss: Annotated[NodeLoss, typer.Option(help="How the node KLUB is averaged: 'per-feature', over nodes x degree features; 'per-node', summed over a node's degree features and averaged over nodes, as GBD's released code does (a node term D times stronger next to the edge term).")] = "per-feature",
     layers: Annotated[int, typer.Option(min=1, help="Graph-transformer layers.")] = 6,
     hidden: Annotated[str, typer.Option(help="Node, edge and global widths dx,de,dy (dx divisible by --heads).")] = "64,32,64",
     heads: Annotated[int, typer.Option(min=1, help="Attention heads.")] = 8,
@@ -198,7 +210,9 @@ def train(
     net, cfg, profiles, report = train_gbd(graphs, tc, ckpt_dir, dev, resume=resume,
                                            cfg_overrides=model_overrides(layers, dims, heads, etas, lambda_e,
                                                                          extra_features, degree_input,
-                                                                         rw_features, focus))
+                                                                         rw_features, focus,
+                                                                         getattr(klub, "value", klub),
+                                                                         getattr(node_loss, "value", node_loss)))
     parents = [] if data == "-" else [data]
     path = save_model(out, net, cfg, profiles, {"train": {**asdict(tc), **report}, "sampling": {"steps": 1000}},
                       seed=seed, parents=parents)

@@ -1,9 +1,14 @@
 """Metrics of predictive distributions given by samples (CARD's definitions) plus CRPS.
 
-`samples` is (n, S): S draws for each of n points; `y` is (n,). The definitions follow
-CARD's evaluation code (XzwHan/CARD, regression): RMSE of the sample mean; NLL of y under a
-Gaussian fitted to each point's samples; QICE with 10 quantile bins; PICP of the
-[2.5, 97.5] percentile interval. CRPS is the sample (energy) form
+`samples` is (n, S): S draws for each of n points; `y` is (n,). RMSE of the sample mean,
+QICE with 10 quantile bins, PICP of the [2.5, 97.5] percentile interval and `nll_card` follow
+CARD's evaluation code (XzwHan/CARD, regression/card_regression.py, `compute_batch_NLL`,
+itself MC dropout's Eq. 8): the NLL of y under a mixture of S Gaussians, one at each draw,
+all with the precision tau = 1 / (the unbiased variance of the point's draws).
+`nll_gaussian` is a different, simpler score that gaml reported as "nll" before: the NLL of y
+under one Gaussian with the mean and (population) std of the point's draws. The two agree
+for a Gaussian sampler only roughly (the mixture is wider: its variance is 2x the draws');
+they are reported under their own names. CRPS is the sample (energy) form
 E|Y - y| - 1/2 E|Y - Y'|, averaged over points.
 """
 
@@ -18,11 +23,30 @@ def rmse(samples: np.ndarray, y: np.ndarray) -> float:
     return float(np.sqrt(np.mean((samples.mean(axis=1) - y) ** 2)))
 
 
-def nll(samples: np.ndarray, y: np.ndarray, min_std: float = 1e-6) -> float:
-    """Mean of -log N(y_i; mean_i, std_i^2) with mean and std of point i's samples."""
+def nll_gaussian(samples: np.ndarray, y: np.ndarray, min_std: float = 1e-6) -> float:
+    """Mean of -log N(y_i; mean_i, std_i^2) with mean and (population) std of point i's
+    samples: one Gaussian fitted to the draws. Not CARD's NLL (see `nll_card`)."""
     mu = samples.mean(axis=1)
     sd = np.maximum(samples.std(axis=1), min_std)
     return float(np.mean(0.5 * math.log(2 * math.pi) + np.log(sd) + 0.5 * ((y - mu) / sd) ** 2))
+
+
+def nll_card(samples: np.ndarray, y: np.ndarray, min_std: float = 1e-6) -> float:
+    """CARD's NLL: mean over points of
+
+        -[ logsumexp_s(-tau_i / 2 (y_i - y_is)^2) - ln S - 1/2 ln(2 pi) + 1/2 ln tau_i ],
+
+    tau_i = 1 / var_unbiased(y_i1 .. y_iS): y_i under the equal-weight mixture of S Gaussians
+    N(y_is, 1 / tau_i). CARD's default (no --nll_global_var) takes tau per point from the
+    draws, as here; its std is floored at `min_std`."""
+    from scipy.special import logsumexp
+
+    S = samples.shape[1]
+    var = samples.var(axis=1, ddof=1) if S > 1 else np.zeros(len(samples))
+    tau = 1.0 / np.maximum(var, min_std**2)
+    ll = (logsumexp(-0.5 * tau[:, None] * (y[:, None] - samples) ** 2, axis=1)
+          - math.log(S) - 0.5 * math.log(2 * math.pi) + 0.5 * np.log(tau))
+    return float(np.mean(-ll))
 
 
 def qice(samples: np.ndarray, y: np.ndarray, n_bins: int = 10) -> float:
@@ -63,7 +87,8 @@ def crps(samples: np.ndarray, y: np.ndarray) -> float:
 def regression_report(samples: np.ndarray, y: np.ndarray) -> dict:
     samples = np.asarray(samples, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
-    return {"rmse": rmse(samples, y), "nll": nll(samples, y), "qice": qice(samples, y),
+    return {"rmse": rmse(samples, y), "nll_card": nll_card(samples, y),
+            "nll_gaussian": nll_gaussian(samples, y), "qice": qice(samples, y),
             "picp": picp(samples, y), "crps": crps(samples, y), "n": int(len(y))}
 
 

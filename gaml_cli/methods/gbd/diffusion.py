@@ -87,31 +87,40 @@ def combine_logits(logit_z: torch.Tensor, logit_p: torch.Tensor) -> torch.Tensor
 # --------------------------------------------------------------------------- KLUB (BD Eqs. 8, 10, 11)
 
 
-def kl_gamma(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """KL(Gamma(a, 1) || Gamma(b, 1)) = (a - b) psi(a) - ln Gamma(a) + ln Gamma(b)."""
+def kl_gamma(a: torch.Tensor, b: torch.Tensor, offset: float = 0.0) -> torch.Tensor:
+    """KL(Gamma(a, 1) || Gamma(b, 1)) = (a - b) psi(a) - ln Gamma(a) + ln Gamma(b), with `offset`
+    added to both shapes first (0 here; GBD's released code adds 0.01, `klub_shape_offset`)."""
+    a, b = a + offset, b + offset
     return (a - b) * torch.digamma(a) - torch.lgamma(a) + torch.lgamma(b)
 
 
-def kl_beta(a_hat: torch.Tensor, b_hat: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """KL(Beta(a_hat, b_hat) || Beta(a, b)) written as KL_g(a_hat, a) + KL_g(b_hat, b) - KL_g(a_hat + b_hat, a + b)."""
-    return kl_gamma(a_hat, a) + kl_gamma(b_hat, b) - kl_gamma(a_hat + b_hat, a + b)
+def kl_beta(a_hat: torch.Tensor, b_hat: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
+            offset: float = 0.0) -> torch.Tensor:
+    """KL(Beta(a_hat, b_hat) || Beta(a, b)) written as KL_g(a_hat, a) + KL_g(b_hat, b) - KL_g(a_hat + b_hat, a + b)
+    (with `offset` > 0 every one of the three KL_g adds it to its shapes, as GBD's released code
+    does: then it is no longer exactly the Beta KL)."""
+    return (kl_gamma(a_hat, a, offset) + kl_gamma(b_hat, b, offset)
+            - kl_gamma(a_hat + b_hat, a + b, offset))
 
 
-def klub_sampling(x0_hat, x0, alpha_s, alpha_t, eta, gap=None):
+def klub_sampling(x0_hat, x0, alpha_s, alpha_t, eta, gap=None, offset: float = 0.0):
     """KLUB of the reverse step s <- t: the Betas of p_{s<-t} under x0_hat and under x0   (BD Eq. 8).
     `gap` = alpha_s - alpha_t may be given precomputed (Schedule.alpha_gap, in float64)."""
     gap = (alpha_s - alpha_t) if gap is None else gap
-    return kl_beta(eta * gap * x0_hat, eta * (1.0 - alpha_s * x0_hat), eta * gap * x0, eta * (1.0 - alpha_s * x0))
+    return kl_beta(eta * gap * x0_hat, eta * (1.0 - alpha_s * x0_hat), eta * gap * x0, eta * (1.0 - alpha_s * x0),
+                   offset)
 
 
-def klub_marginal(x0_hat, x0, alpha_t, eta):
+def klub_marginal(x0_hat, x0, alpha_t, eta, offset: float = 0.0):
     """KLUB of the forward marginal at t: Beta(eta alpha_t x, eta (1 - alpha_t x)), x = x0_hat vs x0  (BD Eq. 10)."""
-    return kl_beta(eta * alpha_t * x0_hat, eta * (1.0 - alpha_t * x0_hat), eta * alpha_t * x0, eta * (1.0 - alpha_t * x0))
+    return kl_beta(eta * alpha_t * x0_hat, eta * (1.0 - alpha_t * x0_hat), eta * alpha_t * x0, eta * (1.0 - alpha_t * x0),
+                   offset)
 
 
-def klub(x0_hat, x0, alpha_s, alpha_t, eta, omega: float = 0.99, gap=None):
+def klub(x0_hat, x0, alpha_s, alpha_t, eta, omega: float = 0.99, gap=None, offset: float = 0.0):
     """omega * sampling KLUB + (1 - omega) * marginal KLUB, elementwise   (BD Eq. 11)."""
-    return omega * klub_sampling(x0_hat, x0, alpha_s, alpha_t, eta, gap) + (1.0 - omega) * klub_marginal(x0_hat, x0, alpha_t, eta)
+    return (omega * klub_sampling(x0_hat, x0, alpha_s, alpha_t, eta, gap, offset)
+            + (1.0 - omega) * klub_marginal(x0_hat, x0, alpha_t, eta, offset))
 
 
 # --------------------------------------------------------------------------- preconditioning
@@ -138,9 +147,13 @@ def logit_stats(alpha_t: torch.Tensor, eta: torch.Tensor, lo: float, hi: float, 
 
 def node_eta(norm_degree: torch.Tensor, etas: tuple[float, float, float], thresholds=(0.8, 0.4)) -> torch.Tensor:
     """Per-node concentration from the degree normalised by the graph's largest (GBD Sec. 3.3):
-    > 0.8 -> etas[0], in (0.4, 0.8] -> etas[1], <= 0.4 -> etas[2]. (The reference code holds two
-    versions that disagree on which eta goes to the middle and low bands; gaml follows the paper's
-    intent, a higher concentration for more important nodes, with the monotone version.)"""
+    > 0.8 -> etas[0], in (0.4, 0.8] -> etas[1], <= 0.4 -> etas[2], so the concentration falls
+    with the node's importance. GBD's released code (xinyangATK/GraphBetaDiffusion,
+    gbd_utils/concentration.py, get_eta_x) has one mapping, and it differs: > 0.8 -> eta[0],
+    <= 0.4 -> eta[1], and the middle band a hard-coded 10 (eta[2] unused), which with its
+    community-small setting [1000, 30, 10] gives the middle nodes 10 and the low ones 30. gaml's
+    mapping follows the paper's intent, a higher concentration for a more important node, and
+    uses all three values."""
     hi, lo = thresholds
     out = torch.full_like(norm_degree, float(etas[2]))
     out = torch.where(norm_degree > lo, torch.full_like(out, float(etas[1])), out)

@@ -37,6 +37,15 @@ class GBDConfig:
     # training times: a share of each batch draws t ~ U(lo, hi) instead of U(t_min, 1), the band
     # where the noisy graph still tells something about the graph (share, lo, hi); 0 in older artifacts
     t_focus: tuple = (0.0, 0.4, 0.85)
+    # the form of the loss (`--klub`, `--node-loss`). gaml: the KLUB at each entry's own,
+    # modulated concentration, and KLUB_X averaged over the node features (nodes x degree
+    # features). GBD's released code (metrics/abstract_metrics.py KLUBs, train_metrics.py
+    # TrainLossBeta): the KLUB at one fixed concentration 10,000 with 0.01 added to every gamma
+    # shape, and KLUB_X summed over a node's degree features and averaged over nodes (D times
+    # gaml's per-feature mean next to the same KLUB_E). klub_eta 0 = modulated.
+    klub_eta: float = 0.0
+    klub_shape_offset: float = 0.0
+    node_loss: str = "per-feature"   # or "per-node"
 
     @property
     def D(self) -> int:
@@ -44,6 +53,9 @@ class GBDConfig:
 
 
 N_EIGVEC, N_EIGVAL = 2, 5
+NODE_LOSSES = ("per-feature", "per-node")
+# `--klub`: the loss forms by what they do -> (klub_eta, klub_shape_offset)
+KLUB_FORMS = {"modulated": (0.0, 0.0), "fixed": (10000.0, 0.01)}
 RW_STEPS = 4
 
 
@@ -212,6 +224,20 @@ class GBD:
         return self.scale_shift(torch.sigmoid(out_x)), self.scale_shift(torch.sigmoid(out_e.squeeze(-1)))
 
     # ---- training loss (BD Eq. 11 on nodes and edges; GBD: KLUB_X + lambda KLUB_E)
+    def klub_etas(self, eta_n: torch.Tensor, eta_e: torch.Tensor):
+        """The concentrations the KLUB is evaluated at, in float64: the entries' own (klub_eta 0)
+        or the fixed klub_eta everywhere (GBD's released code: 10,000). The forward draws and the
+        network's inputs keep the modulated ones either way."""
+        if self.cfg.klub_eta > 0:
+            return (torch.full_like(eta_n, self.cfg.klub_eta, dtype=torch.float64),
+                    torch.full_like(eta_e, self.cfg.klub_eta, dtype=torch.float64))
+        return eta_n.double(), eta_e.double()
+
+    def node_loss_per_node(self) -> bool:
+        if self.cfg.node_loss not in NODE_LOSSES:
+            raise ValueError(f"node_loss {self.cfg.node_loss!r}: one of {', '.join(NODE_LOSSES)}")
+        return self.cfg.node_loss == "per-node"
+
     def draw(self, A, onehot, node_mask, norm_deg, generator: torch.Generator | None = None,
              t: torch.Tensor | None = None):
         """The random part of the training loss: times t (B,) (given, or drawn with --t-focus) and
@@ -262,13 +288,18 @@ class GBD:
         gap = self.sched.alpha_gap(s, t).double().view(-1, 1, 1)
         at, as_ = alpha_t.double().view(-1, 1, 1), alpha_s.double().view(-1, 1, 1)
         # alpha (B, 1, 1) broadcasts over (B, N, D) node features and (B, N, N) pairs alike
-        kx = bd.klub(xh.double(), x0.double(), as_, at, eta_n.double().unsqueeze(-1), self.cfg.omega, gap=gap)
-        ke = bd.klub(eh.double(), e0.double(), as_, at, eta_e.double(), self.cfg.omega, gap=gap)
+        # the KLUB's concentration: the entries' own (modulated), or one fixed value (released code)
+        kn, ke_ = self.klub_etas(eta_n, eta_e)
+        off_ = self.cfg.klub_shape_offset
+        kx = bd.klub(xh.double(), x0.double(), as_, at, kn.unsqueeze(-1), self.cfg.omega, gap=gap, offset=off_)
+        ke = bd.klub(eh.double(), e0.double(), as_, at, ke_, self.cfg.omega, gap=gap, offset=off_)
         pair, off = self.masks(node_mask)
+        # per-node: KLUB_X summed over a node's D features, so divided by nodes, not node features
+        d = self.cfg.D if self.node_loss_per_node() else 1
         if per is None:
-            loss_x = (kx * node_mask.unsqueeze(-1)).sum() / (node_mask.sum() * self.cfg.D).clamp_min(1)
+            loss_x = (kx * node_mask.unsqueeze(-1)).sum() / (node_mask.sum() * self.cfg.D).clamp_min(1) * d
             loss_e = (ke * off).sum() / off.sum().clamp_min(1)
         else:
-            loss_x = (kx * node_mask.unsqueeze(-1)).sum() / per[0]
+            loss_x = (kx * node_mask.unsqueeze(-1)).sum() / per[0] * d
             loss_e = (ke * off).sum() / per[1]
         return (loss_x + self.cfg.lambda_e * loss_e).float(), float(loss_x.detach()), float(loss_e.detach())

@@ -7,6 +7,13 @@ reverse steps t_k = k / K -> t_{k-1}: predict x0, draw p ~ Beta(eta (alpha_s - a
 eta (1 - alpha_s x0_hat)) and move z_s = z_t + (1 - z_t) p (in logit space). The graph is the
 last prediction mapped back to [0, 1] and cut at 0.5. Sample i draws everything from its own
 generator seeded by (seed, i), so a sample does not depend on the batch or on -n.
+
+Where GBD's released sampler (xinyangATK/GraphBetaDiffusion, graph_beta_diffusion_general.py,
+sample_batch) differs: its time grid is K points from 1 down to 1e-5 and then 0, so its last
+prediction is made at t = 1e-5, gaml's at t = 1/K; it cuts the last edge prediction, mapped
+back, at 0.9 (diffusion_utils.sample_beta_features), gaml at 0.5; and an edge takes the
+concentration of its row's node (get_eta_e), gaml that of its higher-degree end (symmetric).
+It also takes raw rather than normalised degrees for the profile (PAPERS.md).
 """
 
 from __future__ import annotations

@@ -87,14 +87,22 @@ def prepare(graphs: Sequence[Graph], cfg_overrides: dict[str, Any] | None = None
 
 def model_overrides(layers: int, hidden: Sequence[int], heads: int, eta: Sequence[float], lambda_e: float,
                     extra_features: bool, degree_input: bool, rw_features: bool,
-                    t_focus: Sequence[float]) -> dict[str, Any]:
+                    t_focus: Sequence[float], klub: str = "modulated", node_loss: str = "per-feature") -> dict[str, Any]:
     """GBDConfig overrides from `gaml graphgen train`'s options; the feed-forward widths are twice
-    the node and edge widths."""
+    the node and edge widths. `klub`: "modulated" (the KLUB at each entry's own concentration) or
+    "fixed" (at 10,000 with 0.01 added to the gamma shapes, GBD's released code)."""
+    from .gbd import KLUB_FORMS, NODE_LOSSES
+
+    if klub not in KLUB_FORMS:
+        raise UsageError(f"--klub {klub}: one of {', '.join(KLUB_FORMS)}")
+    if node_loss not in NODE_LOSSES:
+        raise UsageError(f"--node-loss {node_loss}: one of {', '.join(NODE_LOSSES)}")
     dx, de, dy = (int(v) for v in hidden)
+    k_eta, k_off = KLUB_FORMS[klub]
     return {"eta": tuple(eta), "lambda_e": lambda_e,
             "net": {"layers": layers, "dx": dx, "de": de, "dy": dy, "heads": heads, "ffx": 2 * dx, "ffe": 2 * de},
             "extra_features": extra_features, "degree_input": degree_input, "rw_features": rw_features,
-            "t_focus": tuple(t_focus)}
+            "t_focus": tuple(t_focus), "klub_eta": k_eta, "klub_shape_offset": k_off, "node_loss": node_loss}
 
 
 def lr_at(tc: TrainConfig, step: int) -> float:

@@ -37,7 +37,13 @@ residual). Phi_l has columns on the simplex (a softmax over unconstrained logits
 links between layers are Phi_{l+1}'s columns. The rates c_l are learned point estimates
 (one positive scalar per layer; WHAI fixes them at 1).
 
-Inference (WHAI's upward-downward Weibull network):
+Inference: an upward-downward Weibull network of gaml's own design, after WHAI's. WHAI (Zhang
+et al. 2018) adds the prior's shape to the network's Weibull shape, q(theta_l | .) =
+Weibull(k_l + Phi_{l+1} theta_{l+1}, lambda_l); PyDPM's WHAI (BoChenGroup/PyDPM,
+_model/_whai.py, encoder_right) takes Phi and theta as arguments but does not use them, so its
+layers are inferred upward only. gaml instead feeds ln(1 + g_{l+1}(theta_{l+1})) to the layer's
+heads as an input beside h_l, for the linear and the generalized link alike; its difference
+from WHAI's form has not been measured (docs/topic.md):
 
     (I1)  upward:   h_1 = softplus(U_1 ln(1 + x)),  h_l = softplus(U_l h_{l-1})
     (I2)  downward, top first: q(theta_L | x) = Weibull(k_L, lambda_L) from h_L;

@@ -59,6 +59,7 @@ class FitOptions:
     link: str = "gate"  # gate or residual
     hidden: int = 256
     eta: float = 1.0
+    init: str = "nmf"  # first-layer topics' start: nmf or corpus (train.FitConfig.init)
     split: str = "train"  # train or all
     checkpoint_every: int = 500
     checkpoint_dir: Optional[str] = None  # default: OUT without .safetensors + '.ckpt'
@@ -281,6 +282,8 @@ def fit(o: FitOptions) -> dict:
         raise UsageError(f"--split must be train or all, not {o.split!r}")
     if o.link not in ("gate", "residual"):
         raise UsageError(f"--link must be gate or residual, not {o.link!r}")
+    if o.init not in ("corpus", "nmf"):
+        raise UsageError(f"--init must be corpus or nmf, not {o.init!r}")
     _threads()
     from dataclasses import asdict
 
@@ -297,7 +300,8 @@ def fit(o: FitOptions) -> dict:
     if o.resume and not ckpt_dir.is_dir():
         raise UsageError(f"--resume: no checkpoint folder {ckpt_dir}")
     fc = FitConfig(layers=tuple(ks), linear=o.linear, link=o.link, hidden=o.hidden, steps=o.steps,
-                   batch_size=o.batch_size, lr=o.lr, eta=o.eta, checkpoint_every=o.checkpoint_every, seed=o.seed)
+                   batch_size=o.batch_size, lr=o.lr, eta=o.eta, init=o.init, checkpoint_every=o.checkpoint_every,
+                   seed=o.seed)
     model, report = fit_gbn(bow, rows, fc, ckpt_dir, resume=o.resume)
     tensors = {k: v.detach().clone() for k, v in model.state_dict().items()}
     tensors["vocab_utf8"] = torch.from_numpy(encode_vocab(bow.vocab))
