@@ -335,6 +335,10 @@ def distill(teacher, dc: DistillConfig, out_dir: Path, device: torch.device, res
             finish(opt_g, G)
             if scaler is not None:
                 scaler.update()
+            # images counted after this step; the EDM/SiD reference loops count them before it (cur_nimg
+            # is incremented after their EMA update), so gaml's ramp-up runs one batch ahead: at step 1 the
+            # reference copies G into the EMA (half-life 0), gaml keeps 0.5^(1/ema_rampup) of the start.
+            # Kept: the tables of record were measured so; the difference fades once the ramp-up ends.
             ema_update((step + 1) * dc.batch_size)
             loss_f, loss_g = total_f, total_g
             fields: dict[str, Any] = {"loss_fake": loss_f, "loss_g": loss_g}
