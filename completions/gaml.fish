@@ -529,7 +529,7 @@ complete -c gaml -n "__gaml_at 'embed graphmae'" -l help -s h -d 'Show help and 
 complete -c gaml -n "__gaml_at 'embed probe'" -F
 complete -c gaml -n "__gaml_at 'embed probe'" -l embeddings -s e -r -F -d 'An embeddings artifact (gaml embed graphmae / transform).'
 complete -c gaml -n "__gaml_at 'embed probe'" -l labels -r -F -d 'JSONL of labels in row order ({label: ...} or a bare value a line); default: the labels the artifact holds.'
-complete -c gaml -n "__gaml_at 'embed probe'" -l protocol -r -F -d 'linear (node level: logistic regression over --seeds random splits) or svm (graph level: SVC, C by grid search, 10-fold CV over --seeds seeds); default by the artifacts level.'
+complete -c gaml -n "__gaml_at 'embed probe'" -l protocol -x -a 'linear svm' -d 'linear (node level: logistic regression over --seeds random splits) or svm (graph level: SVC, C by grid search, 10-fold CV over --seeds seeds); default by the artifacts level.'
 complete -c gaml -n "__gaml_at 'embed probe'" -l seeds -r -F -d 'Splits / seeds (default 20 linear, 5 svm: GraphMAEs).'
 complete -c gaml -n "__gaml_at 'embed probe'" -l train-fraction -r -F -d 'linear: share of the rows that trains the probe (stratified).'
 complete -c gaml -n "__gaml_at 'embed probe'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'

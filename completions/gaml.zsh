@@ -190,6 +190,7 @@ _gaml_choices() {
     "embed graphmae|--device") echo "auto cpu cuda mps";;
     "embed graphmae|--format") echo "human json";;
     "embed graphmae|-f") echo "human json";;
+    "embed probe|--protocol") echo "linear svm";;
     "embed probe|--format") echo "human json";;
     "embed probe|-f") echo "human json";;
     "embed transform|--device") echo "auto cpu cuda mps";;

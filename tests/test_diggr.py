@@ -140,3 +140,27 @@ def test_embed_diggr_cli_end_to_end(gaml, tmp_path):
     assert np.array_equal(load_artifact(out)["assignment"], art["assignment"])
     res = gaml("embed", "diggr", "--graphs", d / "graph.jsonl", "--out", tmp_path / "x.safetensors", "--factors", "1")
     assert res.code == 2 and not (tmp_path / "x.safetensors").exists()
+
+
+def test_each_factor_autoencoder_gets_its_own_subgraph():
+    """Wiring of DiGGR's joint loss: the whole-graph autoencoder gets every edge, factor k's gets
+    exactly the edges the split gives factor k (from the strengths of this step's posterior)."""
+    torch.manual_seed(0)
+    model = DiGGR(cfg())
+    x, ei, e = _graph(30, 90)
+    calls = []
+    real = model._mae
+    model._mae = lambda enc, dec, xx, edge_index, gen: calls.append((enc, dec, edge_index)) or real(enc, dec, xx,
+                                                                                                    edge_index, gen)
+    model.loss(x, ei, e, gen=torch.Generator().manual_seed(0))
+    (enc0, dec0, e0), *factor_calls = calls
+    assert enc0 is model.encoder and dec0 is model.decoder and torch.equal(e0, ei)
+    with torch.no_grad():
+        k, lam = model.posterior(x, ei)
+    from gaml_cli.methods.gbn.distributions import weibull_mean
+
+    _, sub = model.split(weibull_mean(k, lam), ei)
+    assert len(factor_calls) == 3
+    for f, (enc, dec, ef) in enumerate(factor_calls):
+        assert enc is model.factor_encoders[0] and dec is model.factor_decoder
+        assert torch.equal(ef, sub[f])

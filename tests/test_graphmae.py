@@ -185,3 +185,30 @@ def test_embed_cli_end_to_end_and_bad_input(gaml, tmp_path):
     labels.write_text('{"label": 0}\n{"label": 1}\n')
     res = gaml("embed", "probe", "--embeddings", emb, "--labels", labels)
     assert res.code == 2 and "2 labels for 400" in res.err
+
+
+def test_the_encoder_sees_the_masked_features_and_the_decoder_the_re_masked_rows():
+    """Wiring of one GraphMAE step: the encoder's input has the [MASK] token on the masked rows and
+    the original features elsewhere; the decoder's input is zero on the masked rows; the loss is the
+    SCE of the decoder's output against the original features of the masked rows only."""
+    torch.manual_seed(0)
+    model = GraphMAE(cfg("gat"))
+    with torch.no_grad():
+        model.mask_token.fill_(-5.0)
+    x, ei = _graph(20, 60)
+    seen = {}
+    def spy(name):
+        def hook(module, inp, out):  # returns None: the forward's output is left as it is
+            seen[name] = (inp[0].detach().clone(), out.detach().clone())
+        return hook
+
+    model.encoder.register_forward_hook(spy("enc"))
+    model.decoder.register_forward_hook(spy("dec"))
+    loss = model.loss(x, ei, torch.Generator().manual_seed(3))
+    _, masked = mask_features(x, model.mask_token, 0.5, 0.0, torch.Generator().manual_seed(3))
+    keep = torch.ones(20, dtype=torch.bool)
+    keep[masked] = False
+    enc_in, dec_in, dec_out = seen["enc"][0], seen["dec"][0], seen["dec"][1]
+    assert (enc_in[masked] == -5.0).all() and torch.equal(enc_in[keep], x[keep])
+    assert (dec_in[masked] == 0).all() and (dec_in[keep] != 0).any()
+    assert float(loss) == pytest.approx(float(sce(x[masked], dec_out[masked], 2.0)), rel=1e-6)

@@ -33,6 +33,11 @@ class Pooling(str, Enum):
     max = "max"
 
 
+class Protocol(str, Enum):
+    linear = "linear"
+    svm = "svm"
+
+
 class EdgeSplit(str, Enum):
     edge = "edge"
     node = "node"
@@ -173,7 +178,7 @@ def transform(
 def probe(
     embeddings: Annotated[str, typer.Option("--embeddings", "-e", help="An embeddings artifact (gaml embed graphmae / transform).")],
     labels: Annotated[Optional[str], typer.Option(help="JSONL of labels in row order ({\"label\": ...} or a bare value a line); default: the labels the artifact holds.")] = None,
-    protocol: Annotated[Optional[str], typer.Option(help="linear (node level: logistic regression over --seeds random splits) or svm (graph level: SVC, C by grid search, 10-fold CV over --seeds seeds); default by the artifact's level.")] = None,
+    protocol: Annotated[Optional[Protocol], typer.Option(help="linear (node level: logistic regression over --seeds random splits) or svm (graph level: SVC, C by grid search, 10-fold CV over --seeds seeds); default by the artifact's level.")] = None,
     seeds: Annotated[Optional[int], typer.Option(min=1, help="Splits / seeds (default 20 linear, 5 svm: GraphMAE's).")] = None,
     train_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="linear: share of the rows that trains the probe (stratified).")] = 0.1,
     fmt: FormatOpt = "human",
@@ -192,5 +197,5 @@ def probe(
     from ..core import console
     from ..embeddings.probe import ProbeOptions, probe as run_probe
 
-    console.summary(run_probe(ProbeOptions(embeddings=embeddings, labels=labels, protocol=protocol, seeds=seeds,
+    console.summary(run_probe(ProbeOptions(embeddings=embeddings, labels=labels, protocol=value(protocol), seeds=seeds,
                                            train_fraction=train_fraction)), title="embed probe")

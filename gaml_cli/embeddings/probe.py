@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -86,8 +87,6 @@ def nmi(assignment: np.ndarray, y: np.ndarray) -> float:
 
 
 # ------------------------------------------------------------------------- gaml embed probe
-
-from dataclasses import dataclass  # noqa: E402
 
 
 @dataclass
