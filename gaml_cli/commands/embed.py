@@ -38,6 +38,11 @@ class Protocol(str, Enum):
     svm = "svm"
 
 
+class Split(str, Enum):
+    given = "given"
+    random = "random"
+
+
 class EdgeSplit(str, Enum):
     edge = "edge"
     node = "node"
@@ -54,8 +59,10 @@ class Representation(str, Enum):
 
 
 def _options(
-    graphs: Annotated[str, typer.Option("--graphs", "-g", help="Graph JSONL (one line with node_features: node level; many lines: graph level; '-' for stdin) or 'karate' (PyG's Karate Club).")],
     out: Annotated[str, typer.Option("--out", "-o", callback=out_file(".safetensors"), help="Embeddings artifact to write (.safetensors): embeddings (rows in input order), labels when the input has them, the model.")],
+    graphs: Annotated[Optional[str], typer.Option("--graphs", "-g", help="Graph JSONL (one line with node_features: node level; many lines: graph level; '-' for stdin) or 'karate' (PyG's Karate Club).")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="Instead of --graphs: a PyG data set in a local folder (--root), read by PyG's own loaders, never downloaded: planetoid:Cora|CiteSeer|PubMed (node level, public split), tu:NAME e.g. tu:MUTAG (graph level), or karate.")] = None,
+    root: Annotated[Optional[str], typer.Option(help="With --dataset: the folder that holds NAME/raw/ (PyG's layout).")] = None,
     level: Annotated[Level, typer.Option(help="node or graph level; auto: node for one graph, graph for several.")] = Level.auto,
     steps: Annotated[int, typer.Option(min=1, help="Optimizer steps (node level: full-graph steps; graph level: batches).")] = 300,
     lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate (GraphMAE's Cora setting).")] = 1e-3,
@@ -112,6 +119,7 @@ def graphmae(**kw):
         gaml embed graphmae --graphs data/planted/graph.jsonl --out emb.safetensors
         gaml embed probe --embeddings emb.safetensors --format json
         gaml embed graphmae --graphs karate --out karate.safetensors --steps 200
+        gaml embed graphmae --dataset tu:MUTAG --root ~/pyg-data --out mutag.safetensors   # files already there
     """
     kw = _values(kw)
     from ..core import console
@@ -153,8 +161,10 @@ app.command("diggr")(diggr)
 @app.command("transform")
 def transform(
     model: Annotated[str, typer.Option("--model", "-m", help="An embeddings artifact written by gaml embed graphmae or diggr (it holds the model).")],
-    graphs: Annotated[str, typer.Option("--graphs", "-g", help="Graph JSONL to embed ('-' for stdin) or 'karate'.")],
     out: Annotated[str, typer.Option("--out", "-o", callback=out_file(".safetensors"), help="Embeddings artifact to write (.safetensors).")],
+    graphs: Annotated[Optional[str], typer.Option("--graphs", "-g", help="Graph JSONL to embed ('-' for stdin) or 'karate'.")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="Instead of --graphs: a PyG data set in --root (planetoid:NAME, tu:NAME, karate).")] = None,
+    root: Annotated[Optional[str], typer.Option(help="With --dataset: the folder that holds NAME/raw/.")] = None,
     device: DeviceOpt = "auto",
     fmt: FormatOpt = "human",
     quiet: QuietOpt = False,
@@ -170,7 +180,8 @@ def transform(
     from ..core import console
     from ..methods.diggr.run import TransformOptions, transform as run_transform
 
-    console.summary(run_transform(TransformOptions(model=model, graphs=graphs, out=out, device=value(device))),
+    console.summary(run_transform(TransformOptions(model=model, graphs=graphs, out=out, device=value(device),
+                                                                 dataset=dataset, root=root)),
                     title="embed transform")
 
 
@@ -181,6 +192,7 @@ def probe(
     protocol: Annotated[Optional[Protocol], typer.Option(help="linear (node level: logistic regression over --seeds random splits) or svm (graph level: SVC, C by grid search, 10-fold CV over --seeds seeds); default by the artifact's level.")] = None,
     seeds: Annotated[Optional[int], typer.Option(min=1, help="Splits / seeds (default 20 linear, 5 svm: GraphMAE's).")] = None,
     train_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="linear: share of the rows that trains the probe (stratified).")] = 0.1,
+    split: Annotated[Split, typer.Option(help="linear: given (the data set's public split, e.g. Planetoid's, when the artifact holds one; else random) or random (--train-fraction, a new split per seed).")] = Split.given,
     fmt: FormatOpt = "human",
     quiet: QuietOpt = False,
 ):
@@ -198,4 +210,5 @@ def probe(
     from ..embeddings.probe import ProbeOptions, probe as run_probe
 
     console.summary(run_probe(ProbeOptions(embeddings=embeddings, labels=labels, protocol=value(protocol), seeds=seeds,
-                                           train_fraction=train_fraction)), title="embed probe")
+                                           train_fraction=train_fraction, split=value(split))),
+                    title="embed probe")

@@ -98,6 +98,7 @@ class ProbeOptions:
     protocol: str | None = None  # linear | svm; None: by the artifact's level
     seeds: int | None = None
     train_fraction: float = 0.1
+    split: str = "given"  # given: the artifact's split when it holds one (else random); random
 
 
 def read_labels(path: str) -> np.ndarray:
@@ -145,8 +146,19 @@ def probe(o: ProbeOptions) -> dict[str, Any]:
     else:
         raise UsageError(f"{o.embeddings} holds no labels; give --labels")
     protocol = o.protocol or ("svm" if art.config.get("level") == "graph" else "linear")
+    if o.split not in ("given", "random"):
+        raise UsageError("--split must be given or random")
     if protocol == "linear":
-        out = linear_probe(x, y, seeds=o.seeds or 20, train_fraction=o.train_fraction)
+        given = None
+        if o.split == "given" and "split" in art.tensors:
+            s = np.asarray(art["split"]).astype(np.int64)
+            if len(s) != len(x):
+                raise InputError(f"{o.embeddings}: 'split' has {len(s)} rows for {len(x)} embeddings")
+            given = (np.flatnonzero(s == 0), np.flatnonzero(s == 2))
+            if not len(given[0]) or not len(given[1]):
+                raise InputError(f"{o.embeddings}: the given split has no training or no test rows (--split random)")
+        out = linear_probe(x, y, seeds=o.seeds or 20, train_fraction=o.train_fraction, split=given)
+        out["split"] = "given" if given is not None else "random"
     elif protocol == "svm":
         out = svm_probe(x, y, seeds=o.seeds or 5)
     else:
