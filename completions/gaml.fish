@@ -642,6 +642,7 @@ complete -c gaml -n "__gaml_at 'graphgen data'" -F
 complete -c gaml -n "__gaml_at 'graphgen data'" -l name -x -a 'community-small grid sbm ego-like planted families' -d 'Benchmark set: community-small, grid, sbm or ego-like; for gaml embed: planted (one planted-partition graph with block-correlated features and node labels: graph.jsonl) or families (graphs of four families, labelled by family).'
 complete -c gaml -n "__gaml_at 'graphgen data'" -l out -s o -r -F -d 'Folder to write train.jsonl and test.jsonl into.'
 complete -c gaml -n "__gaml_at 'graphgen data'" -l seed -r -F -d 'Seed of the generator and of the shuffle before the split.'
+complete -c gaml -n "__gaml_at 'graphgen data'" -l separation -r -F -d 'planted only: scale of the blocks feature centres against the unit noise (1: the features alone nearly separate the blocks; 0.3: they barely do, the edges must).'
 complete -c gaml -n "__gaml_at 'graphgen data'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'graphgen data'" -l quiet -s q -d 'No progress bars or logs on stderr.'
 complete -c gaml -n "__gaml_at 'graphgen data'" -l help -s h -d 'Show help and exit.'

@@ -108,6 +108,18 @@ def test_tu_folder_is_graph_level_with_node_label_features(tmp_path, gaml):
     assert res.code == 0, res.err
     s = json.loads(res.out)
     assert s["level"] == "graph" and s["rows"] == 20
+    # graph-level factors: each graph's mean node strengths, its assignment the largest
+    from gaml_cli.methods.diggr.run import diggr_method
+    from gaml_cli.methods.graphmae.run import load_model
+
+    art = load_artifact(emb)
+    model, _, _ = load_model(str(emb), {"diggr": diggr_method()})
+    d = ps.data[3]
+    want = model.strengths(d.x, d.edge_index).mean(0).detach().numpy()
+    assert art["factors"].shape == (20, 2) and np.allclose(art["factors"][3], want, atol=1e-5)
+    assert np.array_equal(art["assignment"], art["factors"].argmax(1))
+    res = gaml("embed", "probe", "--embeddings", emb, "--protocol", "svm", "--seeds", "1", "-f", "json")
+    assert res.code == 2 and "at least 10 graphs" in res.err  # 20 graphs of 2 classes: too few per class
 
 
 def test_missing_or_bad_dataset_is_one_line_and_writes_nothing(tmp_path, gaml):
@@ -131,3 +143,24 @@ def test_missing_or_bad_dataset_is_one_line_and_writes_nothing(tmp_path, gaml):
     res = gaml("embed", "graphmae", "--dataset", "tu:BAD", "--root", tmp_path / "pyg", "--out", out, "-q")
     assert res.code == 2 and len(res.err_lines) == 1 and "could not read" in res.err, res.err
     assert not out.exists()
+
+
+def test_planted_separation_scales_the_block_centres(tmp_path, gaml):
+    """--separation s: the blocks' feature centres shrink s-fold against the unit noise (the same
+    draws otherwise), so the features alone separate the blocks less."""
+    from gaml_cli.graphs.embedsets import planted
+
+    a, b = planted(3), planted(3, separation=0.3)
+    assert np.array_equal(a.edges, b.edges) and a.extra["node_labels"] == b.extra["node_labels"]
+    xa, xb, y = np.asarray(a.node_features), np.asarray(b.node_features), np.asarray(a.extra["node_labels"])
+    centre = (xa - xb) / 0.7  # x = separation * centre[block] + noise, the same noise
+    for k in range(4):
+        assert np.allclose(centre[y == k], centre[y == k][0], atol=1e-4)
+    assert np.allclose(xb - 0.3 * centre, xa - centre, atol=1e-4)
+    assert np.linalg.norm(centre[y == 0][0] - centre[y == 1][0]) > 1
+    assert gaml("graphgen", "data", "--name", "planted", "--separation", "0.3", "--out", tmp_path / "p", "-q").code == 0
+    rec = json.loads((tmp_path / "p" / "graph.jsonl").read_text())
+    assert rec["planted"]["separation"] == 0.3
+    res = gaml("graphgen", "data", "--name", "sbm", "--separation", "0.3", "--out", tmp_path / "s", "-q")
+    assert res.code == 2 and "planted only" in res.err and not (tmp_path / "s").exists()
+

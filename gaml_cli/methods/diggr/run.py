@@ -82,12 +82,16 @@ def _outputs(model, gs: G.GraphSet, pooling: str, dev) -> dict[str, np.ndarray]:
         return {"embeddings": h.cpu().numpy(), "factors": s.cpu().numpy().astype(np.float32),
                 "assignment": a.cpu().numpy().astype(np.int64)}
     pool = {"mean": global_mean_pool, "sum": global_add_pool, "max": global_max_pool}[pooling]
-    rows = []
+    rows, facs = [], []
     for b in DataLoader(gs.data, batch_size=64, shuffle=False):
         b = b.to(dev)
-        h, _, _ = model.embed(b.x, b.edge_index)
+        h, s, _ = model.embed(b.x, b.edge_index)
         rows.append(pool(h, b.batch).cpu())
-    return {"embeddings": torch.cat(rows).numpy()}
+        facs.append(global_mean_pool(s, b.batch).cpu())
+    f = torch.cat(facs)
+    # graph level: a graph's factors are its nodes' mean strengths, its assignment the largest
+    return {"embeddings": torch.cat(rows).numpy(), "factors": f.numpy().astype(np.float32),
+            "assignment": f.argmax(1).numpy().astype(np.int64)}
 
 
 def _groups(model, o) -> list[dict]:
