@@ -164,3 +164,14 @@ def test_planted_separation_scales_the_block_centres(tmp_path, gaml):
     res = gaml("graphgen", "data", "--name", "sbm", "--separation", "0.3", "--out", tmp_path / "s", "-q")
     assert res.code == 2 and "planted only" in res.err and not (tmp_path / "s").exists()
 
+
+
+def test_families_ego_graphs_have_edges_among_the_neighbours():
+    """The ego family is a hub's neighbourhood with edges between neighbours, not a star (the
+    m = 1 Holme-Kim source made every ego network a star)."""
+    from gaml_cli.graphs.embedsets import families
+
+    train, test = families(0, per_family=10)
+    egos = [g for g in train + test if g.label == 3]
+    assert len(egos) == 10
+    assert all(g.num_edges > g.num_nodes - 1 for g in egos)
