@@ -4,7 +4,8 @@ Each view of sample i draws its random parameters (crop, shift, flip, colour jit
 its own generator, seeded from (run seed, step, sample index, view): a sample's augmentation does
 not depend on the batch it lands in or on the other samples.
 
-One view: a random resized crop (area share in [crop_min, 1], aspect ratio in [3/4, 4/3]) and a
+One view: a random resized crop (area share in [crop_min, 1], aspect ratio in [3/4, 4/3] for the
+smallest crops, narrowing to 1 for the whole image) and a
 shift of up to `shift` pixels, done by one affine resampling (bilinear, border padding); an
 optional horizontal flip; for RGB a colour jitter (brightness, contrast and saturation each scaled
 by a factor in [1 - jitter, 1 + jitter]); Gaussian pixel noise of std `noise`; clipped to [-1, 1].
@@ -71,7 +72,10 @@ def augment(x: torch.Tensor, seeds: list[int], cfg: AugmentConfig) -> torch.Tens
         noise[i] = torch.randn((c, h, w), generator=g)
     params, noise = params.to(x.device), noise.to(x.device)
     area = cfg.crop_min + (1 - cfg.crop_min) * params[:, 0]
-    log_r = math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * params[:, 1]
+    # aspect ratio in [3/4, 4/3] for the smallest crops, narrowing to 1 as the crop nears the whole
+    # image (so that no crop at all, crop_min 1, is the identity)
+    reach = (1 - area) / (1 - cfg.crop_min) if cfg.crop_min < 1 else torch.zeros_like(area)
+    log_r = math.log(4 / 3) * (2 * params[:, 1] - 1) * reach
     r = torch.exp(log_r)
     sx = torch.sqrt(area * r).clamp(max=1.0)  # width share of the crop
     sy = torch.sqrt(area / r).clamp(max=1.0)

@@ -22,7 +22,11 @@ available offline, so the numbers are this module's:
           log-likelihood; the weight is an open choice, as in a beta-VAE).
     (H1)  Gaussian entropy:  H = sum_d 1/2 ln(2 pi e sigma_d^2)
     (H2)  Weibull entropy:   H = sum_d [ gamma_e (1 - 1/k_d) + ln(lambda_d / k_d) + 1 ]
-          (the per-sample uncertainty gaml reports).
+    (H3)  scaled entropy (gaml's default uncertainty with the cosine likelihood): the entropy of the
+          posterior of z / ||E[z]||, H(z) - D ln ||E[z]|| (the entropy of a scaled variable shifts
+          by D ln of the scale). The cosine InfoNCE sees only the direction of z, so the absolute
+          entropy (H1, H2) also measures the mean's norm, which the likelihood leaves free; the
+          scaled one measures the spread that the likelihood sees.
     (R1)  NCL (non-negative contrastive learning, PKU-ML/non_neg): z = ReLU(projector output);
           their `rep_relu` passes the gradient of GELU backwards (`relu_grad="gelu"`).
 """
@@ -36,14 +40,17 @@ from torch.nn import functional as F
 
 from ..gbn.distributions import EULER_GAMMA, kl_weibull_gamma
 
-__all__ = ["info_nce", "spectral_loss", "kl_gaussian", "kl_weibull_gamma", "gaussian_entropy", "weibull_entropy",
+__all__ = ["info_nce", "spectral_loss", "kl_gaussian", "kl_weibull_gamma", "gaussian_entropy", "weibull_entropy", "scaled_entropy",
            "contrast", "cfa_objective", "rep_relu"]
 
 
-def info_nce(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
-    """(C1): NT-Xent of the pairs (z1[i], z2[i]) with the other 2N - 2 rows as negatives."""
+def info_nce(z1: torch.Tensor, z2: torch.Tensor, temperature: float, similarity: str = "cosine") -> torch.Tensor:
+    """(C1): NT-Xent of the pairs (z1[i], z2[i]) with the other 2N - 2 rows as negatives;
+    similarity 'cosine' (SimCLR) or 'dot' (the plain inner product f(x)^T f(x'), as in (C2))."""
     n = z1.shape[0]
-    u = F.normalize(torch.cat([z1, z2]), dim=1)
+    u = torch.cat([z1, z2])
+    if similarity == "cosine":
+        u = F.normalize(u, dim=1)
     s = u @ u.T / temperature
     s = s.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=s.device), float("-inf"))
     pos = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(s.device)
@@ -59,10 +66,11 @@ def spectral_loss(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
     return -2.0 * pos + (g[off] ** 2).mean()
 
 
-def contrast(z1: torch.Tensor, z2: torch.Tensor, temperature: float, likelihood: str = "infonce") -> torch.Tensor:
+def contrast(z1: torch.Tensor, z2: torch.Tensor, temperature: float, likelihood: str = "infonce",
+             similarity: str = "cosine") -> torch.Tensor:
     """The contrastive term (the negative log-likelihood of CFA): (C1) or (C2)."""
     if likelihood == "infonce":
-        return info_nce(z1, z2, temperature)
+        return info_nce(z1, z2, temperature, similarity)
     if likelihood == "spectral":
         return spectral_loss(z1, z2)
     raise ValueError(f"unknown likelihood {likelihood!r}")
@@ -84,11 +92,17 @@ def weibull_entropy(k: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
     return (EULER_GAMMA * (1 - 1 / k) + torch.log(lam / k) + 1).sum(-1)
 
 
+def scaled_entropy(entropy: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """(H3): H(z / ||E[z]||) = H(z) - D ln ||E[z]|| per row."""
+    return entropy - mean.shape[-1] * torch.log(mean.norm(dim=-1).clamp_min(1e-12))
+
+
 def cfa_objective(draws1: list[torch.Tensor], draws2: list[torch.Tensor], kl1: torch.Tensor, kl2: torch.Tensor,
-                  temperature: float, kl_weight: float, likelihood: str = "infonce") -> tuple[torch.Tensor, dict]:
+                  temperature: float, kl_weight: float, likelihood: str = "infonce",
+                  similarity: str = "cosine") -> tuple[torch.Tensor, dict]:
     """(C5): mean contrastive term over the S draws + kl_weight * the mean per-row KL of both views.
     kl1, kl2: (N, D) elementwise KL terms."""
-    nll = torch.stack([contrast(a, b, temperature, likelihood) for a, b in zip(draws1, draws2)]).mean()
+    nll = torch.stack([contrast(a, b, temperature, likelihood, similarity) for a, b in zip(draws1, draws2)]).mean()
     kl = 0.5 * (kl1.sum(-1).mean() + kl2.sum(-1).mean())
     return nll + kl_weight * kl, {"contrast": float(nll.detach()), "kl": float(kl.detach())}
 

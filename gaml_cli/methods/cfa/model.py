@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..gbn.distributions import kl_weibull_gamma, weibull_mean, weibull_rsample
-from .loss import gaussian_entropy, kl_gaussian, rep_relu, weibull_entropy
+from .loss import gaussian_entropy, kl_gaussian, rep_relu, scaled_entropy, weibull_entropy
 
 METHODS = ("simclr", "ncl", "cfa")
 
@@ -114,7 +114,8 @@ class ContrastiveNet(nn.Module):
         if self.method == "cfa":
             p1, p2 = self.posterior(h)
             z = self.mean(p1, p2)
-            out["uncertainty"] = self.entropy(p1, p2)
+            h_z = self.entropy(p1, p2)
+            out["uncertainty"] = scaled_entropy(h_z, z) if self.config.get("uncertainty", "entropy") == "scaled" else h_z
         else:
             z = self.projector(h)
             z = z.clamp_min(0) if self.method == "ncl" else z

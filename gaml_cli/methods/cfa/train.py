@@ -30,7 +30,7 @@ import torch
 from ...core import console
 from ...core.errors import InputError, UsageError
 from .augment import AugmentConfig, augment, preset_for, view_seeds
-from .loss import cfa_objective, contrast, info_nce
+from .loss import cfa_objective, info_nce
 from .model import METHODS, ContrastiveNet
 
 KIND = "embeddings"
@@ -57,6 +57,8 @@ class ContrastiveOptions:
     dim: int = 64
     temperature: float = 0.5
     likelihood: str = "infonce"
+    similarity: str = "cosine"
+    uncertainty: str = "scaled"
     kl_weight: float = 0.01
     draws: int = 1
     prior_std: float = 1.0
@@ -141,6 +143,8 @@ def check_options(o: ContrastiveOptions) -> None:
         (o.noise is None or o.noise >= 0, "--noise must be >= 0"),
         (o.likelihood in LIKELIHOODS, f"--likelihood must be one of {', '.join(LIKELIHOODS)}"),
         (o.relu_grad in ("gelu", "relu"), "--relu-grad must be gelu or relu"),
+        (o.similarity in ("cosine", "dot"), "--similarity must be cosine or dot"),
+        (o.uncertainty in ("scaled", "entropy"), "--uncertainty must be scaled or entropy"),
         (o.representation in (None, *REPRESENTATIONS), f"--representation must be one of {', '.join(REPRESENTATIONS)}"),
         (o.split in ("train", "all"), "--split must be train or all"),
         (o.checkpoint_every >= 0, "--checkpoint-every must be >= 0"),
@@ -155,8 +159,8 @@ def model_config(o: ContrastiveOptions, channels: int) -> dict[str, Any]:
     cfg: dict[str, Any] = {"method": o.method, "channels": channels, "width": o.width, "dim": o.dim,
                            "representation": rep}
     if o.method == "cfa":
-        cfg.update(nonneg=o.nonneg, likelihood=o.likelihood, temperature=o.temperature, kl_weight=o.kl_weight,
-                   draws=o.draws)
+        cfg.update(nonneg=o.nonneg, likelihood=o.likelihood, similarity=o.similarity, uncertainty=o.uncertainty,
+                   temperature=o.temperature, kl_weight=o.kl_weight, draws=o.draws)
         cfg.update({"prior_shape": o.prior_shape, "prior_rate": o.prior_rate, "k_min": o.k_min, "k_max": o.k_max,
                     "k_init": o.k_init} if o.nonneg else {"prior_std": o.prior_std, "sigma_init": o.sigma_init})
     else:
@@ -183,7 +187,7 @@ def step_loss(model: ContrastiveNet, x1: torch.Tensor, x2: torch.Tensor,
         draws2.append(z[n:])
     kl = model.kl(p1, p2)
     return cfa_objective(draws1, draws2, kl[:n], kl[n:], cfg["temperature"], cfg["kl_weight"],
-                         cfg.get("likelihood", "infonce"))
+                         cfg.get("likelihood", "infonce"), cfg.get("similarity", "cosine"))
 
 
 def _views(x: torch.Tensor, idx: torch.Tensor, seed: int, step: int, aug: AugmentConfig):
