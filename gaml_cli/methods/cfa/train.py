@@ -37,6 +37,7 @@ KIND = "embeddings"
 LIKELIHOODS = ("infonce", "spectral")
 REPRESENTATIONS = ("factors", "encoder")
 COPY_TENSORS = ("labels", "attrs", "split")
+KL_WEIGHT, KL_WEIGHT_NONNEG = 0.01, 0.001  # the defaults (bench/results/cfa-development.md)
 COPY_CONFIG = ("dataset", "classes", "attributes", "attrs_columns", "split_names")
 
 
@@ -57,9 +58,9 @@ class ContrastiveOptions:
     dim: int = 64
     temperature: float = 0.5
     likelihood: str = "infonce"
-    similarity: str = "cosine"
-    uncertainty: str = "scaled"
-    kl_weight: float = 0.01
+    similarity: str = "dot"
+    uncertainty: str = "entropy"
+    kl_weight: float | None = None  # None: 0.01 (Gaussian), 0.001 (non-negative)
     draws: int = 1
     prior_std: float = 1.0
     prior_shape: float = 1.0
@@ -131,7 +132,8 @@ def check_options(o: ContrastiveOptions) -> None:
         (o.batch_size >= 2, "--batch-size must be at least 2 (a contrastive loss needs negatives)"),
         (o.lr > 0, "--lr must be > 0"), (o.weight_decay >= 0, "--weight-decay must be >= 0"),
         (o.width >= 1, "--width must be at least 1"), (o.dim >= 1, "--dim must be at least 1"),
-        (o.temperature > 0, "--temperature must be > 0"), (o.kl_weight >= 0, "--kl-weight must be >= 0"),
+        (o.temperature > 0, "--temperature must be > 0"),
+        (o.kl_weight is None or o.kl_weight >= 0, "--kl-weight must be >= 0"),
         (o.draws >= 1, "--draws must be at least 1"), (o.prior_std > 0, "--prior-std must be > 0"),
         (o.prior_shape > 0, "--prior-shape must be > 0"), (o.prior_rate > 0, "--prior-rate must be > 0"),
         (0 < o.k_min < o.k_max, "--k-min and --k-max: need 0 < k-min < k-max"),
@@ -160,7 +162,8 @@ def model_config(o: ContrastiveOptions, channels: int) -> dict[str, Any]:
                            "representation": rep}
     if o.method == "cfa":
         cfg.update(nonneg=o.nonneg, likelihood=o.likelihood, similarity=o.similarity, uncertainty=o.uncertainty,
-                   temperature=o.temperature, kl_weight=o.kl_weight, draws=o.draws)
+                   temperature=o.temperature, draws=o.draws,
+                   kl_weight=o.kl_weight if o.kl_weight is not None else (KL_WEIGHT_NONNEG if o.nonneg else KL_WEIGHT))
         cfg.update({"prior_shape": o.prior_shape, "prior_rate": o.prior_rate, "k_min": o.k_min, "k_max": o.k_max,
                     "k_init": o.k_init} if o.nonneg else {"prior_std": o.prior_std, "sigma_init": o.sigma_init})
     else:
