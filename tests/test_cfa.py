@@ -94,6 +94,9 @@ def test_info_nce_by_hand_on_three_pairs():
     # each row: positive cos 1, negatives cos 0, 0 -> -ln(e / (e + 2))
     e = torch.eye(2)
     assert float(L.info_nce(e, e, 1.0)) == pytest.approx(-math.log(math.e / (math.e + 2)), rel=1e-6)
+    # the dot similarity keeps the scale: (2 e_i, e_i) pairs, positive 2, negatives 0
+    assert float(L.info_nce(2 * e, e, 1.0, "dot")) == pytest.approx(-math.log(math.e ** 2 / (math.e ** 2 + 2)), rel=1e-6)
+    assert float(L.info_nce(2 * e, e, 1.0, "cosine")) == pytest.approx(-math.log(math.e / (math.e + 2)), rel=1e-6)
 
 
 def test_spectral_loss_by_hand():
@@ -171,6 +174,16 @@ def test_both_views_go_through_the_same_encoder(method, nonneg):
     rows = torch.cat(seen)
     for v in (x1, x2):
         assert any(torch.equal(rows[i:i + len(v)], v) for i in range(0, len(rows) - len(v) + 1, len(v)))
+
+
+def test_the_similarity_option_reaches_the_loss():
+    m = net("cfa", False)
+    x1, x2 = _views()
+    losses = []
+    for sim in ("cosine", "dot"):
+        m.config["similarity"] = sim
+        losses.append(float(step_loss(m, x1, x2, torch.Generator().manual_seed(5))[1]["contrast"]))
+    assert losses[0] != pytest.approx(losses[1], rel=1e-3)
 
 
 @pytest.mark.parametrize("nonneg", [False, True])

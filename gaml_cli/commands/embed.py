@@ -219,7 +219,7 @@ def _cfa_options(
     kl_weight: Annotated[Optional[float], typer.Option(min=0.0, help="beta: weight of the KL term against the contrastive likelihood (1: the plain ELBO). Default 0.01, with --nonneg 0.001 (at 0.01 the Weibull posterior fell back to the prior and learnt nothing).")] = None,
     draws: Annotated[int, typer.Option(min=1, help="Monte Carlo draws of the posterior per view and step.")] = 1,
     likelihood: Annotated[Likelihood, typer.Option(help="The contrastive likelihood on the draws: infonce (NT-Xent) or spectral (HaoChen et al.'s co-occurrence factorisation loss).")] = Likelihood.infonce,
-    similarity: Annotated[Similarity, typer.Option(help="The likelihood's similarity of two draws: dot (the inner product f(x)^T f(x') of the factorisation view; the prior then holds the scale) or cosine (SimCLR's).")] = Similarity.dot,
+    similarity: Annotated[Optional[Similarity], typer.Option(help="The likelihood's similarity of two draws: dot (the inner product f(x)^T f(x') of the factorisation view; the prior then holds the scale) or cosine (SimCLR's). Default dot; with --nonneg cosine (non-negative factors did not learn under dot).")] = None,
     uncertainty: Annotated[Uncertainty, typer.Option(help="The uncertainty written per row: entropy (the posterior entropy of z) or scaled (the entropy of z / ||E z||: what a cosine likelihood sees).")] = Uncertainty.entropy,
     prior_std: Annotated[float, typer.Option(min=0.0, help="Gaussian CFA: std s0 of the N(0, s0^2) prior.")] = 1.0,
     sigma_init: Annotated[float, typer.Option(min=0.0, help="Gaussian CFA: the posterior std the network starts from.")] = 0.1,
