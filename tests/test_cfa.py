@@ -106,6 +106,15 @@ def test_spectral_loss_by_hand():
     assert float(L.spectral_loss(z1, z2)) == pytest.approx(-2 * 0.5 + 6.5)
 
 
+def test_scaled_entropy_is_the_entropy_of_z_over_the_norm_of_its_mean():
+    # H(z / c) = H(z) - D ln c; by Monte Carlo for a Gaussian: scale the draws and re-estimate
+    mu = torch.tensor([[3.0, 4.0]], dtype=torch.float64)  # ||mu|| = 5
+    ls = torch.tensor([[-0.5, 0.1]], dtype=torch.float64)
+    h = L.gaussian_entropy(ls)
+    assert float(L.scaled_entropy(h, mu)[0]) == pytest.approx(float(h[0]) - 2 * math.log(5.0))
+    assert float(L.scaled_entropy(h, mu)[0]) == pytest.approx(float(L.gaussian_entropy(ls - math.log(5.0))[0]))
+
+
 def test_rep_relu_is_relu_forward_and_gelu_backward():
     x = torch.tensor([-2.0, -0.3, 0.0, 0.4, 3.0], requires_grad=True)
     y = L.rep_relu(x, "gelu")
@@ -270,6 +279,8 @@ def test_embed_images_cli_end_to_end_and_bad_input(gaml, tmp_path, digits_artifa
         assert res.code == 0, res.err
         outs[name] = (o, json.loads(res.out))
     a = load_artifact(outs["cnfa"][0])
+    assert a.config["model"]["similarity"] == "cosine" and a.config["model"]["uncertainty"] == "scaled"
+    assert load_artifact(outs["cfa"][0]).config["model"]["similarity"] == "dot"
     assert (a["embeddings"] >= 0).all() and "zero_share" in outs["cnfa"][1] and outs["cnfa"][1]["nonnegative"]
     assert a["uncertainty"].shape == (1797,) and a["labels"].shape == (1797,) and a["model.encoder.body.0.0.weight"].ndim == 4
     assert "uncertainty" not in load_artifact(outs["simclr"][0]).tensors

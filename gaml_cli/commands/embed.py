@@ -220,7 +220,7 @@ def _cfa_options(
     draws: Annotated[int, typer.Option(min=1, help="Monte Carlo draws of the posterior per view and step.")] = 1,
     likelihood: Annotated[Likelihood, typer.Option(help="The contrastive likelihood on the draws: infonce (NT-Xent) or spectral (HaoChen et al.'s co-occurrence factorisation loss).")] = Likelihood.infonce,
     similarity: Annotated[Optional[Similarity], typer.Option(help="The likelihood's similarity of two draws: dot (the inner product f(x)^T f(x') of the factorisation view; the prior then holds the scale) or cosine (SimCLR's). Default dot; with --nonneg cosine (non-negative factors did not learn under dot).")] = None,
-    uncertainty: Annotated[Uncertainty, typer.Option(help="The uncertainty written per row: entropy (the posterior entropy of z) or scaled (the entropy of z / ||E z||: what a cosine likelihood sees).")] = Uncertainty.entropy,
+    uncertainty: Annotated[Optional[Uncertainty], typer.Option(help="The uncertainty written per row: entropy (the posterior entropy of z) or scaled (the posterior entropy of z / ||E z||, all a cosine likelihood sees). Default: entropy with --similarity dot, scaled with cosine.")] = None,
     prior_std: Annotated[float, typer.Option(min=0.0, help="Gaussian CFA: std s0 of the N(0, s0^2) prior.")] = 1.0,
     sigma_init: Annotated[float, typer.Option(min=0.0, help="Gaussian CFA: the posterior std the network starts from.")] = 0.1,
     prior_shape: Annotated[float, typer.Option(min=0.0, help="--nonneg: shape a0 of the Gamma(a0, rate b0) prior.")] = 1.0,
@@ -255,7 +255,8 @@ def cfa(**kw):
     Bayesian: a prior on each image's factors z (Gaussian; --nonneg: gamma), an amortised posterior
     q(z|x) from a small CNN (Gaussian; --nonneg: Weibull), and the objective
     InfoNCE(draws of two augmented views) + kl-weight * KL(q || prior). Embeddings are posterior
-    means; `uncertainty` is the posterior entropy of each row.
+    means; `uncertainty` is the posterior entropy of each row (with the cosine similarity, the
+    --nonneg default, the entropy of z / ||E z||).
 
     Example:
 

@@ -59,7 +59,7 @@ class ContrastiveOptions:
     temperature: float = 0.5
     likelihood: str = "infonce"
     similarity: str | None = None  # None: dot (Gaussian), cosine (non-negative)
-    uncertainty: str = "entropy"
+    uncertainty: str | None = None  # None: entropy with the dot similarity, scaled with cosine
     kl_weight: float | None = None  # None: 0.01 (Gaussian), 0.001 (non-negative)
     draws: int = 1
     prior_std: float = 1.0
@@ -146,7 +146,7 @@ def check_options(o: ContrastiveOptions) -> None:
         (o.likelihood in LIKELIHOODS, f"--likelihood must be one of {', '.join(LIKELIHOODS)}"),
         (o.relu_grad in ("gelu", "relu"), "--relu-grad must be gelu or relu"),
         (o.similarity in (None, "cosine", "dot"), "--similarity must be cosine or dot"),
-        (o.uncertainty in ("scaled", "entropy"), "--uncertainty must be scaled or entropy"),
+        (o.uncertainty in (None, "scaled", "entropy"), "--uncertainty must be scaled or entropy"),
         (o.representation in (None, *REPRESENTATIONS), f"--representation must be one of {', '.join(REPRESENTATIONS)}"),
         (o.split in ("train", "all"), "--split must be train or all"),
         (o.checkpoint_every >= 0, "--checkpoint-every must be >= 0"),
@@ -162,7 +162,8 @@ def model_config(o: ContrastiveOptions, channels: int) -> dict[str, Any]:
                            "representation": rep}
     if o.method == "cfa":
         similarity = o.similarity or ("cosine" if o.nonneg else "dot")
-        cfg.update(nonneg=o.nonneg, likelihood=o.likelihood, similarity=similarity, uncertainty=o.uncertainty,
+        uncertainty = o.uncertainty or ("scaled" if similarity == "cosine" else "entropy")
+        cfg.update(nonneg=o.nonneg, likelihood=o.likelihood, similarity=similarity, uncertainty=uncertainty,
                    temperature=o.temperature, draws=o.draws,
                    kl_weight=o.kl_weight if o.kl_weight is not None else (KL_WEIGHT_NONNEG if o.nonneg else KL_WEIGHT))
         cfg.update({"prior_shape": o.prior_shape, "prior_rate": o.prior_rate, "k_min": o.k_min, "k_max": o.k_max,
