@@ -347,3 +347,33 @@ def test_shapes_labels_from_an_attribute_and_fitted_out_of_distribution_images(g
     assert res.code == 2 and "--fit-images" in res.err and not o.exists()
     assert gaml("embed", "transform", "--model", d, "--data", shapes, "--out", o, "--fit-images", "-q").code == 0
     assert load_artifact(o)["embeddings"].shape == (60, 4)
+
+
+def test_sigterm_saves_a_checkpoint_that_resumes(gaml, tmp_path, digits_artifact, monkeypatch):
+    """Preemption mid-training (SIGTERM raised in this process at the third step): exit 130, a
+    checkpoint of the whole steps in OUT.ckpt/, no model; --resume finishes the run."""
+    import signal
+
+    from gaml_cli.methods.cfa import train as T
+
+    calls = []
+    real = T.step_loss
+
+    def step_then_signal(*a, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            signal.raise_signal(signal.SIGTERM)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(T, "step_loss", step_then_signal)
+    out = tmp_path / "c.safetensors"
+    args = ["embed", "cfa", "--data", digits_artifact, "--out", out, "--batch-size", "8", "--width", "4",
+            "--dim", "4", "--checkpoint-every", "0", "--device", "cpu", "-q"]
+    res = gaml(*args, "--steps", 100)
+    assert res.code == 130, res.err
+    assert not out.exists()
+    assert json.loads((tmp_path / "c.ckpt" / "latest.json").read_text())["step"] == 3
+    monkeypatch.setattr(T, "step_loss", real)
+    res = gaml(*args, "--steps", 5, "--resume", "-f", "json")
+    assert res.code == 0, res.err
+    assert json.loads(res.out)["steps"] == 5 and out.exists()
