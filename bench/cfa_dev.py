@@ -6,9 +6,9 @@ the uncertainty against the probe's errors).
     python bench/cfa_dev.py '{"method": "cfa", "steps": 1000, "tag": "c1000"}'   # ContrastiveOptions fields
 """
 import os
-import sys, time, json
+import json
+import sys
 DIGITS = os.environ.get("CFA_DIGITS", "/tmp/cfa/digits.safetensors")
-import numpy as np
 from gaml_cli.methods.cfa.train import ContrastiveOptions, train
 from gaml_cli.core.artifacts import load_artifact
 from sklearn.linear_model import LogisticRegression
@@ -16,7 +16,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.metrics import roc_auc_score
 kw = json.loads(sys.argv[1])
 out = f"/tmp/cfa/m-{kw.get('tag','x')}.safetensors"
-import os, shutil
+import shutil
 for p in (out,):
     if os.path.exists(p): os.remove(p)
 shutil.rmtree(out.replace('.safetensors','.ckpt'), ignore_errors=True)

@@ -4,7 +4,9 @@ each scored by the AUROC with which it flags the wrong test rows of a scikit-lea
     python bench/cfa_uncertainty.py /tmp/cfa/m-c1000.safetensors
 """
 import os
-import sys, json, numpy as np, torch
+import sys
+
+import torch
 from gaml_cli.methods.cfa.train import load_model, load_images
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
