@@ -43,7 +43,7 @@ def main() -> None:
     ap.add_argument("--shapes-n", type=int, default=2000)
     ap.add_argument("--shapes-size", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--methods", default="simclr,ncl,cfa,cnfa,random")
+    ap.add_argument("--methods", default="simclr,ncl,cfa,cnfa,random", help="also: simclr-factors")
     ap.add_argument("--keep", default=None)
     args = ap.parse_args()
     work = Path(args.keep or tempfile.mkdtemp(prefix="gaml-embed-images-"))
@@ -59,7 +59,9 @@ def main() -> None:
         labels = [] if name == "digits" else ["--labels", "attr:shape"]
         arms = {"simclr": ("simclr", ["--steps", steps]), "ncl": ("ncl", ["--steps", steps]),
                 "cfa": ("cfa", ["--steps", steps]), "cnfa": ("cfa", ["--steps", steps, "--nonneg"]),
-                "random": ("simclr", ["--steps", 0])}
+                "random": ("simclr", ["--steps", 0]),
+                # SimCLR's projector output: the same place in the network as CFA's posterior means
+                "simclr-factors": ("simclr", ["--steps", steps, "--representation", "factors"])}
         for arm in args.methods.split(","):
             cmd, extra = arms[arm]
             out = work / f"{name}-{arm}.safetensors"
