@@ -5,8 +5,8 @@ roc_auc_score of the uncertainty against its wrong test rows; the zero share of 
     python bench/embed_images.py --sets digits --keep runs/embed-images
     python bench/embed_images_check.py runs/embed-images/digits-{simclr,cfa,cnfa}.safetensors
 """
-import json, sys
-import numpy as np
+import json
+import sys
 from safetensors.numpy import load_file
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
