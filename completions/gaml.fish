@@ -499,7 +499,7 @@ complete -c gaml -n "__gaml_at 'embed cfa'" -l kl-weight -r -F -d 'beta: weight 
 complete -c gaml -n "__gaml_at 'embed cfa'" -l draws -r -F -d 'Monte Carlo draws of the posterior per view and step.'
 complete -c gaml -n "__gaml_at 'embed cfa'" -l likelihood -x -a 'infonce spectral' -d 'The contrastive likelihood on the draws: infonce (NT-Xent) or spectral (HaoChen et al.s co-occurrence factorisation loss).'
 complete -c gaml -n "__gaml_at 'embed cfa'" -l similarity -x -a 'cosine dot' -d 'The likelihoods similarity of two draws: dot (the inner product f(x)^T f(x) of the factorisation view; the prior then holds the scale) or cosine (SimCLRs). Default dot; with --nonneg cosine (non-negative factors did not learn under dot).'
-complete -c gaml -n "__gaml_at 'embed cfa'" -l uncertainty -x -a 'scaled entropy' -d 'The uncertainty written per row: entropy (the posterior entropy of z) or scaled (the entropy of z / ||E z||: what a cosine likelihood sees).'
+complete -c gaml -n "__gaml_at 'embed cfa'" -l uncertainty -x -a 'scaled entropy' -d 'The uncertainty written per row: entropy (the posterior entropy of z) or scaled (the posterior entropy of z / ||E z||, all a cosine likelihood sees). Default: entropy with --similarity dot, scaled with cosine.'
 complete -c gaml -n "__gaml_at 'embed cfa'" -l prior-std -r -F -d 'Gaussian CFA: std s0 of the N(0, s0^2) prior.'
 complete -c gaml -n "__gaml_at 'embed cfa'" -l sigma-init -r -F -d 'Gaussian CFA: the posterior std the network starts from.'
 complete -c gaml -n "__gaml_at 'embed cfa'" -l prior-shape -r -F -d '--nonneg: shape a0 of the Gamma(a0, rate b0) prior.'
