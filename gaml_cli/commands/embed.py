@@ -42,6 +42,11 @@ class Protocol(str, Enum):
     svm = "svm"
 
 
+class Split(str, Enum):
+    given = "given"
+    random = "random"
+
+
 class EdgeSplit(str, Enum):
     edge = "edge"
     node = "node"
@@ -58,8 +63,10 @@ class Representation(str, Enum):
 
 
 def _options(
-    graphs: Annotated[str, typer.Option("--graphs", "-g", help="Graph JSONL (one line with node_features: node level; many lines: graph level; '-' for stdin) or 'karate' (PyG's Karate Club).")],
     out: Annotated[str, typer.Option("--out", "-o", callback=out_file(".safetensors"), help="Embeddings artifact to write (.safetensors): embeddings (rows in input order), labels when the input has them, the model.")],
+    graphs: Annotated[Optional[str], typer.Option("--graphs", "-g", help="Graph JSONL (one line with node_features: node level; many lines: graph level; '-' for stdin) or 'karate' (PyG's Karate Club).")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="Instead of --graphs: a PyG data set in a local folder (--root), read by PyG's own loaders, never downloaded: planetoid:Cora|CiteSeer|PubMed (node level, public split), tu:NAME e.g. tu:MUTAG (graph level), or karate.")] = None,
+    root: Annotated[Optional[str], typer.Option(help="With --dataset: the folder that holds NAME/raw/ (PyG's layout).")] = None,
     level: Annotated[Level, typer.Option(help="node or graph level; auto: node for one graph, graph for several.")] = Level.auto,
     steps: Annotated[int, typer.Option(min=1, help="Optimizer steps (node level: full-graph steps; graph level: batches).")] = 300,
     lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate (GraphMAE's Cora setting).")] = 1e-3,
@@ -116,6 +123,7 @@ def graphmae(**kw):
         gaml embed graphmae --graphs data/planted/graph.jsonl --out emb.safetensors
         gaml embed probe --embeddings emb.safetensors --format json
         gaml embed graphmae --graphs karate --out karate.safetensors --steps 200
+        gaml embed graphmae --dataset tu:MUTAG --root ~/pyg-data --out mutag.safetensors   # files already there
     """
     kw = _values(kw)
     from ..core import console
@@ -310,6 +318,8 @@ def transform(
     model: Annotated[str, typer.Option("--model", "-m", help="An embeddings artifact that holds a model: gaml embed graphmae or diggr (graphs), cfa, simclr or ncl (images).")],
     out: Annotated[str, typer.Option("--out", "-o", callback=out_file(".safetensors"), help="Embeddings artifact to write (.safetensors).")],
     graphs: Annotated[Optional[str], typer.Option("--graphs", "-g", help="Graph models: graph JSONL to embed ('-' for stdin) or 'karate'.")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="Graph models, instead of --graphs: a PyG data set in --root (planetoid:NAME, tu:NAME, karate).")] = None,
+    root: Annotated[Optional[str], typer.Option(help="With --dataset: the folder that holds NAME/raw/.")] = None,
     data: Annotated[Optional[str], typer.Option("--data", "-d", help="Image models: an images artifact to embed.")] = None,
     fit_images: Annotated[bool, typer.Option("--fit-images", help="Image models: convert images of another shape (channels averaged or repeated, area resize), e.g. shapes through a digits model for out-of-distribution checks.")] = False,
     device: DeviceOpt = "auto",
@@ -334,18 +344,19 @@ def transform(
     from ..methods.cfa.train import is_image_model
 
     if is_image_model(model):
-        if data is None or graphs is not None:
-            raise UsageError(f"{model} is an image model: give --data IMAGES (not --graphs)")
+        if data is None or graphs is not None or dataset is not None:
+            raise UsageError(f"{model} is an image model: give --data IMAGES (not --graphs / --dataset)")
         from ..methods.cfa.train import TransformOptions as ImageTransform, transform as image_transform
 
         console.summary(image_transform(ImageTransform(model=model, data=data, out=out, fit=fit_images,
                                                        device=value(device))), title="embed transform")
         return
-    if graphs is None or data is not None or fit_images:
-        raise UsageError(f"{model} is a graph model: give --graphs GRAPHS (not --data / --fit-images)")
+    if data is not None or fit_images:
+        raise UsageError(f"{model} is a graph model: give --graphs GRAPHS or --dataset (not --data / --fit-images)")
     from ..methods.diggr.run import TransformOptions, transform as run_transform
 
-    console.summary(run_transform(TransformOptions(model=model, graphs=graphs, out=out, device=value(device))),
+    console.summary(run_transform(TransformOptions(model=model, graphs=graphs, out=out, device=value(device),
+                                                                 dataset=dataset, root=root)),
                     title="embed transform")
 
 
@@ -356,6 +367,7 @@ def probe(
     protocol: Annotated[Optional[Protocol], typer.Option(help="linear (node level: logistic regression over --seeds random splits) or svm (graph level: SVC, C by grid search, 10-fold CV over --seeds seeds); default by the artifact's level.")] = None,
     seeds: Annotated[Optional[int], typer.Option(min=1, help="Splits / seeds (default 20 linear, 5 svm: GraphMAE's).")] = None,
     train_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="linear: share of the rows that trains the probe (stratified).")] = 0.1,
+    split: Annotated[Split, typer.Option(help="Graphs, linear: given (the data set's public split, e.g. Planetoid's, when the artifact holds one; else random) or random (--train-fraction, a new split per seed). Images: given (the artifact's train/test split) or random (stratified 80/20, seed 0).")] = Split.given,
     uncertainty: Annotated[bool, typer.Option("--uncertainty", help="Images: AUROC with which the rows' uncertainty (CFA's posterior entropy) flags the probe's wrong test rows.")] = False,
     ood: Annotated[Optional[str], typer.Option("--ood", help="Images: embeddings of out-of-distribution rows by the same model (gaml embed transform); adds the AUROC separating them from the test rows by uncertainty.")] = None,
     k: Annotated[int, typer.Option("--k", min=1, help="Images: neighbours of the kNN probe (cosine distance).")] = 20,
@@ -381,5 +393,5 @@ def probe(
     from ..embeddings.probe import ProbeOptions, probe as run_probe
 
     console.summary(run_probe(ProbeOptions(embeddings=embeddings, labels=labels, protocol=value(protocol), seeds=seeds,
-                                           train_fraction=train_fraction, uncertainty=uncertainty, ood=ood, k=k,
-                                           zero_tol=zero_tol)), title="embed probe")
+                                           train_fraction=train_fraction, split=value(split), uncertainty=uncertainty,
+                                           ood=ood, k=k, zero_tol=zero_tol)), title="embed probe")

@@ -61,6 +61,7 @@ def data(
     name: Annotated[DataName, typer.Option("--name", help="Benchmark set: community-small, grid, sbm or ego-like; for gaml embed: planted (one planted-partition graph with block-correlated features and node labels: graph.jsonl) or families (graphs of four families, labelled by family).")],
     out: Annotated[str, typer.Option("--out", "-o", help="Folder to write train.jsonl and test.jsonl into.")],
     seed: Annotated[int, typer.Option(min=0, help="Seed of the generator and of the shuffle before the split.")] = 0,
+    separation: Annotated[float, typer.Option(min=0.0, help="planted only: scale of the blocks' feature centres against the unit noise (1: the features alone nearly separate the blocks; 0.3: they barely do, the edges must).")] = 1.0,
     fmt: FormatOpt = "human",
     quiet: QuietOpt = False,
 ):
@@ -82,6 +83,7 @@ def data(
     \b
         gaml graphgen data --name community-small --seed 0 --out data/comm
         head -c 300 data/comm/train.jsonl
+        gaml graphgen data --name planted --separation 0.3 --out data/planted-hard
     """
     setup(fmt, quiet)
     from pathlib import Path
@@ -98,8 +100,10 @@ def data(
     if folder.suffix in (".jsonl", ".json"):
         raise UsageError(f"--out {out}: give a folder (train.jsonl and test.jsonl are written into it)")
     check_folder_out(out)
+    if separation != 1.0 and name.value != "planted":
+        raise UsageError("--separation applies to --name planted only")
     if name.value in embedsets.EMBED_NAMES:
-        return _embed_data(name.value, folder, seed)
+        return _embed_data(name.value, folder, seed, separation)
     train, test = datasets.generate(name.value, seed)
     write_graphs(folder / "train.jsonl", train)
     write_graphs(folder / "test.jsonl", test)
@@ -110,16 +114,16 @@ def data(
                      "max_nodes": max(g.num_nodes for g in train + test)}, title="graphgen data")
 
 
-def _embed_data(name: str, folder, seed: int) -> None:
+def _embed_data(name: str, folder, seed: int, separation: float = 1.0) -> None:
     """graphgen data for the gaml embed sets: planted -> graph.jsonl; families -> train/test.jsonl."""
     from ..core import console
     from ..graphs import embedsets
     from ..graphs.io import write_graphs
 
     if name == "planted":
-        g = embedsets.planted(seed)
+        g = embedsets.planted(seed, separation=separation)
         write_graphs(folder / "graph.jsonl", [g])
-        console.summary({"name": name, "seed": seed, "graph": str(folder / "graph.jsonl"), "nodes": g.num_nodes,
+        console.summary({"name": name, "seed": seed, "separation": separation, "graph": str(folder / "graph.jsonl"), "nodes": g.num_nodes,
                          "edges": g.num_edges, "blocks": g.extra["planted"]["k"],
                          "features": g.extra["planted"]["dim"]}, title="graphgen data")
         return

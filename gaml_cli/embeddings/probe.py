@@ -179,6 +179,7 @@ class ProbeOptions:
     protocol: str | None = None  # linear | svm; None: by the artifact's level
     seeds: int | None = None
     train_fraction: float = 0.1
+    split: str = "given"  # given: the artifact's split when it holds one (else random); random
     uncertainty: bool = False  # images: score the rows' uncertainty (AUROC of the probe's errors)
     ood: str | None = None  # images: embeddings of out-of-distribution rows (their uncertainty)
     k: int = 20  # images: neighbours of the kNN probe
@@ -234,8 +235,19 @@ def probe(o: ProbeOptions) -> dict[str, Any]:
     else:
         raise UsageError(f"{o.embeddings} holds no labels; give --labels")
     protocol = o.protocol or ("svm" if art.config.get("level") == "graph" else "linear")
+    if o.split not in ("given", "random"):
+        raise UsageError("--split must be given or random")
     if protocol == "linear":
-        out = linear_probe(x, y, seeds=o.seeds or 20, train_fraction=o.train_fraction)
+        given = None
+        if o.split == "given" and "split" in art.tensors:
+            s = np.asarray(art["split"]).astype(np.int64)
+            if len(s) != len(x):
+                raise InputError(f"{o.embeddings}: 'split' has {len(s)} rows for {len(x)} embeddings")
+            given = (np.flatnonzero(s == 0), np.flatnonzero(s == 2))
+            if not len(given[0]) or not len(given[1]):
+                raise InputError(f"{o.embeddings}: the given split has no training or no test rows (--split random)")
+        out = linear_probe(x, y, seeds=o.seeds or 20, train_fraction=o.train_fraction, split=given)
+        out["split"] = "given" if given is not None else "random"
     elif protocol == "svm":
         out = svm_probe(x, y, seeds=o.seeds or 5)
     else:
@@ -286,7 +298,9 @@ def _probe_images(o: ProbeOptions, art, x: np.ndarray) -> dict[str, Any]:
             if "uncertainty" not in other.tensors:
                 raise InputError(f"--ood {o.ood}: holds no uncertainty (embed it with the same CFA model)")
             v = np.asarray(other["uncertainty"])
-    split = np.asarray(art["split"]).astype(np.int64) if "split" in art.tensors else None
+    if o.split not in ("given", "random"):
+        raise UsageError("--split must be given or random")
+    split = np.asarray(art["split"]).astype(np.int64) if "split" in art.tensors and o.split == "given" else None
     out = image_probe(x, y, split, k=o.k, uncertainty=u, ood_uncertainty=v, zero_tol=o.zero_tol)
     return {"embeddings": o.embeddings, "method": art.config.get("method"), "rows": int(len(x)),
             "classes": int(len(np.unique(y))), **out}

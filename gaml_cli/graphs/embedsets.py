@@ -7,8 +7,11 @@
   block of each node.
 - families: graphs from gaml's generation sets, one label per family (graph level): 60 graphs
   each of community-small-like two-community graphs, 2D grids (3-8 by 3-8), stochastic block
-  models (2-4 blocks of 6-12 nodes) and ego-like networks; shuffled with the seed, the first
-  20% is the test split. Node features: none (encoders use degree features).
+  models (2-4 blocks of 6-12 nodes) and ego-like networks (the hub's one-hop neighbourhood in a
+  40-80-node Holme-Kim power-law clustered graph, m 2, so neighbours share edges; before
+  2026-12-05 m was 1, at which networkx adds no triangles and every ego network was a star);
+  shuffled with the seed, the first 20% is the test split. Node features: none (encoders use
+  degree features).
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ def families(seed: int = 0, per_family: int = 60) -> tuple[list[Graph], list[Gra
         sizes = [int(s) for s in rng.integers(6, 13, size=b)]
         probs = [[0.5 if i == j else 0.05 for j in range(b)] for i in range(b)]
         out.append(from_networkx(nx.stochastic_block_model(sizes, probs, seed=int(rng.integers(2**31))), 2))
-        H = nx.powerlaw_cluster_graph(int(rng.integers(40, 80)), 1, 0.7, seed=int(rng.integers(2**31)))
+        H = nx.powerlaw_cluster_graph(int(rng.integers(40, 80)), 2, 0.7, seed=int(rng.integers(2**31)))
         v = max(H.degree, key=lambda t: t[1])[0]
         out.append(from_networkx(nx.convert_node_labels_to_integers(nx.ego_graph(H, v, radius=1)), 3))
     order = rng.permutation(len(out))

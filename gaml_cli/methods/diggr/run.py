@@ -82,12 +82,16 @@ def _outputs(model, gs: G.GraphSet, pooling: str, dev) -> dict[str, np.ndarray]:
         return {"embeddings": h.cpu().numpy(), "factors": s.cpu().numpy().astype(np.float32),
                 "assignment": a.cpu().numpy().astype(np.int64)}
     pool = {"mean": global_mean_pool, "sum": global_add_pool, "max": global_max_pool}[pooling]
-    rows = []
+    rows, facs = [], []
     for b in DataLoader(gs.data, batch_size=64, shuffle=False):
         b = b.to(dev)
-        h, _, _ = model.embed(b.x, b.edge_index)
+        h, s, _ = model.embed(b.x, b.edge_index)
         rows.append(pool(h, b.batch).cpu())
-    return {"embeddings": torch.cat(rows).numpy()}
+        facs.append(global_mean_pool(s, b.batch).cpu())
+    f = torch.cat(facs)
+    # graph level: a graph's factors are its nodes' mean strengths, its assignment the largest
+    return {"embeddings": torch.cat(rows).numpy(), "factors": f.numpy().astype(np.float32),
+            "assignment": f.argmax(1).numpy().astype(np.int64)}
 
 
 def _groups(model, o) -> list[dict]:
@@ -106,7 +110,8 @@ def diggr_method() -> G.Method:
 def train(o: DiGGROptions) -> dict[str, Any]:
     """Train DiGGR on o.graphs; write o.out; return the summary."""
     check_options(o)
-    gs = G.load_graphs(o.graphs, o.level, max_degree=o.max_degree)
+    G.input_of(o.graphs, o.dataset)
+    gs = G.load_graphs(o.graphs, o.level, max_degree=o.max_degree, dataset=o.dataset, root=o.root)
     return G.fit(o, gs, model_config(o, gs), diggr_method(), extra_config={"reconstruction": True})
 
 
@@ -118,9 +123,11 @@ class TransformOptions:
     """The options of `gaml embed transform`, by the same names."""
 
     model: str
-    graphs: str
+    graphs: str | None
     out: str
     device: str = "auto"
+    dataset: str | None = None  # a PyG data set (graphs/pygsets.py) instead of --graphs
+    root: str | None = None
 
 
 def transform(o: TransformOptions) -> dict[str, Any]:
@@ -130,18 +137,21 @@ def transform(o: TransformOptions) -> dict[str, Any]:
     from ...core.artifacts import save_artifact
     from ...core.paths import check_outputs
 
-    check_outputs({"--out": o.out}, inputs={"--model": o.model, "--graphs": o.graphs if o.graphs != "karate" else None})
+    G.input_of(o.graphs, o.dataset)
+    check_outputs({"--out": o.out}, inputs={"--model": o.model, **G.input_files(o.graphs)})
     dev = runtime.pick_device(o.device)
     model, method, cfg = G.load_model(o.model, {"graphmae": G.graphmae_method(), "diggr": diggr_method()}, dev)
-    gs = G.load_graphs(o.graphs, cfg["level"], features=cfg["features"])
+    gs = G.load_graphs(o.graphs, cfg["level"], features=cfg["features"], dataset=o.dataset, root=o.root)
     tensors: dict[str, Any] = {k: np.asarray(v) for k, v in method.outputs(model, gs, cfg.get("pooling", "mean"),
                                                                           dev).items()}
     tensors["embeddings"] = tensors["embeddings"].astype(np.float32)
     if gs.labels is not None:
         tensors["labels"] = gs.labels
+    if gs.split is not None:
+        tensors["split"] = gs.split
     config = {"method": method.name, "level": gs.level, "pooling": cfg.get("pooling", "mean"), "transform_of": o.model,
               "source": gs.source}
-    parents = [p for p in (o.model, o.graphs) if Path(p).is_file()]
+    parents = [p for p in (o.model, o.graphs) if p is not None and Path(p).is_file()]
     save_artifact(o.out, tensors, kind=G.KIND, config=config, parents=parents)
     emb = tensors["embeddings"]
     return {"out": o.out, "method": method.name, "level": gs.level, "rows": int(emb.shape[0]), "dim": int(emb.shape[1])}

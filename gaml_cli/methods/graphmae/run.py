@@ -37,7 +37,7 @@ POOLINGS = ("mean", "sum", "max")
 class GraphMAEOptions:
     """The options of `gaml embed graphmae`, by the same names."""
 
-    graphs: str  # JSONL path, '-' or 'karate'
+    graphs: str | None  # JSONL path, '-' or 'karate'; None with `dataset`
     out: str
     level: str = "auto"
     steps: int = 300
@@ -56,6 +56,8 @@ class GraphMAEOptions:
     resume: bool = False
     seed: int = 0
     device: str = "auto"
+    dataset: str | None = None  # a PyG data set: planetoid:NAME | tu:NAME | karate (graphs/pygsets.py)
+    root: str | None = None  # the folder that holds it
 
 
 @dataclass
@@ -67,6 +69,7 @@ class GraphSet:
     labels: np.ndarray | None
     source: str
     features: dict[str, Any]  # how x was made: {"kind": "given", "dim"} or {"kind": "degree", "max_degree"}
+    split: np.ndarray | None = None  # node level, a data set's given split: 0 train, 1 validation, 2 test, -1 none
 
 
 def _degree_onehot(edge_index: torch.Tensor, n: int, cap: int) -> torch.Tensor:
@@ -76,22 +79,40 @@ def _degree_onehot(edge_index: torch.Tensor, n: int, cap: int) -> torch.Tensor:
     return torch.nn.functional.one_hot(deg.clamp(max=cap), cap + 1).float()
 
 
-def load_graphs(source: str, level: str = "auto", features: dict[str, Any] | None = None,
-                max_degree: int = 64) -> GraphSet:
-    """Read the input (module docstring) and give every graph its node features."""
+def input_of(graphs: str | None, dataset: str | None) -> str:
+    """The one input of --graphs / --dataset (exactly one must be given)."""
+    if (graphs is None) == (dataset is None):
+        raise UsageError("give the input as --graphs FILE or --dataset SPEC (one of them)")
+    return graphs if graphs is not None else dataset
+
+
+def input_files(graphs: str | None) -> dict[str, str]:
+    """The input files check_outputs must not overwrite."""
+    return {"--graphs": graphs} if graphs not in (None, "karate") else {}
+
+
+def load_graphs(source: str | None, level: str = "auto", features: dict[str, Any] | None = None,
+                max_degree: int = 64, dataset: str | None = None, root: str | None = None) -> GraphSet:
+    """Read the input (module docstring; `dataset`/`root`: a PyG data set, graphs/pygsets.py) and
+    give every graph its node features."""
     from ...graphs.io import read_graphs, to_pyg
 
     if level not in LEVELS:
         raise UsageError(f"--level must be one of {', '.join(LEVELS)}")
-    labels = None
-    if source == "karate":
-        from torch_geometric.datasets import KarateClub
+    labels, split = None, None
+    if source == "karate" and dataset is None:
+        dataset = "karate"
+    if dataset is not None:
+        from ...graphs import pygsets
 
-        d = KarateClub()[0]
-        data = [d.clone()]
-        labels = d.y.numpy().astype(np.int64)
-        lvl = "node" if level == "auto" else level
-        graphs_given_x = [True]
+        ps = pygsets.load(dataset, root)
+        data, labels, split, source = ps.data, ps.labels, ps.split, ps.source
+        lvl = ps.level if level == "auto" else level
+        if lvl == "node" and len(data) != 1:
+            raise UsageError(f"--dataset {dataset}: node level takes one graph; it holds {len(data)} (use --level graph)")
+        if lvl != ps.level:
+            labels, split = None, None
+        graphs_given_x = [getattr(d, "x", None) is not None for d in data]
     else:
         graphs = read_graphs(source)
         lvl = level if level != "auto" else ("node" if len(graphs) == 1 else "graph")
@@ -124,7 +145,7 @@ def load_graphs(source: str, level: str = "auto", features: dict[str, Any] | Non
             raise InputError(f"{source}: the model takes {features['dim']} node features per node")
         if not torch.isfinite(d.x).all():
             raise InputError(f"{source}: node features hold NaN or infinite values")
-    return GraphSet(data, lvl, labels, source, features)
+    return GraphSet(data, lvl, labels, source, features, split)
 
 
 def model_config(o: GraphMAEOptions, gs: GraphSet) -> dict[str, Any]:
@@ -189,7 +210,8 @@ def graphmae_method() -> Method:
 def train(o: GraphMAEOptions) -> dict[str, Any]:
     """Train GraphMAE on o.graphs; write o.out (embeddings + model); return the summary."""
     check_options(o)
-    gs = load_graphs(o.graphs, o.level, max_degree=o.max_degree)
+    input_of(o.graphs, o.dataset)
+    gs = load_graphs(o.graphs, o.level, max_degree=o.max_degree, dataset=o.dataset, root=o.root)
     return fit(o, gs, model_config(o, gs), graphmae_method())
 
 
@@ -208,7 +230,7 @@ def fit(o, gs: GraphSet, cfg: dict[str, Any], method: Method, extra_config: dict
     out = Path(o.out)
     ckpt_dir = out.with_suffix("").with_name(out.stem + ".ckpt")
     if not o.resume:
-        check_outputs({"--out": o.out}, inputs={"--graphs": o.graphs} if o.graphs != "karate" else {})
+        check_outputs({"--out": o.out}, inputs=input_files(o.graphs))
     dev = runtime.pick_device(o.device)
     torch.manual_seed(o.seed)
     model = method.build(cfg).to(dev)
@@ -264,13 +286,15 @@ def fit(o, gs: GraphSet, cfg: dict[str, Any], method: Method, extra_config: dict
     tensors["embeddings"] = tensors["embeddings"].astype(np.float32)
     if gs.labels is not None:
         tensors["labels"] = gs.labels
+    if gs.split is not None:
+        tensors["split"] = gs.split
     tensors.update({f"model.{k}": v.detach().cpu().numpy() for k, v in model.state_dict().items()})
     config = {"method": method.name, "level": gs.level, "pooling": o.pooling, "model": cfg, "features": gs.features,
               **(extra_config or {}),
               "train": {**asdict(o), "steps_done": max(start, loop.done), "seconds": round(seconds, 1),
                         "loss": loss_v, **stats}, "source": gs.source}
     save_artifact(out, tensors, kind=KIND, config=config, seed=o.seed,
-                  parents=[o.graphs] if Path(o.graphs).is_file() else [])
+                  parents=[o.graphs] if o.graphs is not None and Path(o.graphs).is_file() else [])
     emb = tensors["embeddings"]
     return {"out": str(out), "level": gs.level, "rows": int(emb.shape[0]), "dim": int(emb.shape[1]),
             "steps": max(start, loop.done), "loss": loss_v, **stats, "train_seconds": round(seconds, 1),
