@@ -294,6 +294,8 @@ def test_embed_images_cli_end_to_end_and_bad_input(gaml, tmp_path, digits_artifa
     p = json.loads(res.out)
     assert p["test_rows"] == 359 and {"accuracy", "knn_accuracy", "ece", "uncertainty_auroc_errors", "ood_auroc",
                                       "sparsity", "active_dims"} <= set(p)
+    res = gaml("embed", "probe", "--embeddings", emb, "--split", "random", "-f", "json")
+    assert res.code == 0 and json.loads(res.out)["split"].startswith("stratified")
     # resume: the same run continued gives the same model as straight through
     base = ["embed", "cfa", "--data", digits_artifact, *small[2:], "--checkpoint-every", "2"]
     r1, r2 = tmp_path / "r1.safetensors", tmp_path / "r2.safetensors"
