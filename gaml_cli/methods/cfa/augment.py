@@ -13,7 +13,8 @@ by a factor in [1 - jitter, 1 + jitter]); Gaussian pixel noise of std `noise`; c
 Presets by data set (`preset_for`), the defaults of `gaml embed cfa|simclr|ncl`:
 
 - 1 channel (digits, 8x8): crop_min 0.7, shift 1 px, no flip (a flipped 2 is no 2), no jitter,
-  noise 0.1. The shipped digits classifier still reads ~9 in 10 augmented digits (tested).
+  noise 0.1. The shipped digits classifier reads 0.95-0.96 of augmented test digits (0.989 clean;
+  the test asks > 0.85).
 - 3 channels (shapes, 32x32): crop_min 0.5, shift 3 px, flip, jitter 0.4, noise 0.05. The jitter
   makes the features less colour-bound: for colour labels set --jitter 0.
 """
