@@ -1,5 +1,5 @@
-"""gaml embed: self-supervised representations of graphs (GraphMAE; DiGGR, a reconstruction) and
-the probes that score them."""
+"""gaml embed: self-supervised representations of graphs (GraphMAE; DiGGR, a reconstruction) and of
+images (SimCLR, NCL; contrastive factor analysis, a reconstruction) and the probes that score them."""
 
 from __future__ import annotations
 
@@ -12,11 +12,15 @@ from ._common import DeviceOpt, FormatOpt, QuietOpt, joined_signature, out_file,
 
 app = typer.Typer(
     help="Self-supervised representations and their evaluation: DiGGR (a reconstruction: no code is public) "
-         "and GraphMAE on graphs, linear/SVM probes.\n\n"
+         "and GraphMAE on graphs; contrastive factor analysis (CFA, a reconstruction: no code is public), "
+         "SimCLR and NCL on images; linear/SVM/kNN probes, calibration, uncertainty.\n\n"
          "Example:\n\n\b\n"
          "    gaml graphgen data --name planted --out data/planted\n"
          "    gaml embed graphmae --graphs data/planted/graph.jsonl --out emb.safetensors\n"
-         "    gaml embed probe --embeddings emb.safetensors",
+         "    gaml embed probe --embeddings emb.safetensors\n"
+         "    gaml dataset digits --out digits.safetensors\n"
+         "    gaml embed cfa --data digits.safetensors --out cfa.safetensors\n"
+         "    gaml embed probe --embeddings cfa.safetensors --uncertainty",
     no_args_is_help=True,
 )
 
@@ -158,26 +162,197 @@ app.command("graphmae")(graphmae)
 app.command("diggr")(diggr)
 
 
-@app.command("transform")
-def transform(
-    model: Annotated[str, typer.Option("--model", "-m", help="An embeddings artifact written by gaml embed graphmae or diggr (it holds the model).")],
-    out: Annotated[str, typer.Option("--out", "-o", callback=out_file(".safetensors"), help="Embeddings artifact to write (.safetensors).")],
-    graphs: Annotated[Optional[str], typer.Option("--graphs", "-g", help="Graph JSONL to embed ('-' for stdin) or 'karate'.")] = None,
-    dataset: Annotated[Optional[str], typer.Option(help="Instead of --graphs: a PyG data set in --root (planetoid:NAME, tu:NAME, karate).")] = None,
-    root: Annotated[Optional[str], typer.Option(help="With --dataset: the folder that holds NAME/raw/.")] = None,
+# ------------------------------------------------------------------------- images: cfa, simclr, ncl
+
+
+class Likelihood(str, Enum):
+    infonce = "infonce"
+    spectral = "spectral"
+
+
+class Similarity(str, Enum):
+    cosine = "cosine"
+    dot = "dot"
+
+
+class Uncertainty(str, Enum):
+    scaled = "scaled"
+    entropy = "entropy"
+
+
+class ReluGrad(str, Enum):
+    gelu = "gelu"
+    relu = "relu"
+
+
+class ImageRepresentation(str, Enum):
+    factors = "factors"
+    encoder = "encoder"
+
+
+class TrainSplit(str, Enum):
+    train = "train"
+    all = "all"
+
+
+def _image_options(
+    data: Annotated[str, typer.Option("--data", "-d", help="An images artifact (gaml dataset digits|shapes, gaml sample, ...); labels are not used for training.")],
+    out: Annotated[str, typer.Option("--out", "-o", callback=out_file(".safetensors"), help="Model artifact to write (.safetensors, kind embeddings): the embeddings of every input row, uncertainty (CFA), the artifact's labels/attrs/split, the model.")],
+    steps: Annotated[int, typer.Option(min=0, help="Optimizer steps (0: an untrained, randomly initialised encoder).")] = 1000,
+    batch_size: Annotated[int, typer.Option(min=2, help="Images per step (each seen in two augmented views; the other rows are the negatives).")] = 256,
+    lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate.")] = 1e-3,
+    weight_decay: Annotated[float, typer.Option(min=0.0, help="Adam weight decay.")] = 0.0,
+    width: Annotated[int, typer.Option(min=1, help="CNN width (channels of the first stage; the encoder's output is 4x).")] = 32,
+    dim: Annotated[int, typer.Option(min=1, help="Feature (factor) dimensions: the projector's output.")] = 64,
+    temperature: Annotated[float, typer.Option(min=0.0, help="InfoNCE temperature tau (cosine similarity / tau).")] = 0.5,
+    representation: Annotated[Optional[ImageRepresentation], typer.Option(help="What 'embeddings' holds: factors (the projector's output; CFA: the posterior means) or encoder (the CNN's pooled output). Default: encoder for simclr, factors for ncl and cfa.")] = None,
+    crop_min: Annotated[Optional[float], typer.Option(help="Augmentation: smallest area share of the random resized crop (default by channels: 0.7 for 1, 0.5 for 3).")] = None,
+    shift: Annotated[Optional[float], typer.Option(help="Augmentation: largest shift in pixels (default 1 for 1 channel, 3 for RGB).")] = None,
+    flip: Annotated[Optional[bool], typer.Option("--flip/--no-flip", help="Augmentation: random horizontal flips (default off for 1 channel, on for RGB).")] = None,
+    jitter: Annotated[Optional[float], typer.Option(help="Augmentation: colour jitter strength for RGB (brightness, contrast, saturation; default 0.4; 0 keeps colour).")] = None,
+    noise: Annotated[Optional[float], typer.Option(help="Augmentation: std of Gaussian pixel noise (default 0.1 for 1 channel, 0.05 for RGB).")] = None,
+    split: Annotated[TrainSplit, typer.Option(help="Rows that train: the artifact's training split (all rows when it has none), or all.")] = TrainSplit.train,
+    checkpoint_every: Annotated[int, typer.Option(min=0, help="Save a resumable checkpoint every N steps next to OUT (OUT.ckpt/); 0: at the end and on Ctrl-C.")] = 200,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in OUT.ckpt/.")] = False,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the weights, batches, augmentations and posterior draws.")] = 0,
     device: DeviceOpt = "auto",
     fmt: FormatOpt = "human",
     quiet: QuietOpt = False,
 ):
-    """Embed new graphs with a trained model (the same node features and pooling as in training).
+    """(Signature holder: the options cfa, simclr and ncl share.)"""
+
+
+def _cfa_options(
+    nonneg: Annotated[bool, typer.Option("--nonneg", help="Non-negative CFA: gamma prior, Weibull posterior (sparse, non-negative factors).")] = False,
+    kl_weight: Annotated[Optional[float], typer.Option(min=0.0, help="beta: weight of the KL term against the contrastive likelihood (1: the plain ELBO). Default 0.01, with --nonneg 0.001 (at 0.01 the Weibull posterior fell back to the prior and learnt nothing).")] = None,
+    draws: Annotated[int, typer.Option(min=1, help="Monte Carlo draws of the posterior per view and step.")] = 1,
+    likelihood: Annotated[Likelihood, typer.Option(help="The contrastive likelihood on the draws: infonce (NT-Xent) or spectral (HaoChen et al.'s co-occurrence factorisation loss).")] = Likelihood.infonce,
+    similarity: Annotated[Optional[Similarity], typer.Option(help="The likelihood's similarity of two draws: dot (the inner product f(x)^T f(x') of the factorisation view; the prior then holds the scale) or cosine (SimCLR's). Default dot; with --nonneg cosine (non-negative factors did not learn under dot).")] = None,
+    uncertainty: Annotated[Optional[Uncertainty], typer.Option(help="The uncertainty written per row: entropy (the posterior entropy of z) or scaled (the posterior entropy of z / ||E z||, all a cosine likelihood sees). Default: entropy with --similarity dot, scaled with cosine.")] = None,
+    prior_std: Annotated[float, typer.Option(min=0.0, help="Gaussian CFA: std s0 of the N(0, s0^2) prior.")] = 1.0,
+    sigma_init: Annotated[float, typer.Option(min=0.0, help="Gaussian CFA: the posterior std the network starts from.")] = 0.1,
+    prior_shape: Annotated[float, typer.Option(min=0.0, help="--nonneg: shape a0 of the Gamma(a0, rate b0) prior.")] = 1.0,
+    prior_rate: Annotated[float, typer.Option(min=0.0, help="--nonneg: rate b0 of the gamma prior.")] = 1.0,
+    k_min: Annotated[float, typer.Option(min=0.0, help="--nonneg: lower clamp of the Weibull shape k (gaml's topic model: 0.1).")] = 0.1,
+    k_max: Annotated[float, typer.Option(min=0.0, help="--nonneg: upper clamp of k.")] = 10.0,
+    k_init: Annotated[float, typer.Option(min=0.0, help="--nonneg: the Weibull shape k the network starts from (a narrow posterior).")] = 3.0,
+):
+    """(Signature holder: the options only cfa adds.)"""
+
+
+def _ncl_options(
+    relu_grad: Annotated[ReluGrad, typer.Option(help="The ReLU's backward pass: gelu (PKU-ML/non_neg's rep_relu) or relu.")] = ReluGrad.gelu,
+):
+    """(Signature holder: the option only ncl adds.)"""
+
+
+def _run_images(method: str, kw: dict) -> None:
+    kw = _values(kw)
+    from ..core import console
+    from ..methods.cfa.train import ContrastiveOptions, train
+
+    console.summary(train(ContrastiveOptions(method=method, **kw)), title=f"embed {method}")
+
+
+def cfa(**kw):
+    """Contrastive factor analysis (CFA) and its non-negative version (--nonneg). A RECONSTRUCTION
+    from the paper (arXiv 2407.21740): its authors released no code; the choices it leaves open
+    are options.
+
+    Contrastive learning read as factor analysis of the augmentation co-occurrence matrix, made
+    Bayesian: a prior on each image's factors z (Gaussian; --nonneg: gamma), an amortised posterior
+    q(z|x) from a small CNN (Gaussian; --nonneg: Weibull), and the objective
+    InfoNCE(draws of two augmented views) + kl-weight * KL(q || prior). Embeddings are posterior
+    means; `uncertainty` is the posterior entropy of each row (with the cosine similarity, the
+    --nonneg default, the entropy of z / ||E z||).
+
+    Example:
+
+    \b
+        gaml dataset digits --out digits.safetensors
+        gaml embed cfa --data digits.safetensors --out cfa.safetensors
+        gaml embed cfa --data digits.safetensors --nonneg --out cnfa.safetensors
+        gaml embed probe --embeddings cfa.safetensors --uncertainty --format json
+    """
+    _run_images("cfa", kw)
+
+
+def simclr(**kw):
+    """SimCLR (Chen et al. 2020): two augmented views of each image through one encoder and
+    projector, NT-Xent (InfoNCE) with the other rows as negatives. CFA's baseline: the same
+    encoder, augmentations and budget.
+
+    Example:
+
+    \b
+        gaml embed simclr --data digits.safetensors --out simclr.safetensors
+        gaml embed probe --embeddings simclr.safetensors
+    """
+    _run_images("simclr", kw)
+
+
+def ncl(**kw):
+    """Non-negative contrastive learning (NCL, PKU-ML/non_neg): SimCLR with a ReLU on the
+    projector's output (forward ReLU, backward GELU by default), the closest public relative of
+    non-negative CFA. Embeddings: the non-negative features (--representation encoder for the CNN's).
+
+    Example:
+
+    \b
+        gaml embed ncl --data digits.safetensors --out ncl.safetensors --temperature 0.2
+        gaml embed probe --embeddings ncl.safetensors --format json     # sparsity, active dims
+    """
+    _run_images("ncl", kw)
+
+
+cfa.__signature__ = joined_signature(_image_options, _cfa_options, before="device")
+simclr.__signature__ = joined_signature(_image_options, before="device")
+ncl.__signature__ = joined_signature(_image_options, _ncl_options, before="device")
+app.command("cfa")(cfa)
+app.command("simclr")(simclr)
+app.command("ncl")(ncl)
+
+
+@app.command("transform")
+def transform(
+    model: Annotated[str, typer.Option("--model", "-m", help="An embeddings artifact that holds a model: gaml embed graphmae or diggr (graphs), cfa, simclr or ncl (images).")],
+    out: Annotated[str, typer.Option("--out", "-o", callback=out_file(".safetensors"), help="Embeddings artifact to write (.safetensors).")],
+    graphs: Annotated[Optional[str], typer.Option("--graphs", "-g", help="Graph models: graph JSONL to embed ('-' for stdin) or 'karate'.")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="Graph models, instead of --graphs: a PyG data set in --root (planetoid:NAME, tu:NAME, karate).")] = None,
+    root: Annotated[Optional[str], typer.Option(help="With --dataset: the folder that holds NAME/raw/.")] = None,
+    data: Annotated[Optional[str], typer.Option("--data", "-d", help="Image models: an images artifact to embed.")] = None,
+    fit_images: Annotated[bool, typer.Option("--fit-images", help="Image models: convert images of another shape (channels averaged or repeated, area resize), e.g. shapes through a digits model for out-of-distribution checks.")] = False,
+    device: DeviceOpt = "auto",
+    fmt: FormatOpt = "human",
+    quiet: QuietOpt = False,
+):
+    """Embed new graphs or images with a trained model (the model's artifact says which). Graphs:
+    the same node features and pooling as in training. Images: `embeddings` (posterior means or
+    features, rows in input order), `uncertainty` (CFA: posterior entropy), the share of zero
+    features for non-negative models, and the artifact's labels, attrs and split.
 
     Example:
 
     \b
         gaml embed transform --model emb.safetensors --graphs data/families/test.jsonl --out test-emb.safetensors
+        gaml embed transform --model cfa.safetensors --data digits.safetensors --out cfa-emb.safetensors
     """
     setup(fmt, quiet)
     from ..core import console
+    from ..core.errors import UsageError
+
+    from ..methods.cfa.train import is_image_model
+
+    if is_image_model(model):
+        if data is None or graphs is not None or dataset is not None:
+            raise UsageError(f"{model} is an image model: give --data IMAGES (not --graphs / --dataset)")
+        from ..methods.cfa.train import TransformOptions as ImageTransform, transform as image_transform
+
+        console.summary(image_transform(ImageTransform(model=model, data=data, out=out, fit=fit_images,
+                                                       device=value(device))), title="embed transform")
+        return
+    if data is not None or fit_images:
+        raise UsageError(f"{model} is a graph model: give --graphs GRAPHS or --dataset (not --data / --fit-images)")
     from ..methods.diggr.run import TransformOptions, transform as run_transform
 
     console.summary(run_transform(TransformOptions(model=model, graphs=graphs, out=out, device=value(device),
@@ -188,27 +363,35 @@ def transform(
 @app.command("probe")
 def probe(
     embeddings: Annotated[str, typer.Option("--embeddings", "-e", help="An embeddings artifact (gaml embed graphmae / transform).")],
-    labels: Annotated[Optional[str], typer.Option(help="JSONL of labels in row order ({\"label\": ...} or a bare value a line); default: the labels the artifact holds.")] = None,
+    labels: Annotated[Optional[str], typer.Option(help="JSONL of labels in row order ({\"label\": ...} a line), or for images attr:NAME (an attribute of shapes: attr:shape); default: the labels the artifact holds.")] = None,
     protocol: Annotated[Optional[Protocol], typer.Option(help="linear (node level: logistic regression over --seeds random splits) or svm (graph level: SVC, C by grid search, 10-fold CV over --seeds seeds); default by the artifact's level.")] = None,
     seeds: Annotated[Optional[int], typer.Option(min=1, help="Splits / seeds (default 20 linear, 5 svm: GraphMAE's).")] = None,
     train_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="linear: share of the rows that trains the probe (stratified).")] = 0.1,
-    split: Annotated[Split, typer.Option(help="linear: given (the data set's public split, e.g. Planetoid's, when the artifact holds one; else random) or random (--train-fraction, a new split per seed).")] = Split.given,
+    split: Annotated[Split, typer.Option(help="Graphs, linear: given (the data set's public split, e.g. Planetoid's, when the artifact holds one; else random) or random (--train-fraction, a new split per seed). Images: given (the artifact's train/test split) or random (stratified 80/20, seed 0).")] = Split.given,
+    uncertainty: Annotated[bool, typer.Option("--uncertainty", help="Images: AUROC with which the rows' uncertainty (CFA's posterior entropy) flags the probe's wrong test rows.")] = False,
+    ood: Annotated[Optional[str], typer.Option("--ood", help="Images: embeddings of out-of-distribution rows by the same model (gaml embed transform); adds the AUROC separating them from the test rows by uncertainty.")] = None,
+    k: Annotated[int, typer.Option("--k", min=1, help="Images: neighbours of the kNN probe (cosine distance).")] = 20,
+    zero_tol: Annotated[float, typer.Option(min=0.0, help="Images: |x| at or below this counts as a zero feature (sparsity, active dimensions).")] = 1e-3,
     fmt: FormatOpt = "human",
     quiet: QuietOpt = False,
 ):
-    """Score embeddings with GraphMAE's protocols (scikit-learn): a linear probe for nodes, an SVM
-    for graphs; mean and std of test accuracy over seeds; NMI of a factor assignment when the
-    artifact holds one.
+    """Score embeddings (scikit-learn). Graphs, GraphMAE's protocols: a linear probe for nodes, an
+    SVM for graphs; mean and std of test accuracy over seeds; NMI of a factor assignment when the
+    artifact holds one. Images: a logistic regression on the artifact's train/test split (accuracy,
+    expected calibration error), kNN accuracy, sparsity and active dimensions; with --uncertainty
+    the AUROC with which the uncertainty flags the probe's errors and, with --ood, out-of-distribution rows.
 
     Example:
 
     \b
         gaml embed probe --embeddings emb.safetensors --format json
+        gaml embed probe --embeddings cfa-emb.safetensors --uncertainty --ood cfa-shapes.safetensors
+        gaml embed probe --embeddings shapes-emb.safetensors --labels attr:shape
     """
     setup(fmt, quiet)
     from ..core import console
     from ..embeddings.probe import ProbeOptions, probe as run_probe
 
     console.summary(run_probe(ProbeOptions(embeddings=embeddings, labels=labels, protocol=value(protocol), seeds=seeds,
-                                           train_fraction=train_fraction, split=value(split))),
-                    title="embed probe")
+                                           train_fraction=train_fraction, split=value(split), uncertainty=uncertainty,
+                                           ood=ood, k=k, zero_tol=zero_tol)), title="embed probe")

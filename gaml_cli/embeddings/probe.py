@@ -11,6 +11,16 @@
   protocol).
 - `nmi`: normalised mutual information of an assignment (e.g. DiGGR's dominant factor) against
   the labels (arithmetic normalisation, scikit-learn's default).
+- images (`image_probe`, embeddings of level "image": gaml embed cfa|simclr|ncl|transform): the
+  artifact's train/test split (a stratified 80/20 split, seed 0, when it has none); a logistic
+  regression on standardised embeddings fitted on the training rows, its test accuracy and its
+  expected calibration error (`ece`: 15 equal-width bins of the top probability, the bin-size
+  weighted mean |accuracy - confidence|, Guo et al. 2017); kNN accuracy (`knn_accuracy`: k
+  nearest training rows by cosine distance, majority vote); with an uncertainty per row, the
+  AUROC with which it flags the probe's wrong test rows (`uncertainty_auroc_errors`) and, given
+  out-of-distribution rows, the AUROC separating them from the test rows (`ood_auroc`); the share
+  of (near) zero entries (`sparsity`: |x| <= zero_tol) and the number of dimensions non-zero in at
+  least one row (`active_dims`, non-negative contrastive learning's measure).
 """
 
 from __future__ import annotations
@@ -86,6 +96,77 @@ def nmi(assignment: np.ndarray, y: np.ndarray) -> float:
     return float(normalized_mutual_info_score(y, assignment))
 
 
+def expected_calibration_error(prob: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
+    """ECE of class probabilities prob (N, K) for integer labels y given as column indices:
+    sum_b |B_b|/N |acc(B_b) - conf(B_b)| over equal-width bins of the top probability."""
+    conf = prob.max(1)
+    correct = (prob.argmax(1) == y).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        m = which == b
+        if m.any():
+            ece += m.mean() * abs(correct[m].mean() - conf[m].mean())
+    return float(ece)
+
+
+def sparsity(x: np.ndarray, zero_tol: float = 1e-3) -> dict[str, Any]:
+    """Share of entries with |x| <= zero_tol; dimensions above it in at least one row."""
+    small = np.abs(x) <= zero_tol
+    return {"sparsity": float(small.mean()), "active_dims": int((~small).any(0).sum()), "dims": int(x.shape[1]),
+            "nonnegative": bool((x >= 0).all())}
+
+
+def image_probe(x: np.ndarray, y: np.ndarray, split: np.ndarray | None, k: int = 20,
+                uncertainty: np.ndarray | None = None, ood_uncertainty: np.ndarray | None = None,
+                zero_tol: float = 1e-3) -> dict[str, Any]:
+    """The image protocol (module docstring)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import train_test_split
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.preprocessing import StandardScaler
+
+    _check(x, y)
+    if split is not None and {0, 1} <= set(np.unique(split).tolist()):
+        tr, te = np.flatnonzero(split == 0), np.flatnonzero(split == 1)
+        split_name = "artifact"
+    else:
+        if np.bincount(y).min() < 2:
+            raise UsageError("no train/test split in the artifact and a class with one row: cannot split")
+        tr, te = train_test_split(np.arange(len(y)), test_size=0.2, stratify=y, random_state=0)
+        split_name = "stratified 80/20, seed 0"
+    if len(np.unique(y[tr])) < 2:
+        raise UsageError("the training rows hold a single class: nothing to probe")
+    sc = StandardScaler().fit(x[tr])
+    clf = LogisticRegression(max_iter=3000, random_state=0).fit(sc.transform(x[tr]), y[tr])
+    prob = clf.predict_proba(sc.transform(x[te]))
+    pred = clf.classes_[prob.argmax(1)]
+    wrong = pred != y[te]
+    col = {c: i for i, c in enumerate(clf.classes_)}
+    y_col = np.asarray([col.get(v, -1) for v in y[te]])
+    knn = KNeighborsClassifier(n_neighbors=min(k, len(tr)), metric="cosine").fit(x[tr], y[tr])
+    out: dict[str, Any] = {"protocol": "image", "split": split_name, "train_rows": int(len(tr)),
+                           "test_rows": int(len(te)), "accuracy": float(1 - wrong.mean()),
+                           "knn_accuracy": float((knn.predict(x[te]) == y[te]).mean()), "knn_k": int(min(k, len(tr))),
+                           "ece": expected_calibration_error(prob, y_col)}
+    if uncertainty is not None:
+        u = np.asarray(uncertainty, dtype=np.float64)
+        if len(u) != len(x) or not np.isfinite(u).all():
+            raise UsageError("the uncertainty must be finite, one value per embedding row")
+        out["uncertainty_auroc_errors"] = (float(roc_auc_score(wrong, u[te])) if 0 < wrong.sum() < len(wrong)
+                                           else None)
+        if ood_uncertainty is not None:
+            v = np.asarray(ood_uncertainty, dtype=np.float64)
+            if not np.isfinite(v).all():
+                raise UsageError("the out-of-distribution uncertainty holds NaN or infinite values")
+            out["ood_auroc"] = float(roc_auc_score(np.r_[np.zeros(len(te)), np.ones(len(v))], np.r_[u[te], v]))
+            out["ood_rows"] = int(len(v))
+    out.update(sparsity(x, zero_tol))
+    return out
+
+
 # ------------------------------------------------------------------------- gaml embed probe
 
 
@@ -99,6 +180,10 @@ class ProbeOptions:
     seeds: int | None = None
     train_fraction: float = 0.1
     split: str = "given"  # given: the artifact's split when it holds one (else random); random
+    uncertainty: bool = False  # images: score the rows' uncertainty (AUROC of the probe's errors)
+    ood: str | None = None  # images: embeddings of out-of-distribution rows (their uncertainty)
+    k: int = 20  # images: neighbours of the kNN probe
+    zero_tol: float = 1e-3  # images: |x| at or below counts as zero (sparsity, active dims)
 
 
 def read_labels(path: str) -> np.ndarray:
@@ -139,6 +224,10 @@ def probe(o: ProbeOptions) -> dict[str, Any]:
     x = np.asarray(art["embeddings"], dtype=np.float64)
     if x.ndim != 2:
         raise InputError(f"{o.embeddings}: 'embeddings' must be a matrix, got shape {list(x.shape)}")
+    if art.config.get("level") == "image":
+        return _probe_images(o, art, x)
+    if o.uncertainty or o.ood:
+        raise UsageError("--uncertainty and --ood score image embeddings (gaml embed cfa); these are graphs'")
     if o.labels is not None:
         y = read_labels(o.labels)
     elif "labels" in art.tensors:
@@ -166,3 +255,52 @@ def probe(o: ProbeOptions) -> dict[str, Any]:
     if "assignment" in art.tensors:
         out["nmi"] = nmi(np.asarray(art["assignment"]), y)
     return {"embeddings": o.embeddings, "rows": int(len(x)), "classes": int(len(np.unique(y))), **out}
+
+
+def _image_labels(o: ProbeOptions, art) -> np.ndarray:
+    """--labels attr:NAME (a column of the artifact's attrs, e.g. shapes' shape), a JSONL, or the
+    artifact's labels."""
+    if o.labels is not None and o.labels.startswith("attr:"):
+        name = o.labels[len("attr:"):]
+        cols = list(art.config.get("attrs_columns") or [])
+        if "attrs" not in art.tensors or name not in cols:
+            raise UsageError(f"--labels {o.labels}: {o.embeddings} has no attribute {name!r}"
+                             + (f" (it has {', '.join(cols)})" if cols else ""))
+        return np.asarray(art["attrs"])[:, cols.index(name)].astype(np.int64)
+    if o.labels is not None:
+        return read_labels(o.labels)
+    if "labels" in art.tensors:
+        return np.asarray(art["labels"]).astype(np.int64)
+    cols = art.config.get("attrs_columns")
+    raise UsageError(f"{o.embeddings} holds no labels; give --labels"
+                     + (f" (e.g. attr:{cols[0]})" if cols else ""))
+
+
+def _probe_images(o: ProbeOptions, art, x: np.ndarray) -> dict[str, Any]:
+    import math
+
+    from ..core.artifacts import load_artifact
+    from ..core.errors import InputError
+
+    if o.k < 1:
+        raise UsageError("--k must be at least 1")
+    if not math.isfinite(o.zero_tol) or o.zero_tol < 0:
+        raise UsageError("--zero-tol must be a finite number >= 0")
+    y = _image_labels(o, art)
+    u = v = None
+    if o.uncertainty or o.ood:
+        if "uncertainty" not in art.tensors:
+            raise UsageError(f"{o.embeddings} holds no uncertainty (SimCLR and NCL rows have none; "
+                             "CFA's posterior entropy does)")
+        u = np.asarray(art["uncertainty"])
+        if o.ood:
+            other = load_artifact(o.ood, "embeddings")
+            if "uncertainty" not in other.tensors:
+                raise InputError(f"--ood {o.ood}: holds no uncertainty (embed it with the same CFA model)")
+            v = np.asarray(other["uncertainty"])
+    if o.split not in ("given", "random"):
+        raise UsageError("--split must be given or random")
+    split = np.asarray(art["split"]).astype(np.int64) if "split" in art.tensors and o.split == "given" else None
+    out = image_probe(x, y, split, k=o.k, uncertainty=u, ood_uncertainty=v, zero_tol=o.zero_tol)
+    return {"embeddings": o.embeddings, "method": art.config.get("method"), "rows": int(len(x)),
+            "classes": int(len(np.unique(y))), **out}
