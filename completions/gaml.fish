@@ -238,7 +238,7 @@ complete -c gaml -n "__gaml_at 'boost'" -a eval -d 'Score predictions against th
 complete -c gaml -n "__gaml_at 'boost'" -a fit -d 'Fit a DBT model: a LightGBM mean model f(x), then one...'
 complete -c gaml -n "__gaml_at 'boost'" -a predict -d 'Sample p(y|x) for every row of a table; one JSON line per...'
 complete -c gaml -n "__gaml_at 'boost'" -l help -s h -d 'Show help and exit.'
-complete -c gaml -n "__gaml_at 'boost data'" -a 'diabetes breast-cancer engel bimodal'
+complete -c gaml -n "__gaml_at 'boost data'" -a 'diabetes breast-cancer engel boston bimodal'
 complete -c gaml -n "__gaml_at 'boost data'" -l train -r -F -d 'Training table to write (.csv, .parquet or .jsonl).'
 complete -c gaml -n "__gaml_at 'boost data'" -l test -r -F -d 'Test table to write (a random --test-fraction of the rows).'
 complete -c gaml -n "__gaml_at 'boost data'" -l test-fraction -r -F -d 'Share of rows held out for --test.'

@@ -89,7 +89,7 @@ _gaml_options() {
 
 _gaml_arguments() {
   case "$1" in
-    "boost data") echo "diabetes breast-cancer engel bimodal";;
+    "boost data") echo "diabetes breast-cancer engel boston bimodal";;
     "completion") echo "bash zsh fish";;
   esac
 }
