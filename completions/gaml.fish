@@ -779,6 +779,7 @@ complete -c gaml -n "__gaml_at 'topic fit'" -l checkpoint-every -r -F -d 'Save a
 complete -c gaml -n "__gaml_at 'topic fit'" -l checkpoint-dir -r -F -d 'Checkpoint folder (default: OUT without .safetensors + .ckpt).'
 complete -c gaml -n "__gaml_at 'topic fit'" -l resume -d 'Continue from the last checkpoint.'
 complete -c gaml -n "__gaml_at 'topic fit'" -l init -x -a 'corpus nmf' -d 'Start of the first-layer topics: nmf (the best of 5 Poisson non-negative factorisations of the training counts, 100 EM rounds each: on synthetic GBN corpora it recovers the true topics as well as LDA does) or corpus (the corpuss word frequencies under noise, the start before 2026-12-05: topics that start alike stay merged).'
+complete -c gaml -n "__gaml_at 'topic fit'" -l prior-in -x -a 'input shape' -d 'How the inference network brings in the upper layers prior: input (gamls: ln(1 + the priors gamma shape) is an input of the layers Weibull heads) or shape (WHAIs: the priors gamma shape is added to the Weibull shape the heads give).'
 complete -c gaml -n "__gaml_at 'topic fit'" -l seed -r -F -d 'Seed of initialisation, minibatches and Weibull draws.'
 complete -c gaml -n "__gaml_at 'topic fit'" -l format -s f -x -a 'human json' -d 'Summary format: human (for people) or json (one object on stdout).'
 complete -c gaml -n "__gaml_at 'topic fit'" -l quiet -s q -d 'No progress bars or logs on stderr.'
