@@ -618,3 +618,18 @@ def test_a_graphs_structural_features_do_not_depend_on_its_batch():
     for other in ([(0, 1), (1, 2), (2, 3), (3, 4), (4, 0)], []):
         fx, fy = structural_features(torch.stack([logits(other), logits(repeated)]), torch.ones(2), mask, 0.09, 0.9)
         assert torch.equal(fx[1], alone[0][0]) and torch.equal(fy[1], alone[1][0])
+
+
+def test_ego_like_graphs_have_edges_among_the_neighbours():
+    """An ego network is the ego, its neighbours and the edges among them: the set must not be
+    all stars (it was, before 2026-12-05: a Holme-Kim graph with m = 1 is a tree)."""
+    nx = pytest.importorskip("networkx")
+    from gaml_cli.graphs.datasets import ego_like
+
+    graphs = ego_like(np.random.default_rng(0), count=40, source_nodes=600)
+    assert len(graphs) == 40 and all(4 <= G.number_of_nodes() <= 18 for G in graphs)
+    # every graph has a node joined to all others (the ego) and is connected
+    assert all(max(d for _, d in G.degree) == G.number_of_nodes() - 1 and nx.is_connected(G) for G in graphs)
+    stars = sum(G.number_of_edges() == G.number_of_nodes() - 1 for G in graphs)
+    assert stars < len(graphs) // 4
+    assert np.mean([nx.average_clustering(G) for G in graphs]) > 0.3
