@@ -356,6 +356,41 @@ def test_structural_features_of_a_clean_graph():
     assert float(fy[0, 0]) == pytest.approx(0.0, abs=1e-5) and float(fy[0, -1]) == pytest.approx(1 / 6)  # one component
 
 
+def test_a_laplacian_single_precision_eigh_cannot_solve_is_solved_in_double(monkeypatch):
+    """LAPACK's float32 eigh failed to converge on an sbm Laplacian during training (error code
+    18822); the features then come from the same matrix in float64, and matrices that converge in
+    float32 keep exactly their float32 answer."""
+    from gaml_cli.methods.gbd import gbd
+
+    G = nx.Graph([(0, 1), (1, 2), (0, 2), (3, 4), (4, 5), (3, 5), (2, 3)])
+    A = torch.zeros(1, 8, 8)
+    for u, v in G.edges():
+        A[0, u, v] = A[0, v, u] = 1.0
+    shift, scale = 0.09, 0.9
+    lz = torch.logit((scale * A + shift).clamp(1e-6, 1 - 1e-6))
+    mask = torch.arange(8).unsqueeze(0) < 6
+    want = gbd.structural_features(lz, torch.ones(1), mask, shift, scale)
+    real = torch.linalg.eigh
+    seen = []
+
+    def single_fails(m):
+        seen.append(m.dtype)
+        if m.dtype == torch.float32:
+            raise torch.linalg.LinAlgError("linalg.eigh: The algorithm failed to converge")
+        return real(m)
+
+    monkeypatch.setattr(torch.linalg, "eigh", single_fails)
+    got = gbd.structural_features(lz, torch.ones(1), mask, shift, scale)
+    assert seen == [torch.float32, torch.float64]
+    assert got[0].dtype == want[0].dtype == torch.float32
+    # same eigenvalues, degrees, triangles and Fiedler vector (up to its sign); the next eigenvector
+    # spans a repeated eigenvalue of this symmetric graph, whose basis each solver picks its own way
+    assert torch.allclose(got[1], want[1], atol=1e-5)
+    assert torch.allclose(got[0][..., :3].abs(), want[0][..., :3].abs(), atol=1e-5)
+    w, v = gbd._eigh(torch.diag_embed(A[0].sum(-1)) - A[0])
+    assert torch.allclose(v @ torch.diag(w) @ v.T, torch.diag_embed(A[0].sum(-1)) - A[0], atol=1e-5)
+
+
 def test_random_walk_features_by_hand():
     from gaml_cli.methods.gbd.gbd import random_walk_features
 
