@@ -391,6 +391,33 @@ def test_a_laplacian_single_precision_eigh_cannot_solve_is_solved_in_double(monk
     assert torch.allclose(v @ torch.diag(w) @ v.T, torch.diag_embed(A[0].sum(-1)) - A[0], atol=1e-5)
 
 
+def test_the_sbm_laplacian_that_stopped_training_is_decomposed():
+    """The matrix on which LAPACK's float32 eigh failed during `gaml graphgen train` on sbm (a noisy
+    state of 119 nodes and 20 edges, padded to 166: about a hundred zero eigenvalues). With one
+    thread this LAPACK fails on it in float32 every time; gbd._eigh answers in float64."""
+    from gaml_cli.methods.gbd import gbd
+
+    edges = [(0, 65), (1, 114), (3, 114), (5, 102), (6, 40), (6, 99), (7, 42), (7, 86), (10, 24), (14, 36),
+             (14, 42), (14, 64), (15, 38), (17, 62), (18, 78), (19, 111), (21, 38), (21, 117), (22, 82), (75, 114)]
+    N, n = 166, 119
+    A = torch.zeros(N, N)
+    for u, v in edges:
+        A[u, v] = A[v, u] = 1.0
+    mask = torch.arange(N) < n
+    L = torch.diag(A.sum(-1) + (~mask).float() * 4 * N) - A
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        w, v = gbd._eigh(L)
+    finally:
+        torch.set_num_threads(threads)
+    assert w.dtype == torch.float32 and torch.isfinite(w).all()
+    assert torch.allclose(v @ torch.diag(w) @ v.T, L, atol=1e-3)
+    G = nx.Graph(edges)
+    G.add_nodes_from(range(n))
+    assert int((w.abs() < 1e-3).sum()) == nx.number_connected_components(G) == 99  # one zero eigenvalue a component
+
+
 def test_random_walk_features_by_hand():
     from gaml_cli.methods.gbd.gbd import random_walk_features
 
