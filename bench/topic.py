@@ -19,6 +19,7 @@ one-to-one (Hungarian) matching. --fit-args passes more options to the generaliz
     OMP_NUM_THREADS=1 python bench/topic.py --corpus newsgroups --layers 32,16,8 --synthetic --out runs/bench-topic
     OMP_NUM_THREADS=1 python bench/topic.py --only-synthetic --synthetic-sets 0,3 --out runs/bench-topic
     OMP_NUM_THREADS=1 python bench/topic.py --seed 1 --skip linear,gensim,prodlda --fit-args "--init nmf"
+    OMP_NUM_THREADS=1 python bench/topic.py --prior-in shape --skip sklearn,gensim,prodlda   # WHAI's inference form
 
 Prints one JSON row per method.
 """
@@ -78,6 +79,11 @@ def main() -> None:
     ap.add_argument("--only-synthetic", action="store_true", help="the recovery check alone")
     ap.add_argument("--prodlda-epochs", type=int, default=300, help="ProdLDA training epochs")
     ap.add_argument("--fit-args", default="", help="more options for the generalized GBN's `gaml topic fit`, one string")
+    ap.add_argument("--prior-in", default="input", choices=("input", "shape"),
+                    help="the GBNs' --prior-in (input: gaml's; shape: WHAI's), newsgroups and synthetic fits alike")
+    ap.add_argument("--synthetic-inits", default="corpus,nmf", help="starts of the synthetic fits, comma-separated")
+    ap.add_argument("--lda", action=argparse.BooleanOptionalAction, default=True,
+                    help="scikit-learn LDA's rows on the synthetic corpora")
     ap.add_argument("--skip", default="", help="comma-separated methods to leave out (gen,linear,sklearn,gensim,prodlda)")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -107,6 +113,7 @@ def main() -> None:
                       "vocab": bow.vocab_size, "heldout_words": int(held.sum()), "layers": args.layers}), flush=True)
 
     for name, extra in (("generalized GBN", args.fit_args.split()), ("linear GBN", ["--linear"])):
+        extra = [*extra, "--prior-in", args.prior_in]
         if ("gen" if name.startswith("generalized") else "linear") in skip:
             continue
         model = out / ("gbn-generalized.safetensors" if name.startswith("generalized") else "gbn-linear.safetensors")
@@ -127,7 +134,7 @@ def main() -> None:
         theta = load_artifact(theta_path, "topic-theta")["theta_1"]
         row(**metrics_row(name, ppl, topic_word, theta, bow, x_all, fit_s, args.seed,
                           perplexity_no_refine=round(ppl0, 1), layers=fitted["layers"],
-                          train_seconds=fitted["train_seconds"],
+                          train_seconds=fitted["train_seconds"], prior_in=args.prior_in,
                           **({"fit_args": args.fit_args} if args.fit_args and name.startswith("generalized") else {})))
 
     if "sklearn" not in skip:
@@ -209,15 +216,17 @@ def synthetic_recovery(args, out: Path) -> None:
         sbow, phi1, _ = two_layer_gbn(n_docs=n_docs, V=V, K1=K1, K2=K2, words_per_doc=120, seed=seed)
         rows = np.arange(sbow.n_docs)
         corpus = {"corpus_seed": seed, "documents": sbow.n_docs, "vocab": V, "layers": [K1, K2]}
-        for init in ("corpus", "nmf"):
+        for init in args.synthetic_inits.split(","):
             t0 = time.perf_counter()
-            model, _ = fit(sbow, rows, FitConfig(layers=(K1, K2), init=init, checkpoint_every=0, seed=args.seed),
-                           out / "synthetic.ckpt")
+            model, _ = fit(sbow, rows, FitConfig(layers=(K1, K2), init=init, checkpoint_every=0, seed=args.seed,
+                                                 prior_in=args.prior_in), out / "synthetic.ckpt")
             with torch.no_grad():
                 fp = model.phi(0).numpy()
             row(method=f"generalized GBN, gaml topic fit defaults, --init {init} (synthetic two-layer GBN)", **corpus,
-                seed=args.seed, matched_cosine=round(matched_cosine(phi1, fp), 4),
+                seed=args.seed, prior_in=args.prior_in, matched_cosine=round(matched_cosine(phi1, fp), 4),
                 top10_overlap=round(top_overlap(phi1, fp), 4), fit_s=round(time.perf_counter() - t0, 1))
+        if not args.lda:
+            continue
         x = sbow.dense()
         for s in (0, 1, 2):
             t0 = time.perf_counter()

@@ -356,6 +356,68 @@ def test_structural_features_of_a_clean_graph():
     assert float(fy[0, 0]) == pytest.approx(0.0, abs=1e-5) and float(fy[0, -1]) == pytest.approx(1 / 6)  # one component
 
 
+def test_a_laplacian_single_precision_eigh_cannot_solve_is_solved_in_double(monkeypatch):
+    """LAPACK's float32 eigh failed to converge on an sbm Laplacian during training (error code
+    18822); the features then come from the same matrix in float64, and matrices that converge in
+    float32 keep exactly their float32 answer."""
+    from gaml_cli.methods.gbd import gbd
+
+    G = nx.Graph([(0, 1), (1, 2), (0, 2), (3, 4), (4, 5), (3, 5), (2, 3)])
+    A = torch.zeros(1, 8, 8)
+    for u, v in G.edges():
+        A[0, u, v] = A[0, v, u] = 1.0
+    shift, scale = 0.09, 0.9
+    lz = torch.logit((scale * A + shift).clamp(1e-6, 1 - 1e-6))
+    mask = torch.arange(8).unsqueeze(0) < 6
+    want = gbd.structural_features(lz, torch.ones(1), mask, shift, scale)
+    real = torch.linalg.eigh
+    seen = []
+
+    def single_fails(m):
+        seen.append(m.dtype)
+        if m.dtype == torch.float32:
+            raise torch.linalg.LinAlgError("linalg.eigh: The algorithm failed to converge")
+        return real(m)
+
+    monkeypatch.setattr(torch.linalg, "eigh", single_fails)
+    got = gbd.structural_features(lz, torch.ones(1), mask, shift, scale)
+    assert seen == [torch.float32, torch.float64]
+    assert got[0].dtype == want[0].dtype == torch.float32
+    # same eigenvalues, degrees, triangles and Fiedler vector (up to its sign); the next eigenvector
+    # spans a repeated eigenvalue of this symmetric graph, whose basis each solver picks its own way
+    assert torch.allclose(got[1], want[1], atol=1e-5)
+    assert torch.allclose(got[0][..., :3].abs(), want[0][..., :3].abs(), atol=1e-5)
+    w, v = gbd._eigh(torch.diag_embed(A[0].sum(-1)) - A[0])
+    assert torch.allclose(v @ torch.diag(w) @ v.T, torch.diag_embed(A[0].sum(-1)) - A[0], atol=1e-5)
+
+
+def test_the_sbm_laplacian_that_stopped_training_is_decomposed():
+    """The matrix on which LAPACK's float32 eigh failed during `gaml graphgen train` on sbm (a noisy
+    state of 119 nodes and 20 edges, padded to 166: about a hundred zero eigenvalues). With one
+    thread this LAPACK fails on it in float32 every time; gbd._eigh answers in float64."""
+    from gaml_cli.methods.gbd import gbd
+
+    edges = [(0, 65), (1, 114), (3, 114), (5, 102), (6, 40), (6, 99), (7, 42), (7, 86), (10, 24), (14, 36),
+             (14, 42), (14, 64), (15, 38), (17, 62), (18, 78), (19, 111), (21, 38), (21, 117), (22, 82), (75, 114)]
+    N, n = 166, 119
+    A = torch.zeros(N, N)
+    for u, v in edges:
+        A[u, v] = A[v, u] = 1.0
+    mask = torch.arange(N) < n
+    L = torch.diag(A.sum(-1) + (~mask).float() * 4 * N) - A
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        w, v = gbd._eigh(L)
+    finally:
+        torch.set_num_threads(threads)
+    assert w.dtype == torch.float32 and torch.isfinite(w).all()
+    assert torch.allclose(v @ torch.diag(w) @ v.T, L, atol=1e-3)
+    G = nx.Graph(edges)
+    G.add_nodes_from(range(n))
+    assert int((w.abs() < 1e-3).sum()) == nx.number_connected_components(G) == 99  # one zero eigenvalue a component
+
+
 def test_random_walk_features_by_hand():
     from gaml_cli.methods.gbd.gbd import random_walk_features
 
@@ -618,3 +680,18 @@ def test_a_graphs_structural_features_do_not_depend_on_its_batch():
     for other in ([(0, 1), (1, 2), (2, 3), (3, 4), (4, 0)], []):
         fx, fy = structural_features(torch.stack([logits(other), logits(repeated)]), torch.ones(2), mask, 0.09, 0.9)
         assert torch.equal(fx[1], alone[0][0]) and torch.equal(fy[1], alone[1][0])
+
+
+def test_ego_like_graphs_have_edges_among_the_neighbours():
+    """An ego network is the ego, its neighbours and the edges among them: the set must not be
+    all stars (it was, before 2026-12-05: a Holme-Kim graph with m = 1 is a tree)."""
+    nx = pytest.importorskip("networkx")
+    from gaml_cli.graphs.datasets import ego_like
+
+    graphs = ego_like(np.random.default_rng(0), count=40, source_nodes=600)
+    assert len(graphs) == 40 and all(4 <= G.number_of_nodes() <= 18 for G in graphs)
+    # every graph has a node joined to all others (the ego) and is connected
+    assert all(max(d for _, d in G.degree) == G.number_of_nodes() - 1 and nx.is_connected(G) for G in graphs)
+    stars = sum(G.number_of_edges() == G.number_of_nodes() - 1 for G in graphs)
+    assert stars < len(graphs) // 4
+    assert np.mean([nx.average_clustering(G) for G in graphs]) > 0.3

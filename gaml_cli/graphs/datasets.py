@@ -11,7 +11,9 @@ shuffled with the seed, the first 20% is the test set and the rest the training 
 - grid: grid_2d_graph(m, n) for every m, n in 10..19 (100 graphs, 100-361 nodes).
 - sbm: 200 graphs with 2-5 communities of 20-40 nodes, p_in 0.3, p_out 0.05 (SPECTRE's setting).
 - ego-like: 200 one-hop ego networks of 4-18 nodes from a 3,000-node power-law clustered graph
-  (Holme-Kim, m 1, triangle probability 0.7). A stand-in for Ego-small, whose source graph
+  (Holme-Kim, m 2, triangle probability 0.7): an ego, its neighbours and the edges among them.
+  Before 2026-12-05 the source graph used m 1, at which networkx's Holme-Kim never takes its
+  triangle step: the source was a tree and every ego network a star (no edge between neighbours). A stand-in for Ego-small, whose source graph
   (CiteSeer) does not ship offline; not comparable with published Ego-small numbers.
 """
 
@@ -62,7 +64,8 @@ def sbm(rng: np.random.Generator, count: int = 200, p_in: float = 0.3, p_out: fl
 def ego_like(rng: np.random.Generator, count: int = 200, source_nodes: int = 3000) -> list:
     import networkx as nx
 
-    H = nx.powerlaw_cluster_graph(source_nodes, 1, 0.7, seed=int(rng.integers(2**31)))
+    # m = 2: at m = 1 networkx adds no triangle edges (the graph is a tree, each ego a star)
+    H = nx.powerlaw_cluster_graph(source_nodes, 2, 0.7, seed=int(rng.integers(2**31)))
     centres = rng.permutation(source_nodes)
     out = []
     for v in centres:

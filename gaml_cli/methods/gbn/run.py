@@ -57,6 +57,7 @@ class FitOptions:
     batch_size: int = 256
     lr: float = 3e-3
     link: str = "gate"  # gate or residual
+    prior_in: str = "input"  # input (gaml's) or shape (WHAI's): how q sees the upper layer's prior
     hidden: int = 256
     eta: float = 1.0
     init: str = "nmf"  # first-layer topics' start: nmf or corpus (train.FitConfig.init)
@@ -284,6 +285,8 @@ def fit(o: FitOptions) -> dict:
         raise UsageError(f"--link must be gate or residual, not {o.link!r}")
     if o.init not in ("corpus", "nmf"):
         raise UsageError(f"--init must be corpus or nmf, not {o.init!r}")
+    if o.prior_in not in ("input", "shape"):
+        raise UsageError(f"--prior-in must be input or shape, not {o.prior_in!r}")
     _threads()
     from dataclasses import asdict
 
@@ -299,7 +302,7 @@ def fit(o: FitOptions) -> dict:
     ckpt_dir = checkpoint_folder(o)
     if o.resume and not ckpt_dir.is_dir():
         raise UsageError(f"--resume: no checkpoint folder {ckpt_dir}")
-    fc = FitConfig(layers=tuple(ks), linear=o.linear, link=o.link, hidden=o.hidden, steps=o.steps,
+    fc = FitConfig(layers=tuple(ks), linear=o.linear, link=o.link, prior_in=o.prior_in, hidden=o.hidden, steps=o.steps,
                    batch_size=o.batch_size, lr=o.lr, eta=o.eta, init=o.init, checkpoint_every=o.checkpoint_every,
                    seed=o.seed)
     model, report = fit_gbn(bow, rows, fc, ckpt_dir, resume=o.resume)

@@ -49,6 +49,8 @@ class FitConfig:
     init: str = "nmf"
     init_restarts: int = 5
     link: str = "gate"
+    # how the upper layer's prior shape enters q (model.py, (I2)): "input" (gaml's) or "shape" (WHAI's)
+    prior_in: str = "input"
     grad_clip: float = 10.0
     checkpoint_every: int = 500
     seed: int = 0
@@ -148,7 +150,8 @@ def fit(bow: Bow, rows: np.ndarray, fc: FitConfig, ckpt_dir: Path, resume: bool 
     """Returns (model, training report)."""
     # ---- setup
     torch.manual_seed(fc.seed)
-    mcfg = default_config(bow.vocab_size, list(fc.layers), linear=fc.linear, hidden=fc.hidden, link=fc.link)
+    mcfg = default_config(bow.vocab_size, list(fc.layers), linear=fc.linear, hidden=fc.hidden, link=fc.link,
+                          prior_in=fc.prior_in)
     model = GBN(mcfg)
     opt = torch.optim.Adam(model.parameters(), lr=fc.lr)
     gen = torch.Generator().manual_seed(fc.seed)

@@ -294,7 +294,13 @@ def distill(teacher, dc: DistillConfig, out_dir: Path, device: torch.device, res
                 c, _, is_forget = conditions(micro)
                 if dc.p_uncond > 0 and c is not None:
                     drop = (torch.rand(micro, generator=gen) < dc.p_uncond).to(device)
-                    if is_forget is not None:  # forget rows keep c_f (as in the SFD reference)
+                    if is_forget is not None:
+                        # forget rows keep c_f, in every gaml path (digits and SD teachers alike). This
+                        # follows the SFD reference's DDPM script (DDPM/runners/diffusion.py: the forget
+                        # branch passes cond_drop_prob=0.0; its retained rows use distill.cond_drop_prob,
+                        # absent from its configs, so 0). Its SD script does not: with a fake-score CFG
+                        # scale != 1 it blanks 10% of the forget prompts as well as of the retained ones
+                        # (SD/training/training_loop.py), so gaml's SD path differs from it here.
                         drop &= ~is_forget
                     # as in the SiD-LSG reference, a dropped prompt is dropped for G's sample too
                     c = torch.where(_bcast(drop, c).bool(), teacher.null(micro).to(c.dtype), c)
