@@ -255,22 +255,42 @@ class FdOptions:
     ref: str
     classifier: str | None = None  # None: the shipped one for the data set
     seed: int = 0
+    features: str | None = None  # comma-separated spaces (spaces.SPACES); None: all that apply
 
 
 def fd(o: FdOptions) -> dict[str, Any]:
     """Frechet distance of o.images to the real images o.ref in a gaml classifier's feature
-    space, with its real-vs-real floor and the conditional accuracy."""
+    space, with its real-vs-real floor and the conditional accuracy (the top-level keys, as
+    before), plus FD and KID with their floors in every space of o.features ("spaces")."""
     from ..core.artifacts import load_artifact
     from ..core.images import check_finite_images
-    from .eval import load_classifier, reference_images, score
+    from .eval import NAMED_REFS, feature_spaces, load_classifier, reference_data, score
+    from .spaces import parse_spaces
 
+    named = o.ref if o.ref in NAMED_REFS else None
+    if named is None and o.features is not None:
+        parse_spaces(o.features, True)  # a bad --features fails before any loading
     gen = load_artifact(o.images, "images")
     check_finite_images(gen["images"], o.images)
     clf, clf_path = load_classifier(o.classifier, o.ref, gen.config)
-    ref_x, ref_name = reference_images(o.ref, clf)
-    result = score(clf, gen, ref_x, seed=o.seed)
+    ref_x, ref_targets, ref_name = reference_data(o.ref, clf)
+    names = parse_spaces(o.features, named is not None or bool(ref_targets))
+    fns, about = feature_spaces(names, clf, named, ref_x, ref_targets)
+    result = score(clf, gen, ref_x, seed=o.seed, feature_fns=fns)
+    for name, desc in about.items():
+        result["spaces"][name]["about"] = desc
     result.update({"images": o.images, "ref": ref_name, "classifier": str(clf_path)})
     return result
+
+
+def fd_lines(result: dict[str, Any]) -> dict[str, Any]:
+    """The human table of `gaml eval fd`: the top-level keys, then one row per feature space."""
+    out = {k: v for k, v in result.items() if k != "spaces"}
+    for name, s in result.get("spaces", {}).items():
+        kid = "" if s["kid"] is None else (f"; KID {s['kid']:.5f} +- {s['kid_se']:.5f} "
+                                          f"(floor {s['kid_floor']:.5f} +- {s['kid_floor_se']:.5f})")
+        out[f"{name} (n={s['n']})"] = f"FD {s['fd']:.4g} (floor {s['fd_floor']:.4g}){kid}"
+    return out
 
 
 # --------------------------------------------------------------------------- gaml eval clip
