@@ -126,3 +126,28 @@ def test_eval_fd_cli_reports_every_space_and_keeps_its_keys(gaml, tmp_path, monk
     assert any((tmp_path / "cache" / "fd-spaces").iterdir())  # the MLP is cached for the next call
     res = gaml("eval", "fd", "--images", p, "--ref", "digits", "--features", "pixels,bogus")
     assert res.code == 2 and "unknown space bogus" in res.err and res.out == ""
+
+
+def test_eval_compare_prints_one_line_with_every_space_and_the_speed_ratio(gaml, tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    from gaml_cli.core.artifacts import save_artifact
+    from gaml_cli.datasets import digits
+
+    monkeypatch.setenv("GAML_CACHE", str(tmp_path / "cache"))
+    d = digits.load()
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    for p, lo, rate, nfe in ((a, 0, 1000.0, 1), (b, 40, 40.0, 35)):
+        save_artifact(p, {"images": d["images"][lo:lo + 40], "labels": d["labels"][lo:lo + 40]}, kind="images",
+                      config={"dataset": "digits", "classes": digits.CLASSES,
+                              "source": {"images_per_s": rate, "nfe": nfe}})
+    res = gaml("eval", "compare", "--images", a, "--against", b, "--ref", "digits", "--features", "classifier,pixels")
+    assert res.code == 0, res.err
+    line = res.err.strip()
+    assert len(line.splitlines()) == 1
+    assert line.startswith("1 NFE vs 35 NFE, n=40:") and "classifier FD" in line and "pixels FD" in line
+    assert "25x the images/s" in line
+    res = gaml("eval", "compare", "--images", a, "--against", b, "--ref", "digits", "--features", "pixels", "-f", "json")
+    out = json.loads(res.out)
+    sa, sb = out["images"]["spaces"]["pixels"], out["against"]["spaces"]["pixels"]
+    assert out["fd_vs"]["pixels"] == pytest.approx(sa["fd"] / sb["fd"]) and out["speedup"] == pytest.approx(25.0)
+    assert sa["fd_floor"] == sb["fd_floor"]  # one reference split for both

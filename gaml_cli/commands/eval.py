@@ -52,6 +52,43 @@ def fd(
     console.summary(result if console.state.format == "json" else fd_lines(result), title="fd")
 
 
+@app.command("compare")
+def compare(
+    images: Annotated[str, typer.Option("--images", "-i", help="Samples to judge (e.g. a one-step generator's, from gaml sample).")],
+    against: Annotated[str, typer.Option("--against", "-a", help="Samples to judge them against (e.g. the teacher's, same seeds and n).")],
+    ref: Annotated[str, typer.Option("--ref", "-r", help="Real images: an 'images' artifact, or 'digits' / 'shapes'.")],
+    classifier: Annotated[Optional[str], typer.Option(help="Feature classifier artifact or alias (default: the shipped one for the data set).")] = None,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the split of the reference into two halves (one split for both).")] = 0,
+    features: Annotated[Optional[str], typer.Option(help="Feature spaces, as in gaml eval fd [all that apply].")] = None,
+    fmt: FormatOpt = "human",
+    quiet: QuietOpt = False,
+):
+    """Two sample sets side by side against real images: FD and KID in every feature space, accuracy, speed.
+
+    Runs `gaml eval fd` on both with the same reference split and spaces and prints one line:
+    each space's FD of --images next to --against's (their ratio, the floor), KID with the
+    larger standard error, class accuracy, and the ratio of the images/s that gaml sample
+    recorded. --format json: the line, the ratios and both full eval fd results.
+
+    Example:
+
+    \b
+        gaml sample --model runs/sid-digits -n 1000 --out g.safetensors
+        gaml sample --model digits -n 1000 --steps 18 --out t.safetensors
+        gaml eval compare --images g.safetensors --against t.safetensors --ref digits
+    """
+    setup(fmt, quiet)
+    from ..core import console
+    from ..diffusion.jobs import CompareOptions, compare as run_compare
+
+    result = run_compare(CompareOptions(images=images, against=against, ref=ref, classifier=classifier, seed=seed,
+                                        features=features))
+    if console.state.format == "json":
+        console.summary(result, title="compare")
+    elif not console.state.quiet:
+        console.err().print(result["line"], markup=False, highlight=False, soft_wrap=True)
+
+
 @app.command("clip")
 def clip(
     images: Annotated[str, typer.Option("--images", "-i", help="Generated 'images' artifact whose config lists its prompts (gaml sample writes them).")],

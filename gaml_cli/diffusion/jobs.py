@@ -239,7 +239,8 @@ def sample(o: SampleOptions) -> dict[str, Any]:
             out_cfg.update(attributes=attrs, attrs_columns=["shape", "color", "background"], prompts=conds)
         kind, parents = info.kind, [path]
     seconds = time.perf_counter() - t0
-    write_samples(o.out, o.grid, images, tensors, out_cfg, {"model": str(path), "kind": kind, **facts, "seed": seed},
+    write_samples(o.out, o.grid, images, tensors, out_cfg, {"model": str(path), "kind": kind, **facts, "seed": seed,
+                                                            "images_per_s": round(n / seconds, 2)},
                   seed, parents)
     return {"out": o.out, "images": n, **facts, "seconds": round(seconds, 2), "images_per_s": round(n / seconds, 2)}
 
@@ -281,6 +282,46 @@ def fd(o: FdOptions) -> dict[str, Any]:
         result["spaces"][name]["about"] = desc
     result.update({"images": o.images, "ref": ref_name, "classifier": str(clf_path)})
     return result
+
+
+@dataclass
+class CompareOptions:
+    """Every option of `gaml eval compare`, by the same names."""
+
+    images: str
+    against: str
+    ref: str
+    classifier: str | None = None
+    seed: int = 0
+    features: str | None = None
+
+
+def compare(o: CompareOptions) -> dict[str, Any]:
+    """`fd` of o.images and of o.against (same reference split, same spaces), the ratio of their
+    FDs in each space, their speeds (images/s recorded by gaml sample) and one readable line."""
+    from ..core.artifacts import read_header
+
+    a = fd(FdOptions(images=o.images, ref=o.ref, classifier=o.classifier, seed=o.seed, features=o.features))
+    b = fd(FdOptions(images=o.against, ref=o.ref, classifier=o.classifier, seed=o.seed, features=o.features))
+    src = [read_header(p).config.get("source") or {} for p in (o.images, o.against)]  # what gaml sample recorded
+    speed, nfe = [s.get("images_per_s") for s in src], [s.get("nfe") for s in src]
+    ratios = {name: (s["fd"] / b["spaces"][name]["fd"] if b["spaces"][name]["fd"] > 0 else None)
+              for name, s in a["spaces"].items()}
+    speedup = speed[0] / speed[1] if all(speed) else None
+    parts = []
+    for name, s in a["spaces"].items():
+        t = b["spaces"][name]
+        r = ratios[name]
+        kid = "" if s["kid"] is None else f", KID {s['kid']:.4f} vs {t['kid']:.4f} (+-{max(s['kid_se'], t['kid_se']):.4f})"
+        parts.append(f"{name} FD {s['fd']:.3f} vs {t['fd']:.3f} ({r:.2f}x; floor {s['fd_floor']:.3f}){kid}")
+    acc = ""
+    if a.get("accuracy") is not None and b.get("accuracy") is not None:
+        acc = f"; accuracy {a['accuracy']:.3f} vs {b['accuracy']:.3f}"
+    nfes = f"{nfe[0]} NFE vs {nfe[1]} NFE" if all(nfe) else "images vs against"
+    line = (f"{nfes}, n={a['n']}: " + " | ".join(parts) + acc
+            + (f"; {speedup:.0f}x the images/s ({speed[0]:.0f} vs {speed[1]:.0f})" if speedup else ""))
+    return {"line": line, "fd_vs": ratios, "speedup": speedup, "images_per_s": speed, "nfe": nfe,
+            "images": a, "against": b}
 
 
 def fd_lines(result: dict[str, Any]) -> dict[str, Any]:
