@@ -108,6 +108,7 @@ def test_eval_fd_cli_reports_every_space_and_keeps_its_keys(gaml, tmp_path, monk
     from gaml_cli.datasets import digits
 
     monkeypatch.setenv("GAML_CACHE", str(tmp_path / "cache"))
+    spaces._trained_mlp.cache_clear()  # an earlier test in this process may hold it in memory
     d = digits.load()
     p = tmp_path / "s.safetensors"
     save_artifact(p, {"images": d["images"][:40], "labels": d["labels"][:40]}, kind="images",
