@@ -107,7 +107,7 @@ def bench_teacher(args, tmp: Path) -> None:
             distill_seconds=round(wall, 1), train_seconds=d["train_seconds"], **one,
             speedup_vs_35nfe=round(one["images_per_s"] / t35["images_per_s"], 1), fd_vs_teacher=vs(one, t35))
         if args.sida is not None:  # SiDA beside plain SiD: from scratch, and fine-tuning the SiD run
-            for how, extra in (("from scratch", []), (f"from the SiD run, {args.sida_finetune_steps} iterations",
+            for how, extra in (("from scratch", []), ("fine-tuning the SiD run",
                                                       ["--init-from", run, "--steps", args.sida_finetune_steps])):
                 if not extra and args.skip_sida_scratch:
                     continue
