@@ -139,8 +139,8 @@ def test_eval_compare_prints_one_line_with_every_space_and_the_speed_ratio(gaml,
     a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
     for p, lo, rate, nfe in ((a, 0, 1000.0, 1), (b, 40, 40.0, 35)):
         save_artifact(p, {"images": d["images"][lo:lo + 40], "labels": d["labels"][lo:lo + 40]}, kind="images",
-                      config={"dataset": "digits", "classes": digits.CLASSES,
-                              "source": {"images_per_s": rate, "nfe": nfe}})
+                      config={"dataset": "digits", "classes": digits.CLASSES, "source": {"nfe": nfe}},
+                      prov_extra={"images_per_s": rate})
     res = gaml("eval", "compare", "--images", a, "--against", b, "--ref", "digits", "--features", "classifier,pixels")
     assert res.code == 0, res.err
     line = res.err.strip()
@@ -152,3 +152,9 @@ def test_eval_compare_prints_one_line_with_every_space_and_the_speed_ratio(gaml,
     sa, sb = out["images"]["spaces"]["pixels"], out["against"]["spaces"]["pixels"]
     assert out["fd_vs"]["pixels"] == pytest.approx(sa["fd"] / sb["fd"]) and out["speedup"] == pytest.approx(25.0)
     assert sa["fd_floor"] == sb["fd_floor"]  # one reference split for both
+    # different sample counts would compare FDs at different n: refused, one line, exit 2
+    c = tmp_path / "c.safetensors"
+    save_artifact(c, {"images": d["images"][:30], "labels": d["labels"][:30]}, kind="images",
+                  config={"dataset": "digits", "classes": digits.CLASSES})
+    res = gaml("eval", "compare", "--images", a, "--against", c, "--ref", "digits")
+    assert res.code == 2 and "40 samples and --against 30" in res.err and len(res.err.strip().splitlines()) == 1

@@ -145,8 +145,10 @@ def sd_generator_config(path) -> dict[str, Any] | None:
     return info.config if info.kind == "generator" and "sd" in info.config else None
 
 
-def write_samples(out, grid, images, tensors, out_cfg, source, seed, parents) -> None:
-    """The samples as an 'images' artifact (plus their labels/attrs/prompts) and an optional grid."""
+def write_samples(out, grid, images, tensors, out_cfg, source, seed, parents, timing=None) -> None:
+    """The samples as an 'images' artifact (plus their labels/attrs/prompts) and an optional grid.
+    timing (e.g. images_per_s) goes to the provenance, beside the creation time: the config stays
+    the same for the same inputs."""
     import numpy as np
 
     from ..core.artifacts import save_artifact
@@ -154,7 +156,8 @@ def write_samples(out, grid, images, tensors, out_cfg, source, seed, parents) ->
 
     arr = images.clamp(-1, 1).numpy().astype(np.float32)
     cfg = {**out_cfg, "shape": list(arr.shape[1:]), "value_range": [-1.0, 1.0], "source": source}
-    save_artifact(out, {"images": arr, **tensors}, kind=IMAGE_KIND, config=cfg, seed=seed, parents=parents)
+    save_artifact(out, {"images": arr, **tensors}, kind=IMAGE_KIND, config=cfg, seed=seed, parents=parents,
+                  prov_extra=timing)
     if grid:
         save_grid(arr[:64], grid, nrow=8)
 
@@ -239,9 +242,8 @@ def sample(o: SampleOptions) -> dict[str, Any]:
             out_cfg.update(attributes=attrs, attrs_columns=["shape", "color", "background"], prompts=conds)
         kind, parents = info.kind, [path]
     seconds = time.perf_counter() - t0
-    write_samples(o.out, o.grid, images, tensors, out_cfg, {"model": str(path), "kind": kind, **facts, "seed": seed,
-                                                            "images_per_s": round(n / seconds, 2)},
-                  seed, parents)
+    write_samples(o.out, o.grid, images, tensors, out_cfg, {"model": str(path), "kind": kind, **facts, "seed": seed},
+                  seed, parents, timing={"images_per_s": round(n / seconds, 2)})
     return {"out": o.out, "images": n, **facts, "seconds": round(seconds, 2), "images_per_s": round(n / seconds, 2)}
 
 
@@ -300,11 +302,17 @@ def compare(o: CompareOptions) -> dict[str, Any]:
     """`fd` of o.images and of o.against (same reference split, same spaces), the ratio of their
     FDs in each space, their speeds (images/s recorded by gaml sample) and one readable line."""
     from ..core.artifacts import read_header
+    from ..core.errors import UsageError
 
+    heads = [read_header(p) for p in (o.images, o.against)]  # what gaml sample recorded
+    sizes = [(h.tensors.get("images") or {}).get("shape", [None])[0] for h in heads]
+    if sizes[0] != sizes[1]:
+        raise UsageError(f"--images has {sizes[0]} samples and --against {sizes[1]}: FDs compare only at one n "
+                         "(sample both with the same -n)")
     a = fd(FdOptions(images=o.images, ref=o.ref, classifier=o.classifier, seed=o.seed, features=o.features))
     b = fd(FdOptions(images=o.against, ref=o.ref, classifier=o.classifier, seed=o.seed, features=o.features))
-    src = [read_header(p).config.get("source") or {} for p in (o.images, o.against)]  # what gaml sample recorded
-    speed, nfe = [s.get("images_per_s") for s in src], [s.get("nfe") for s in src]
+    speed = [h.provenance.get("images_per_s") for h in heads]
+    nfe = [(h.config.get("source") or {}).get("nfe") for h in heads]
     ratios = {name: (s["fd"] / b["spaces"][name]["fd"] if b["spaces"][name]["fd"] > 0 else None)
               for name, s in a["spaces"].items()}
     speedup = speed[0] / speed[1] if all(speed) else None
