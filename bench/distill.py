@@ -1,16 +1,23 @@
 """Benchmark of `gaml distill` (SiD-LSG): one JSON row per line on stdout.
 
 In one run, for each teacher given (default: the shipped digits teacher):
-  - the teacher itself at 35 function evaluations (Heun, 18 steps): FD, accuracy, images/s;
+  - the teacher itself at 35 function evaluations (Heun, 18 steps), sampled at every
+    --sample-seeds seed: FD and KID in each feature space of `gaml eval fd` (gaml's classifier,
+    a scikit-learn MLP, pixels) as mean and sd over those seeds, accuracy, images/s;
   - the peer users would reach for first, the same teacher with fewer steps (1, 3, 10 NFE);
-  - `gaml distill` at its defaults (or --steps K), its FD curve against wall-clock (--eval-every),
-    then the one-step generator: FD, accuracy, images/s and the speed-up over 35 NFE;
+  - `gaml distill` at its defaults (or --steps K, --distill-args) for each --train-seeds seed,
+    its FD curve against wall-clock (--eval-every), then the one-step generator at the same
+    sampling seeds: every space, accuracy, images/s, the speed-up over 35 NFE and its FD over
+    the teacher's in each space;
+  - with --sida W: SiDA (`--real-data`, adversarial weight W) beside it, from scratch and as a
+    fine-tune of the SiD run (--sida-finetune-steps);
   - the paper's reference numbers (CIFAR-10, SD1.5), as rows marked "reference" (not measured here).
 With CUDA (--sd-step): one SiD-LSG iteration on a full-size SD1.5 UNet with random weights
 (4x64x64 latents, 77x768 prompts) in bf16: iterations/s and peak memory per batch size, with
 and without LoRA and gradient checkpointing, timed after one untimed warm-up iteration.
 
-    python bench/distill.py                                   # digits, defaults (about 10 min on 2 cores)
+    python bench/distill.py                                   # digits, defaults (about 15 min on 2 cores)
+    python bench/distill.py --train-seeds 5,7 --skip-peers --sida 1 --skip-sida-scratch
     python bench/distill.py --teacher shapes-teacher.safetensors --ref shapes --lsg 1.5
     python bench/distill.py --sd-step --batch-sizes 1,2,4,8   # on a GPU machine
 """
@@ -40,39 +47,85 @@ def score(model: str, ref: str, n: int, tmp: Path, name: str, **sample_args) -> 
     extra = [a for k, v in sample_args.items() for a in (f"--{k.replace('_', '-')}", str(v))]
     s = gaml("sample", "--model", model, "-n", n, "--out", out, "--batch-size", 500, *extra)
     e = gaml("eval", "fd", "--images", out, "--ref", ref)
+    spaces = {k: {"fd": round(v["fd"], 4), "fd_floor": round(v["fd_floor"], 4), "kid": round(v["kid"], 5),
+                  "kid_se": round(v["kid_se"], 5)} for k, v in e["spaces"].items()}
     return {"fd": round(e["fd"], 4), "floor": round(e["floor"], 4), "ratio": round(e["ratio"], 3),
             "accuracy": e.get("accuracy"), "attribute_accuracy": e.get("attribute_accuracy"),
-            "nfe": s["nfe"], "images_per_s": s["images_per_s"], "n": e["n"]}
+            "nfe": s["nfe"], "images_per_s": s["images_per_s"], "n": e["n"], "spaces": spaces}
+
+
+def over_seeds(model: str, args, tmp: Path, name: str, **sample_args) -> dict:
+    """The model sampled at every --sample-seeds seed: per space FD / KID mean and sd over the
+    seeds (distill_compare.summarise), and the mean images/s."""
+    from distill_compare import summarise
+
+    evals, rates = [], []
+    for seed in args.sample_seeds:
+        out = tmp / f"{name}-s{seed}.safetensors"
+        extra = [a for k, v in sample_args.items() for a in (f"--{k.replace('_', '-')}", str(v))]
+        s = gaml("sample", "--model", model, "-n", args.n, "--seed", seed, "--out", out, "--batch-size", 500, *extra)
+        evals.append(gaml("eval", "fd", "--images", out, "--ref", args.ref))
+        rates.append(s["images_per_s"])
+    return {**summarise(evals), "images_per_s": round(sum(rates) / len(rates), 1), "nfe": s["nfe"],
+            "sample_seeds": args.sample_seeds}
+
+
+def vs(one: dict, teacher: dict) -> dict:
+    return {k: round(one[k]["fd"] / teacher[k]["fd"], 3) for k in one
+            if isinstance(one[k], dict) and "fd" in one[k] and k in teacher}
 
 
 def bench_teacher(args, tmp: Path) -> None:
     teacher, ref = args.teacher, args.ref
-    guidance = [] if args.lsg is None else ["--guidance", args.lsg]
-    g = dict(zip(guidance[::2], guidance[1::2]))
-    kw = {"guidance": g["--guidance"]} if g else {}
-    t35 = score(teacher, ref, args.n, tmp, "t35", steps=18, **kw)
+    kw = {"guidance": args.lsg} if args.lsg is not None else {}
+    t35 = over_seeds(teacher, args, tmp, "t35", steps=18, **kw)
     row(bench="distill", data=ref, model="teacher", sampler="heun 18 steps", **t35)
-    for sampler, steps in (("euler", 1), ("heun", 2), ("euler", 10)):
-        r = score(teacher, ref, args.n, tmp, f"t{sampler}{steps}", steps=steps, sampler=sampler, **kw)
-        row(bench="distill", data=ref, model="teacher, fewer steps (peer)", sampler=f"{sampler} {steps} steps", **r)
-    run = tmp / "run"
-    dargs = ["--teacher", teacher, "--out", run, "--eval-every", args.eval_every, "--eval-n", args.n]
-    if args.steps:
-        dargs += ["--steps", args.steps]
-    if args.lsg is not None:
-        dargs += ["--lsg", args.lsg]
-    t0 = time.perf_counter()
-    d = gaml("distill", *dargs)
-    wall = time.perf_counter() - t0
-    for rec in (json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()):
-        if "fd" in rec:
-            row(bench="distill", data=ref, curve="fd vs wall-clock", step=rec["step"], seconds=rec["seconds"],
-                fd=round(rec["fd"], 4), accuracy=rec.get("accuracy"))
-    one = score(str(run), ref, args.n, tmp, "g1", **({"prompts": args.prompts} if args.prompts else {}))
-    row(bench="distill", data=ref, model=f"SiD{'-LSG' if args.lsg else ''} one-step ({d['steps']} iterations)",
-        sampler="one step", distill_seconds=round(wall, 1), train_seconds=d["train_seconds"], **one,
-        speedup_vs_35nfe=round(one["images_per_s"] / t35["images_per_s"], 1),
-        fd_vs_teacher=round(one["fd"] / t35["fd"], 3))
+    if not args.skip_peers:
+        for sampler, steps in (("euler", 1), ("heun", 2), ("euler", 10)):
+            r = score(teacher, ref, args.n, tmp, f"t{sampler}{steps}", steps=steps, sampler=sampler, **kw)
+            row(bench="distill", data=ref, model="teacher, fewer steps (peer)", sampler=f"{sampler} {steps} steps",
+                sample_seed=0, **r)
+    sample_kw = {"prompts": args.prompts} if args.prompts else {}
+    for train_seed in args.train_seeds:
+        run = tmp / f"run-{train_seed}"
+        dargs = ["--teacher", teacher, "--out", run, "--eval-every", args.eval_every, "--eval-n", args.n,
+                 "--seed", train_seed, *args.distill_args]
+        if args.steps:
+            dargs += ["--steps", args.steps]
+        if args.lsg is not None:
+            dargs += ["--lsg", args.lsg]
+        t0 = time.perf_counter()
+        d = gaml("distill", *dargs)
+        wall = time.perf_counter() - t0
+        for rec in (json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()):
+            if "fd" in rec:
+                row(bench="distill", data=ref, curve="fd vs wall-clock", train_seed=train_seed, step=rec["step"],
+                    seconds=rec["seconds"], fd=round(rec["fd"], 4), accuracy=rec.get("accuracy"))
+        one = over_seeds(str(run), args, tmp, f"g1-{train_seed}", **sample_kw)
+        label = f"SiD{'-LSG' if args.lsg else ''} one-step ({d['steps']} iterations)"
+        row(bench="distill", data=ref, model=label, sampler="one step", train_seed=train_seed,
+            distill_seconds=round(wall, 1), train_seconds=d["train_seconds"], **one,
+            speedup_vs_35nfe=round(one["images_per_s"] / t35["images_per_s"], 1), fd_vs_teacher=vs(one, t35))
+        if args.sida is not None:  # SiDA beside plain SiD: from scratch, and fine-tuning the SiD run
+            for how, extra in (("from scratch", []), ("fine-tuning the SiD run",
+                                                      ["--init-from", run, "--steps", args.sida_finetune_steps])):
+                if not extra and args.skip_sida_scratch:
+                    continue
+                srun = tmp / f"sida-{train_seed}-{'ft' if extra else 'scratch'}"
+                sargs = ["--teacher", teacher, "--out", srun, "--seed", train_seed, "--real-data", args.sida_data or ref,
+                         "--adversarial-weight", args.sida, *args.distill_args]
+                if args.lsg is not None:
+                    sargs += ["--lsg", args.lsg]
+                if args.steps and not extra:
+                    sargs += ["--steps", args.steps]
+                t0 = time.perf_counter()
+                sd_ = gaml("distill", *sargs, *extra)
+                swall = time.perf_counter() - t0
+                sone = over_seeds(str(srun), args, tmp, f"sida-{train_seed}-{len(extra)}", **sample_kw)
+                row(bench="distill", data=ref, model=f"SiDA one-step, adversarial weight {args.sida}, {how} "
+                    f"({sd_['steps']} iterations)", sampler="one step", train_seed=train_seed,
+                    distill_seconds=round(swall, 1), train_seconds=sd_["train_seconds"], **sone,
+                    speedup_vs_35nfe=round(sone["images_per_s"] / t35["images_per_s"], 1), fd_vs_teacher=vs(sone, t35))
 
 
 def sd15_unet(smoke: bool = False):
@@ -213,12 +266,23 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="distill iterations (default: gaml distill's)")
     ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("-n", type=int, default=1000, help="samples per FD (and the eval batch)")
+    ap.add_argument("--sample-seeds", default="0,1,2", help="sampling seeds of the teacher and each generator")
+    ap.add_argument("--train-seeds", default="0", help="training seeds of gaml distill (one run each)")
+    ap.add_argument("--distill-args", default="", help="extra gaml distill options, e.g. '--lr 3e-5'")
+    ap.add_argument("--skip-peers", action="store_true", help="leave out the teacher at 1, 3 and 10 NFE")
+    ap.add_argument("--sida", type=float, default=None, help="also run SiDA (--real-data) with this adversarial weight")
+    ap.add_argument("--sida-data", default=None, help="SiDA's real images (default: --ref)")
+    ap.add_argument("--sida-finetune-steps", type=int, default=200, help="SiDA iterations when fine-tuning the SiD run")
+    ap.add_argument("--skip-sida-scratch", action="store_true", help="SiDA only as a fine-tune of the SiD run")
     ap.add_argument("--sd-step", action="store_true", help="time SiD-LSG on a full-size SD1.5 UNet (CUDA)")
     ap.add_argument("--sd-only", action="store_true")
     ap.add_argument("--sd-smoke", action="store_true", help="without CUDA: run the SD step on a narrow UNet on CPU")
     ap.add_argument("--batch-sizes", default="1,2,4,8,16")
     ap.add_argument("--sd-iters", type=int, default=5)
     args = ap.parse_args()
+    args.sample_seeds = [int(v) for v in args.sample_seeds.split(",")]
+    args.train_seeds = [int(v) for v in args.train_seeds.split(",")]
+    args.distill_args = args.distill_args.split()
     for r in REFERENCE:
         row(bench="distill", reference=True, **r)
     with tempfile.TemporaryDirectory() as d:

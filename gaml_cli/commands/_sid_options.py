@@ -36,6 +36,8 @@ def sid_options(
     gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing", help="Recompute UNet activations in backward (less memory, slower).")] = False,
     lora_rank: Annotated[int, typer.Option(min=0, help="Train rank-r LoRA adapters (peft) on G and the fake score instead of all weights (0 = full).")] = 0,
     init_from: Annotated[Optional[str], typer.Option(help="Start G from a finished gaml distill/unlearn run of this teacher (e.g. SFD's two-stage variant: distil first, then unlearn from it); its sigma_init unless --init-sigma.")] = None,
+    real_data: Annotated[Optional[str], typer.Option(help="SiDA (arXiv 2410.14919): real images for an adversarial loss whose discriminator is the fake score network's encoder: digits, shapes or an images artifact (gaml dataset ...). Off: plain SiD, data-free. E.g. --real-data digits, or with --init-from a finished SiD run.")] = None,
+    adversarial_weight: Annotated[Optional[float], typer.Option(min=0.0, help="SiDA: weight of the adversarial term in the generator loss, L_SiD + w L_adv (needs --real-data) [1, the reference's equal mix].")] = None,
     checkpoint_every: Annotated[int, typer.Option(min=0, help="Save a resumable checkpoint every N iterations (0: at the end and on Ctrl-C).")] = 200,
     eval_every: Annotated[int, typer.Option(min=0, help="Every N iterations score the EMA generator's FD on a fixed batch (digits/shapes teachers).")] = 0,
     eval_n: Annotated[int, typer.Option(min=10, help="Samples of that fixed batch.")] = 1000,

@@ -22,27 +22,71 @@ def fd(
     ref: Annotated[str, typer.Option("--ref", "-r", help="Real images: an 'images' artifact, or 'digits' / 'shapes'.")],
     classifier: Annotated[Optional[str], typer.Option(help="Feature classifier artifact or alias (default: the shipped one for the data set).")] = None,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the split of the reference into two halves.")] = 0,
+    features: Annotated[Optional[str], typer.Option(help="Feature spaces, comma-separated: classifier (gaml's), mlp (a scikit-learn MLP trained on the real train split), pixels (random projection to 64 dims) [all; mlp where the reference has labels].")] = None,
     fmt: FormatOpt = "human",
     quiet: QuietOpt = False,
 ):
-    """Frechet distance to real images in a gaml classifier's feature space, with its floor.
+    """Frechet distance and KID to real images in several feature spaces, with their floors.
 
     With m = min(#samples, #reference / 2), the reference is split into disjoint halves A
     and B of m images: fd = FD(samples[:m], B) and floor = FD(A, B), both at the same
-    sample size. accuracy: how often the classifier sees the asked-for class (digits) or
-    all the caption's attributes (shapes) in the samples.
+    sample size; the top-level fd / floor / ratio are in gaml's classifier's features.
+    "spaces" repeats this in each --features space (classifier; mlp: a scikit-learn MLP's
+    penultimate layer, independent of gaml; pixels) and adds KID (unbiased, polynomial
+    kernel) with its jackknife standard error, for the samples and for the floor.
+    accuracy: how often the classifier sees the asked-for class (digits) or all the
+    caption's attributes (shapes) in the samples.
 
     Example:
 
     \b
         gaml sample --model digits -n 1000 --out s.safetensors
         gaml eval fd --images s.safetensors --ref digits --format json
+        gaml eval fd --images s.safetensors --ref digits --features mlp,pixels
     """
     setup(fmt, quiet)
     from ..core import console
-    from ..diffusion.jobs import FdOptions, fd as run_fd
+    from ..diffusion.jobs import FdOptions, fd as run_fd, fd_lines
 
-    console.summary(run_fd(FdOptions(images=images, ref=ref, classifier=classifier, seed=seed)), title="fd")
+    result = run_fd(FdOptions(images=images, ref=ref, classifier=classifier, seed=seed, features=features))
+    console.summary(result if console.state.format == "json" else fd_lines(result), title="fd")
+
+
+@app.command("compare")
+def compare(
+    images: Annotated[str, typer.Option("--images", "-i", help="Samples to judge (e.g. a one-step generator's, from gaml sample).")],
+    against: Annotated[str, typer.Option("--against", "-a", help="Samples to judge them against (e.g. the teacher's, same seeds and n).")],
+    ref: Annotated[str, typer.Option("--ref", "-r", help="Real images: an 'images' artifact, or 'digits' / 'shapes'.")],
+    classifier: Annotated[Optional[str], typer.Option(help="Feature classifier artifact or alias (default: the shipped one for the data set).")] = None,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the split of the reference into two halves (one split for both).")] = 0,
+    features: Annotated[Optional[str], typer.Option(help="Feature spaces, as in gaml eval fd [all that apply].")] = None,
+    fmt: FormatOpt = "human",
+    quiet: QuietOpt = False,
+):
+    """Two sample sets side by side against real images: FD and KID in every feature space, accuracy, speed.
+
+    Runs `gaml eval fd` on both with the same reference split and spaces and prints one line:
+    each space's FD of --images next to --against's (their ratio, the floor), KID with the
+    larger standard error, class accuracy, and the ratio of the images/s that gaml sample
+    recorded. --format json: the line, the ratios and both full eval fd results.
+
+    Example:
+
+    \b
+        gaml sample --model runs/sid-digits -n 1000 --out g.safetensors
+        gaml sample --model digits -n 1000 --steps 18 --out t.safetensors
+        gaml eval compare --images g.safetensors --against t.safetensors --ref digits
+    """
+    setup(fmt, quiet)
+    from ..core import console
+    from ..diffusion.jobs import CompareOptions, compare as run_compare
+
+    result = run_compare(CompareOptions(images=images, against=against, ref=ref, classifier=classifier, seed=seed,
+                                        features=features))
+    if console.state.format == "json":
+        console.summary(result, title="compare")
+    elif not console.state.quiet:
+        console.err().print(result["line"], markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command("clip")

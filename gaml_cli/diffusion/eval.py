@@ -86,7 +86,29 @@ def fd_with_floor(clf: FeatureNet, f_gen: np.ndarray, ref_x: np.ndarray, seed: i
     return {"fd": fd, "floor": floor, "ratio": fd / floor if floor > 0 else None, "n": int(m)}
 
 
-def score(clf: FeatureNet, gen: Artifact, ref_x: np.ndarray, seed: int = 0) -> dict[str, Any]:
+def feature_spaces(names: list[str], clf: FeatureNet, dataset: str | None, ref_x: np.ndarray,
+                   ref_targets: dict[str, np.ndarray]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """({space: features function}, {space: description}) for `gaml eval fd --features`."""
+    from . import spaces
+
+    fns: dict[str, Any] = {}
+    about: dict[str, dict[str, Any]] = {}
+    for name in names:
+        if name == "classifier":
+            fns[name] = lambda x: predict(clf, x)[0]
+            about[name] = {"kind": "gaml's shipped classifier, pooled CNN features"}
+        elif name == "mlp":
+            fns[name], about[name] = spaces.mlp_space(dataset, ref_x, ref_targets)
+        else:
+            fns[name], about[name] = spaces.pixel_space(tuple(ref_x.shape[1:]))
+    return fns, about
+
+
+def score(clf: FeatureNet, gen: Artifact, ref_x: np.ndarray, seed: int = 0,
+          feature_fns: dict[str, Any] | None = None) -> dict[str, Any]:
+    """FD / floor / accuracy in the classifier's space (the top-level keys); with feature_fns,
+    also "spaces": FD and KID with their floors in each of those spaces (diffusion/spaces.py),
+    all on one split of the reference."""
     x = gen["images"].astype(np.float32)
     shape = tuple(clf.config["image_shape"])
     if tuple(x.shape[1:]) != shape:
@@ -115,4 +137,8 @@ def score(clf: FeatureNet, gen: Artifact, ref_x: np.ndarray, seed: int = 0) -> d
         out["accuracy"] = float(ok[known].mean()) if known.any() else None
     else:
         out["accuracy"] = None
+    if feature_fns:
+        from .spaces import score_spaces
+
+        out["spaces"] = score_spaces(x, ref_x, feature_fns, seed)
     return out

@@ -145,8 +145,10 @@ def sd_generator_config(path) -> dict[str, Any] | None:
     return info.config if info.kind == "generator" and "sd" in info.config else None
 
 
-def write_samples(out, grid, images, tensors, out_cfg, source, seed, parents) -> None:
-    """The samples as an 'images' artifact (plus their labels/attrs/prompts) and an optional grid."""
+def write_samples(out, grid, images, tensors, out_cfg, source, seed, parents, timing=None) -> None:
+    """The samples as an 'images' artifact (plus their labels/attrs/prompts) and an optional grid.
+    timing (e.g. images_per_s) goes to the provenance, beside the creation time: the config stays
+    the same for the same inputs."""
     import numpy as np
 
     from ..core.artifacts import save_artifact
@@ -154,7 +156,8 @@ def write_samples(out, grid, images, tensors, out_cfg, source, seed, parents) ->
 
     arr = images.clamp(-1, 1).numpy().astype(np.float32)
     cfg = {**out_cfg, "shape": list(arr.shape[1:]), "value_range": [-1.0, 1.0], "source": source}
-    save_artifact(out, {"images": arr, **tensors}, kind=IMAGE_KIND, config=cfg, seed=seed, parents=parents)
+    save_artifact(out, {"images": arr, **tensors}, kind=IMAGE_KIND, config=cfg, seed=seed, parents=parents,
+                  prov_extra=timing)
     if grid:
         save_grid(arr[:64], grid, nrow=8)
 
@@ -240,7 +243,7 @@ def sample(o: SampleOptions) -> dict[str, Any]:
         kind, parents = info.kind, [path]
     seconds = time.perf_counter() - t0
     write_samples(o.out, o.grid, images, tensors, out_cfg, {"model": str(path), "kind": kind, **facts, "seed": seed},
-                  seed, parents)
+                  seed, parents, timing={"images_per_s": round(n / seconds, 2)})
     return {"out": o.out, "images": n, **facts, "seconds": round(seconds, 2), "images_per_s": round(n / seconds, 2)}
 
 
@@ -255,22 +258,88 @@ class FdOptions:
     ref: str
     classifier: str | None = None  # None: the shipped one for the data set
     seed: int = 0
+    features: str | None = None  # comma-separated spaces (spaces.SPACES); None: all that apply
 
 
 def fd(o: FdOptions) -> dict[str, Any]:
     """Frechet distance of o.images to the real images o.ref in a gaml classifier's feature
-    space, with its real-vs-real floor and the conditional accuracy."""
+    space, with its real-vs-real floor and the conditional accuracy (the top-level keys, as
+    before), plus FD and KID with their floors in every space of o.features ("spaces")."""
     from ..core.artifacts import load_artifact
     from ..core.images import check_finite_images
-    from .eval import load_classifier, reference_images, score
+    from .eval import NAMED_REFS, feature_spaces, load_classifier, reference_data, score
+    from .spaces import parse_spaces
 
+    named = o.ref if o.ref in NAMED_REFS else None
+    if named is None and o.features is not None:
+        parse_spaces(o.features, True)  # a bad --features fails before any loading
     gen = load_artifact(o.images, "images")
     check_finite_images(gen["images"], o.images)
     clf, clf_path = load_classifier(o.classifier, o.ref, gen.config)
-    ref_x, ref_name = reference_images(o.ref, clf)
-    result = score(clf, gen, ref_x, seed=o.seed)
+    ref_x, ref_targets, ref_name = reference_data(o.ref, clf)
+    names = parse_spaces(o.features, named is not None or bool(ref_targets))
+    fns, about = feature_spaces(names, clf, named, ref_x, ref_targets)
+    result = score(clf, gen, ref_x, seed=o.seed, feature_fns=fns)
+    for name, desc in about.items():
+        result["spaces"][name]["about"] = desc
     result.update({"images": o.images, "ref": ref_name, "classifier": str(clf_path)})
     return result
+
+
+@dataclass
+class CompareOptions:
+    """Every option of `gaml eval compare`, by the same names."""
+
+    images: str
+    against: str
+    ref: str
+    classifier: str | None = None
+    seed: int = 0
+    features: str | None = None
+
+
+def compare(o: CompareOptions) -> dict[str, Any]:
+    """`fd` of o.images and of o.against (same reference split, same spaces), the ratio of their
+    FDs in each space, their speeds (images/s recorded by gaml sample) and one readable line."""
+    from ..core.artifacts import read_header
+    from ..core.errors import UsageError
+
+    heads = [read_header(p) for p in (o.images, o.against)]  # what gaml sample recorded
+    sizes = [(h.tensors.get("images") or {}).get("shape", [None])[0] for h in heads]
+    if sizes[0] != sizes[1]:
+        raise UsageError(f"--images has {sizes[0]} samples and --against {sizes[1]}: FDs compare only at one n "
+                         "(sample both with the same -n)")
+    a = fd(FdOptions(images=o.images, ref=o.ref, classifier=o.classifier, seed=o.seed, features=o.features))
+    b = fd(FdOptions(images=o.against, ref=o.ref, classifier=o.classifier, seed=o.seed, features=o.features))
+    speed = [h.provenance.get("images_per_s") for h in heads]
+    nfe = [(h.config.get("source") or {}).get("nfe") for h in heads]
+    ratios = {name: (s["fd"] / b["spaces"][name]["fd"] if b["spaces"][name]["fd"] > 0 else None)
+              for name, s in a["spaces"].items()}
+    speedup = speed[0] / speed[1] if all(speed) else None
+    parts = []
+    for name, s in a["spaces"].items():
+        t = b["spaces"][name]
+        r = ratios[name]
+        kid = "" if s["kid"] is None else f", KID {s['kid']:.4f} vs {t['kid']:.4f} (+-{max(s['kid_se'], t['kid_se']):.4f})"
+        parts.append(f"{name} FD {s['fd']:.3f} vs {t['fd']:.3f} ({r:.2f}x; floor {s['fd_floor']:.3f}){kid}")
+    acc = ""
+    if a.get("accuracy") is not None and b.get("accuracy") is not None:
+        acc = f"; accuracy {a['accuracy']:.3f} vs {b['accuracy']:.3f}"
+    nfes = f"{nfe[0]} NFE vs {nfe[1]} NFE" if all(nfe) else "images vs against"
+    line = (f"{nfes}, n={a['n']}: " + " | ".join(parts) + acc
+            + (f"; {speedup:.0f}x the images/s ({speed[0]:.0f} vs {speed[1]:.0f})" if speedup else ""))
+    return {"line": line, "fd_vs": ratios, "speedup": speedup, "images_per_s": speed, "nfe": nfe,
+            "images": a, "against": b}
+
+
+def fd_lines(result: dict[str, Any]) -> dict[str, Any]:
+    """The human table of `gaml eval fd`: the top-level keys, then one row per feature space."""
+    out = {k: v for k, v in result.items() if k != "spaces"}
+    for name, s in result.get("spaces", {}).items():
+        kid = "" if s["kid"] is None else (f"; KID {s['kid']:.5f} +- {s['kid_se']:.5f} "
+                                          f"(floor {s['kid_floor']:.5f} +- {s['kid_floor_se']:.5f})")
+        out[f"{name} (n={s['n']})"] = f"FD {s['fd']:.4g} (floor {s['fd_floor']:.4g}){kid}"
+    return out
 
 
 # --------------------------------------------------------------------------- gaml eval clip

@@ -52,6 +52,17 @@ class ForgetPlan:
         nf = min(max(nf, 1), n - 1) if n > 1 else nf
         return n - nf, nf
 
+    def is_retained(self, cond: Any) -> bool:
+        """Whether a real image's condition (class or caption) is kept: SiDA's discriminator in
+        `gaml unlearn --real-data` sees only retained data."""
+        if self.mode == "class":
+            return int(cond) not in {int(f) for f, _ in self.pairs}
+        if self.mode == "attribute":
+            return not any(_has_attr(str(cond), k, v) for (k, v), _ in self.pairs)
+        if self.mode == "prompt":
+            return not any(_mentions(str(cond), concept) for concept, _ in self.pairs)
+        return True
+
     # -- drawing conditions ------------------------------------------------------------------
     def draw_retained(self, teacher, n: int, gen: torch.Generator) -> list[Any] | None:
         if self.mode == "none" or n == 0:

@@ -81,3 +81,40 @@ def finite_rows(*tensors: torch.Tensor) -> torch.Tensor:
     for t in tensors:
         ok &= torch.isfinite(t).flatten(1).all(1)
     return ok
+
+
+# --------------------------------------------------------------------------- SiDA
+
+
+def discriminator_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """SiDA's discriminator loss per sample (arXiv 2410.14919, Sec. 3; the reference code's
+    fake-score/discriminator step): the logistic loss of the fake score network's encoder
+    logits, real images labelled 1 and generator samples 0, each averaged over the batch and
+    the logit map (the batch normalisation, per device), times the fake score's EDM weight of
+    the sample's noise level:
+
+        L_D = lambda(sigma) * [BCE(D(x_real + sigma n), 1) + BCE(D(x_g + sigma n), 0)] / 2
+
+    It is added to f_psi's denoising loss; the real images enter nothing else."""
+    import torch.nn.functional as F
+
+    real = F.binary_cross_entropy_with_logits(logits_real, torch.ones_like(logits_real))
+    fake = F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake))
+    return weight * (real + fake) / 2
+
+
+def adversarial_generator_loss(logits_fake: torch.Tensor, w: torch.Tensor, n_pixels: int) -> torch.Tensor:
+    """SiDA's adversarial term of the generator loss per sample: the non-saturating GAN loss on
+    the encoder logits of the generator's noisy sample x_t = x_g + sigma n (the same x_t as the
+    SiD term), logits clipped to [-10, 10], averaged over the batch and the logit map, divided
+    by SiD's normaliser w and scaled by the pixel count so it is on the SiD term's per-sample
+    (sum over pixels) scale:
+
+        L_adv = n_pixels * BCE(D(x_t), 1) / w
+
+    Minimising it raises D on generator samples: the generator moves towards what the
+    discriminator calls real."""
+    import torch.nn.functional as F
+
+    bce = F.binary_cross_entropy_with_logits(logits_fake.clamp(-10, 10), torch.ones_like(logits_fake))
+    return n_pixels * bce / w.reshape(-1)

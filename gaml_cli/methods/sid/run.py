@@ -56,6 +56,8 @@ class RunOptions:
     gradient_checkpointing: bool = False
     lora_rank: int = 0
     init_from: str | None = None
+    real_data: str | None = None  # SiDA: real images for the discriminator
+    adversarial_weight: float | None = None  # SiDA: weight of G's adversarial term [1 with --real-data]
     checkpoint_every: int = 200
     eval_every: int = 0
     eval_n: int = 1000
@@ -70,7 +72,7 @@ class RunOptions:
 
 
 FLOAT_OPTIONS = ("lr", "lr_fake", "alpha", "init_sigma", "lsg", "kappa1", "kappa2", "kappa4", "p_uncond",
-                 "ema_halflife", "ema_rampup")
+                 "ema_halflife", "ema_rampup", "adversarial_weight")
 
 
 def parse_betas(betas: str) -> tuple[float, float]:
@@ -103,6 +105,10 @@ def check_options(o: RunOptions) -> tuple[float, float]:
         raise UsageError(f"--t-min {o.t_min} must be below --t-max {o.t_max}")
     if o.init_sigma is not None and o.init_sigma <= 0:
         raise UsageError("--init-sigma must be positive")
+    if o.adversarial_weight is not None and o.real_data is None:
+        raise UsageError("--adversarial-weight needs --real-data (SiDA's discriminator learns from real images)")
+    if o.adversarial_weight is not None and o.adversarial_weight < 0:
+        raise UsageError("--adversarial-weight must be at least 0")
     return b
 
 
@@ -143,6 +149,8 @@ def resolve_config(o: RunOptions, teacher, betas: tuple[float, float]):
         ema_rampup=o.ema_rampup if o.ema_rampup is not None else (0.05 if sd else 0.5), precision=prec,
         grad_clip_value=1.0 if prec == "fp16" else 0.0,
         gradient_checkpointing=o.gradient_checkpointing, lora_rank=o.lora_rank, init_from=str(init_path or ""),
+        real_data=o.real_data or "",
+        adv_weight=(o.adversarial_weight if o.adversarial_weight is not None else 1.0) if o.real_data else 0.0,
         checkpoint_every=o.checkpoint_every, eval_every=o.eval_every, eval_n=o.eval_n, seed=o.seed)
     dc.lr_fake = o.lr_fake if o.lr_fake is not None else (dc.lr if sd else 2 * dc.lr)
     if dc.t_min >= dc.t_max:
@@ -186,8 +194,13 @@ def run(o: RunOptions) -> dict | None:
         f = o.forget
         weight = f.forget_weight if f.forget_weight is not None else (1.0 if sd else 0.01)
         plan = build_plan(t, f.forget or [], f.into or [], f.pairs, weight, f.forget_share)
+    real = None
+    if o.real_data is not None:
+        from .adversarial import RealImages
+
+        real = RealImages(o.real_data, t, plan)  # refuses bad data before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
-    G, report, rank = distill(t, dc, out_dir, dev, resume=o.resume, progress_label=o.label, plan=plan)
+    G, report, rank = distill(t, dc, out_dir, dev, resume=o.resume, progress_label=o.label, plan=plan, real=real)
     if rank != 0:
         return None
     from .save import save_generator
@@ -197,4 +210,5 @@ def run(o: RunOptions) -> dict | None:
     return {"out": str(path), "steps": report["steps"], "loss_fake": report["loss_fake"],
             "loss_g": report["loss_g"], **({"fd": last["fd"], "accuracy": last.get("accuracy")} if last else {}),
             **({"forget": plan.describe()["pairs"], "forget_weight": plan.weight} if plan else {}),
+            **({"real_data": o.real_data, "adversarial_weight": dc.adv_weight} if real is not None else {}),
             "train_seconds": report["train_seconds"], "trainable_parameters": report["trainable_parameters"]}

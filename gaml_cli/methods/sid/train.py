@@ -30,7 +30,8 @@ from ...core.runtime import require_finite
 from ...core.errors import UsageError
 from ...diffusion.edm import cfg_denoiser
 from ..sfd.loss import remain_forget_sum
-from .loss import fake_score_loss, finite_rows, sid_generator_loss
+from .loss import (adversarial_generator_loss, discriminator_loss, fake_score_loss, finite_rows, sid_generator_loss,
+                   sid_normaliser)
 from .model import add_lora, load_trainable, merged_state_dict, trainable_state
 
 
@@ -59,6 +60,8 @@ class DistillConfig:
     gradient_checkpointing: bool = False
     lora_rank: int = 0
     init_from: str = ""  # a finished distill/unlearn run whose generator G starts from (SFD's two-stage variant)
+    adv_weight: float = 0.0  # SiDA: weight of the adversarial term in G's loss (0: plain SiD, data-free)
+    real_data: str = ""  # SiDA: real images for the discriminator (digits, shapes or an images artifact)
     checkpoint_every: int = 200
     eval_every: int = 0
     eval_n: int = 1000
@@ -67,7 +70,7 @@ class DistillConfig:
 
 # Fields that must match for --resume to continue the same run.
 RUN_IDENTITY = ("batch_size", "alpha", "sigma_init", "kappa1", "kappa2", "kappa4", "p_uncond", "t_min", "t_max",
-                "lora_rank", "init_from", "seed")
+                "lora_rank", "init_from", "seed", "adv_weight", "real_data")
 
 
 def _dist() -> tuple[int, int]:
@@ -129,12 +132,13 @@ class Evaluator:
 
 
 def distill(teacher, dc: DistillConfig, out_dir: Path, device: torch.device, resume: bool = False,
-            progress_label: str = "distill", plan=None) -> tuple[torch.nn.Module, dict[str, Any], int]:
+            progress_label: str = "distill", plan=None, real=None) -> tuple[torch.nn.Module, dict[str, Any], int]:
     """Run SiD-LSG; returns (the generator to save: the EMA copy if kept; report; this process's rank).
 
     plan: a methods.sfd.plan.ForgetPlan for Score Forgetting Distillation (gaml unlearn): each
     micro-batch then holds retained rows and forget rows; on forget rows the teacher is evaluated
-    at the override condition and both losses weight the rows as methods.sfd.loss says."""
+    at the override condition and both losses weight the rows as methods.sfd.loss says.
+    real: SiDA's methods.sid.adversarial.RealImages (built from dc.real_data when not given)."""
     rank, world = _dist()
     main = rank == 0
     if dc.batch_size % world:
@@ -165,6 +169,13 @@ def distill(teacher, dc: DistillConfig, out_dir: Path, device: torch.device, res
             if hasattr(core, "enable_gradient_checkpointing"):
                 core.enable_gradient_checkpointing()
     G_ema = copy.deepcopy(G).eval().requires_grad_(False) if dc.ema_halflife_kimg > 0 else None
+    if dc.real_data:  # SiDA: the fake score's encoder is also the discriminator on real images
+        from .adversarial import RealImages, discriminator_logits, encoder_tap
+
+        if world > 1:
+            raise UsageError("--real-data (SiDA) runs in one process for now")
+        real = real if real is not None else RealImages(dc.real_data, teacher, plan)
+        n_pixels = int(torch.Size(teacher.x_shape).numel())
     g_names = [n for n, p in G.named_parameters() if p.requires_grad]
     f_names = [n for n, p in f_psi.named_parameters() if p.requires_grad]
     opt_g = torch.optim.Adam([p for p in G.parameters() if p.requires_grad], lr=dc.lr, betas=dc.betas,
@@ -182,6 +193,8 @@ def distill(teacher, dc: DistillConfig, out_dir: Path, device: torch.device, res
     identity = {k: getattr(dc, k) for k in RUN_IDENTITY} | {"teacher": teacher.describe()}
     if plan is not None:
         identity["forget"] = plan.describe()
+    if real is not None:
+        identity["real_images"] = len(real.x)
     n_rem, n_fgt = plan.counts(micro) if plan is not None else (micro, 0)
     n_rem, n_fgt = n_rem * (local_b // micro), n_fgt * (local_b // micro)
     start, seconds, history = 0, 0.0, []
@@ -274,12 +287,14 @@ def distill(teacher, dc: DistillConfig, out_dir: Path, device: torch.device, res
     n_params = sum(p.numel() for p in G.parameters() if p.requires_grad)
     if main:
         what = "SiD-LSG" if plan is None else f"SFD (forget {plan.describe()['pairs']}, weight {plan.weight}, share {plan.share})"
+        if real is not None:
+            what += f" + SiDA (adversarial weight {dc.adv_weight}, {len(real.x)} real images from {dc.real_data})"
         console.log(f"{what}: {teacher.describe()['family']} teacher {teacher.path}, {n_params / 1e6:.2f}M trainable "
                     f"parameters per network, batch {dc.batch_size} ({world} process(es)), kappa "
                     f"{dc.kappa1}/{dc.kappa2}/{dc.kappa4}, alpha {dc.alpha}, sigma_init {dc.sigma_init:.3f}, "
                     f"{dc.precision} on {device}")
     t0 = time.perf_counter()
-    loss_f = loss_g = float("nan")
+    loss_f = loss_g = loss_d = float("nan")
     log_path = out_dir / "log.jsonl"
     loop = StepLoop(start, dc.steps, save_ckpt, ckpt, every=dc.checkpoint_every, unit="iteration", announce=main)
     with loop, console.progress(dc.steps, progress_label, completed=start) if main else nullcontext(None) as bar:
@@ -289,7 +304,7 @@ def distill(teacher, dc: DistillConfig, out_dir: Path, device: torch.device, res
             for n, p in f_psi.named_parameters():
                 p.requires_grad_(n in f_names)
             opt_f.zero_grad(set_to_none=True)
-            total_f = 0.0
+            total_f = total_d = 0.0
             for _ in range(local_b // micro):
                 c, _, is_forget = conditions(micro)
                 if dc.p_uncond > 0 and c is not None:
@@ -309,10 +324,23 @@ def distill(teacher, dc: DistillConfig, out_dir: Path, device: torch.device, res
                 sigma = teacher.fake_sigma(micro, gen, dc)
                 noise = torch.randn(x_g.shape, generator=gen).to(device)
                 x_t = x_g + _bcast(sigma, x_g) * noise
-                with autocast():
+                with autocast(), (encoder_tap(teacher, f_psi) if real is not None else nullcontext([])) as seen:
                     y = cfg_denoiser(f_train, teacher.null(micro), dc.kappa1)(x_t, sigma, c).float()
                 ok = finite_rows(y, x_g)
                 loss = batch_loss(fake_score_loss(y[ok], x_g[ok], teacher.fake_weight(sigma[ok])), is_forget, ok)
+                if real is not None:
+                    # SiDA: the same f_psi, as discriminator, on real images noised with the same sigma and n
+                    logits_fake = discriminator_logits(seen[0], micro)
+                    x_r, c_r = real.draw(micro, gen)
+                    c_r = teacher.encode(c_r, micro) if c_r is not None else teacher.null(micro)
+                    with autocast(), encoder_tap(teacher, f_psi) as seen_r:
+                        f_train(x_r + _bcast(sigma, x_r) * noise, sigma, c_r)
+                    logits_real = discriminator_logits(seen_r[0], micro)
+                    ok_d = ok & finite_rows(logits_real, logits_fake)
+                    loss_disc = discriminator_loss(logits_real[ok_d], logits_fake[ok_d],
+                                                   teacher.fake_weight(sigma[ok_d])).sum() / local_b
+                    loss = loss + loss_disc
+                    total_d += float(loss_disc.detach())
                 backward(loss)
                 total_f += float(loss.detach())
             require_finite(step, fake_score_loss=total_f)
@@ -331,10 +359,17 @@ def distill(teacher, dc: DistillConfig, out_dir: Path, device: torch.device, res
                 x_t = x_g + _bcast(sigma, x_g) * noise
                 null = teacher.null(micro)
                 with autocast():
-                    y_fake = cfg_denoiser(f_psi, null, dc.kappa2)(x_t, sigma, c).float()
+                    with encoder_tap(teacher, f_psi) if real is not None else nullcontext([]) as seen:
+                        y_fake = cfg_denoiser(f_psi, null, dc.kappa2)(x_t, sigma, c).float()
                     y_real = cfg_denoiser(f_phi, null, dc.kappa4)(x_t, sigma, c_phi).float()
                 ok = finite_rows(x_g, y_real, y_fake)
-                loss = batch_loss(sid_generator_loss(x_g[ok], y_real[ok], y_fake[ok], dc.alpha), is_forget, ok)
+                per = sid_generator_loss(x_g[ok], y_real[ok], y_fake[ok], dc.alpha)
+                if real is not None and dc.adv_weight:
+                    # SiDA: the discriminator's verdict on this same x_t, through f_psi's encoder
+                    logits = discriminator_logits(seen[0], micro)[ok]
+                    w = sid_normaliser(x_g[ok], y_real[ok])
+                    per = per + dc.adv_weight * adversarial_generator_loss(logits, w, n_pixels)
+                loss = batch_loss(per, is_forget, ok)
                 backward(loss)
                 total_g += float(loss.detach())
             require_finite(step, generator_loss=total_g)
@@ -346,8 +381,10 @@ def distill(teacher, dc: DistillConfig, out_dir: Path, device: torch.device, res
             # reference copies G into the EMA (half-life 0), gaml keeps 0.5^(1/ema_rampup) of the start.
             # Kept: the tables of record were measured so; the difference fades once the ramp-up ends.
             ema_update((step + 1) * dc.batch_size)
-            loss_f, loss_g = total_f, total_g
+            loss_f, loss_g, loss_d = total_f, total_g, total_d
             fields: dict[str, Any] = {"loss_fake": loss_f, "loss_g": loss_g}
+            if real is not None:
+                fields["loss_d"] = loss_d
             if evaluator is not None and ((step + 1) % dc.eval_every == 0 or step + 1 == dc.steps):
                 fields.update(evaluator(G_ema or G, dc.sigma_init))
                 (G_ema or G).train(False)
