@@ -128,7 +128,7 @@ def test_two_processes_under_torchrun(prefs, tmp_path):
 
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "gaml_cli",
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "gaml_cli",
                           "align", "rpo", "--model", "shapes", "--pairs", str(prefs / "prefs.jsonl"), "--out", str(run),
                           "--steps", "2", "--batch-size", "4", "--lora-rank", "2", "--device", "cpu", "-f", "json",
                           "-q"], capture_output=True, text=True, env=env, timeout=300)

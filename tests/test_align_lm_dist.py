@@ -15,7 +15,7 @@ import pytest
 
 def _torchrun(*args, timeout=300):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "gaml_cli",
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "gaml_cli",
                            *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout)
 
 

@@ -263,7 +263,7 @@ def test_two_processes_under_torchrun(tmp_path):
         pytest.skip("torchrun not on PATH")
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "gaml_cli",
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "gaml_cli",
                           "distill", "--teacher", "digits", "--steps", "2", "--batch-size", "8", "--out", str(run),
                           "--device", "cpu", "-f", "json", "-q"], capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr
