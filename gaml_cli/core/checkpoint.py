@@ -154,6 +154,24 @@ class CheckpointDir:
         files = sorted(p for p in self.folder.glob("step-*.safetensors") if _STEP_FILE.match(p.name))
         return files[-1] if files else None
 
+    def resume_or_start(self, resume: bool, identity: dict[str, Any]) -> tuple[int, dict[str, Any] | None]:
+        """The start of a run that checkpoints here: (0, None) for a new run, which must find no
+        checkpoints of an earlier one; with `resume`, (step, state) of the latest checkpoint, which
+        must have been saved with config {"identity": identity} (the same settings and data)."""
+        from .errors import UsageError
+
+        if not resume:
+            if self.latest() is not None:
+                raise UsageError(f"{self.folder} holds checkpoints of an earlier run: --resume to continue it, "
+                                 f"or remove it")
+            return 0, None
+        if self.latest() is None:
+            raise UsageError(f"--resume: no checkpoint in {self.folder}")
+        step, state, run_cfg = self.load()
+        if run_cfg.get("identity") != json.loads(json.dumps(identity)):
+            raise UsageError(f"{self.folder}: the checkpoint was made with other settings or data; start a new --out")
+        return step, state
+
     def load(self, path: Path | None = None, device: str = "cpu") -> tuple[int, dict[str, Any], dict[str, Any]]:
         """(step, state, run_config) from `path` or the latest checkpoint."""
         path = path or self.latest()

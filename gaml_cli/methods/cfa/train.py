@@ -17,7 +17,6 @@ CFA is a RECONSTRUCTION of arXiv 2407.21740 (no public code); see loss.py.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -252,22 +251,16 @@ def train(o: ContrastiveOptions) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(o.seed)  # the posterior draws
     order = torch.Generator().manual_seed(o.seed + 1)  # the batches
     ckpt = CheckpointDir(ckpt_dir, keep=2)
-    if not o.resume and ckpt.latest() is not None:
-        raise UsageError(f"{ckpt_dir} holds checkpoints of an earlier run: --resume to continue it, or remove it")
     identity = {"model": cfg, "augment": aug.to_dict(), "seed": o.seed, "batch_size": o.batch_size, "lr": o.lr,
                 "weight_decay": o.weight_decay, "rows": len(rows), "image_shape": list(imgs.x.shape[1:])}
-    start, seconds = 0, 0.0
-    if o.resume:
-        if ckpt.latest() is None:
-            raise UsageError(f"--resume: no checkpoint in {ckpt_dir}")
-        step, state, run_cfg = ckpt.load()
-        if run_cfg.get("identity") != json.loads(json.dumps(identity)):
-            raise UsageError(f"{ckpt_dir}: the checkpoint was made with other settings or data; start a new --out")
+    start, state = ckpt.resume_or_start(o.resume, identity)
+    seconds = 0.0
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         gen.set_state(state["gen"])
         order.set_state(state["order"])
-        start, seconds = step, float(state.get("seconds", 0.0))
+        seconds = float(state.get("seconds", 0.0))
         console.log(f"resumed from {ckpt.latest()} at step {start}")
     t0 = time.perf_counter()
 

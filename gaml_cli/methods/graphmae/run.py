@@ -14,7 +14,6 @@ graph's `label`), the model's weights under `model.` and the config; `--model EM
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -238,21 +237,15 @@ def fit(o, gs: GraphSet, cfg: dict[str, Any], method: Method, extra_config: dict
     opt = torch.optim.Adam(groups, lr=o.lr, weight_decay=o.weight_decay)
     gen = torch.Generator().manual_seed(o.seed)
     ckpt = CheckpointDir(ckpt_dir, keep=2)
-    if not o.resume and ckpt.latest() is not None:
-        raise UsageError(f"{ckpt_dir} holds checkpoints of an earlier run: --resume to continue it, or remove it")
     identity = {"method": method.name, "model": cfg, "level": gs.level, "seed": o.seed, "batch_size": o.batch_size,
                 "inputs": len(gs.data), "features": gs.features}
-    start, seconds = 0, 0.0
-    if o.resume:
-        if ckpt.latest() is None:
-            raise UsageError(f"--resume: no checkpoint in {ckpt_dir}")
-        step, state, run_cfg = ckpt.load()
-        if run_cfg.get("identity") != json.loads(json.dumps(identity)):
-            raise UsageError(f"{ckpt_dir}: the checkpoint was made with other settings or data; start a new --out")
+    start, state = ckpt.resume_or_start(o.resume, identity)
+    seconds = 0.0
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         gen.set_state(state["gen"])
-        start, seconds = step, float(state.get("seconds", 0.0))
+        seconds = float(state.get("seconds", 0.0))
         console.log(f"resumed from {ckpt.latest()} at step {start}")
     t0 = time.perf_counter()
 
