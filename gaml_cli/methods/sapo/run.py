@@ -12,7 +12,7 @@ full model folder), the tokenizer, align.json, checkpoints/ and log.jsonl.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -58,12 +58,8 @@ def run(o: SapoOptions) -> dict[str, Any] | None:
     from .lm import adapter_base, add_lora, check_precision, load_lm, save_run
     from .train import SapoConfig, sapo_train
 
-    cfg = SapoConfig(loss=o.loss, beta=o.beta, ema_beta=o.ema_beta, segment_length=o.segment_length,
-                     buffer_size=o.buffer_size, ref_sync_steps=o.ref_sync_steps, top_k=o.top_k, top_p=o.top_p,
-                     temperature=o.temperature, steps=o.steps, batch_size=o.batch_size, micro_batch=o.micro_batch,
-                     lr=o.lr, optimizer=o.optimizer, lora_rank=o.lora_rank,
-                     gradient_checkpointing=o.gradient_checkpointing, checkpoint_every=o.checkpoint_every,
-                     seed=o.seed)
+    # the training settings are the options of the same names (grad_clip keeps its default)
+    cfg = SapoConfig(**{f.name: getattr(o, f.name) for f in fields(SapoConfig) if hasattr(o, f.name)})
     cfg.check()
     out = check_run_folder(o.out, o.resume, WRITES)
     dev = runtime.pick_device(o.device)

@@ -89,47 +89,54 @@ def _videos(records: list[dict], shard) -> dict[str, list[int]]:
     return {k: videos[k] for k in keep}
 
 
+def _stories(records: list[dict], videos: dict[str, list[int]], story_len: int):
+    """(story id, record indices) of every story: each video's frames in frame order, cut into
+    runs of story_len; ids `VIDEO-NNN`, or `story-NNNNNN` (a running count) without a video id."""
+    count = 0
+    for vid, idx in videos.items():
+        idx.sort(key=lambda i: (records[i].get("frame_index", 0), i))
+        for k in range(0, len(idx), story_len):
+            yield (f"{vid}-{k // story_len:03d}" if vid else f"story-{count:06d}"), idx[k:k + story_len]
+            count += 1
+
+
 def polish(records: list[dict], emit: Callable[[dict], None], story_len: int = 5, shard=None) -> dict:
     t0 = time.perf_counter()
     videos = _videos(records, shard)
     out: list[dict | None] = [None] * len(records)
     stories = changed = 0
-    for vid, idx in videos.items():
-        idx.sort(key=lambda i: (records[i].get("frame_index", 0), i))
-        for k in range(0, len(idx), story_len):
-            group = idx[k:k + story_len]
-            story = f"{vid}-{k // story_len:03d}" if vid else f"story-{stories:06d}"
-            stories += 1
-            by_shot: dict = defaultdict(list)
-            for i in group:
-                by_shot[records[i].get("shot")].append(i)
-            for shot_frames in by_shot.values():
-                shapes: dict[str, list[str]] = defaultdict(list)
-                twice: set[str] = set()  # a colour two objects of one frame share names no single object
-                bgs = []
-                for i in shot_frames:
-                    colours = [e["color"] for e in records[i].get("entities", [])]
-                    twice |= {c for c in colours if colours.count(c) > 1}
-                    for e in records[i].get("entities", []):
-                        shapes[e["color"]].append(e["shape"])
-                    m = _BG.search(records[i]["caption"])
-                    if m:
-                        bgs.append(m.group(1))
-                shape_of = {c: _majority(v) for c, v in shapes.items() if c not in twice}
-                background = _majority(bgs) if bgs else None
-                for i in shot_frames:
-                    rec = records[i]
-                    text, ents = _rewrite(rec["caption"], rec.get("entities", []), shape_of, background)
-                    new = dict(rec)
-                    new["origin_caption"] = rec.get("origin_caption", rec["caption"])
-                    new["caption"] = text
-                    if "entities" in rec:
-                        new["entities"] = ents
-                    new["story"] = story
-                    new["story_frame"] = group.index(i)
-                    new["polished"] = text != rec["caption"]
-                    changed += new["polished"]
-                    out[i] = new
+    for story, group in _stories(records, videos, story_len):
+        stories += 1
+        by_shot: dict = defaultdict(list)
+        for i in group:
+            by_shot[records[i].get("shot")].append(i)
+        for shot_frames in by_shot.values():
+            shapes: dict[str, list[str]] = defaultdict(list)
+            twice: set[str] = set()  # a colour two objects of one frame share names no single object
+            bgs = []
+            for i in shot_frames:
+                colours = [e["color"] for e in records[i].get("entities", [])]
+                twice |= {c for c in colours if colours.count(c) > 1}
+                for e in records[i].get("entities", []):
+                    shapes[e["color"]].append(e["shape"])
+                m = _BG.search(records[i]["caption"])
+                if m:
+                    bgs.append(m.group(1))
+            shape_of = {c: _majority(v) for c, v in shapes.items() if c not in twice}
+            background = _majority(bgs) if bgs else None
+            for i in shot_frames:
+                rec = records[i]
+                text, ents = _rewrite(rec["caption"], rec.get("entities", []), shape_of, background)
+                new = dict(rec)
+                new["origin_caption"] = rec.get("origin_caption", rec["caption"])
+                new["caption"] = text
+                if "entities" in rec:
+                    new["entities"] = ents
+                new["story"] = story
+                new["story_frame"] = group.index(i)
+                new["polished"] = text != rec["caption"]
+                changed += new["polished"]
+                out[i] = new
     for rec in out:
         if rec is not None:
             emit(rec)
@@ -208,37 +215,33 @@ def polish_llm(records: list[dict], emit: Callable[[dict], None], model: str, st
     videos = _videos(records, shard)
     out: list[dict | None] = [None] * len(records)
     stories = changed = fallbacks = tries = 0
-    for vid, idx in videos.items():
-        idx.sort(key=lambda i: (records[i].get("frame_index", 0), i))
-        for k in range(0, len(idx), story_len):
-            group = idx[k:k + story_len]
-            story = f"{vid}-{k // story_len:03d}" if vid else f"story-{stories:06d}"
-            stories += 1
-            nouns = story_nouns([records[i] for i in group])
-            for j, i in enumerate(group):
-                rec = records[i]
-                prompt = PROMPT.format(nouns=", ".join(nouns), caption=rec["caption"])
-                text = None
-                for attempt in range(TRIES):
-                    tries += 1
-                    cand = llm.generate(prompt, attempt, zlib.crc32(f"{seed}/{story}/{j}/{attempt}".encode()))
-                    if acceptable(cand, rec["caption"], nouns):
-                        text = cand
-                        break
-                if text is None:
-                    fallbacks += 1
-                    text = rec["caption"]
-                new = dict(rec)
-                new["origin_caption"] = rec.get("origin_caption", rec["caption"])
-                new["caption"] = text
-                new["story"] = story
-                new["story_frame"] = j
-                new["story_nouns"] = nouns
-                new["polished"] = text != rec["caption"]
-                changed += new["polished"]
-                out[i] = new
-                if progress is not None:
-                    progress.update(1)
+    for story, group in _stories(records, videos, story_len):
+        stories += 1
+        nouns = story_nouns([records[i] for i in group])
+        for j, i in enumerate(group):
+            rec = records[i]
+            prompt = PROMPT.format(nouns=", ".join(nouns), caption=rec["caption"])
+            text = None
+            for attempt in range(TRIES):
+                tries += 1
+                cand = llm.generate(prompt, attempt, zlib.crc32(f"{seed}/{story}/{j}/{attempt}".encode()))
+                if acceptable(cand, rec["caption"], nouns):
+                    text = cand
+                    break
+            if text is None:
+                fallbacks += 1
+                text = rec["caption"]
+            new = dict(rec)
+            new["origin_caption"] = rec.get("origin_caption", rec["caption"])
+            new["caption"] = text
+            new["story"] = story
+            new["story_frame"] = j
+            new["story_nouns"] = nouns
+            new["polished"] = text != rec["caption"]
+            changed += new["polished"]
+            out[i] = new
+            if progress is not None:
+                progress.update(1)
     for rec in out:
         if rec is not None:
             emit(rec)
