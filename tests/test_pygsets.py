@@ -130,6 +130,7 @@ def test_missing_or_bad_dataset_is_one_line_and_writes_nothing(tmp_path, gaml):
              (["--dataset", "planetoid:Reddit", "--root", tmp_path], "Planetoid has"),
              (["--dataset", "ogb:arxiv", "--root", tmp_path], "expected planetoid:NAME"),
              (["--dataset", "karate", "--graphs", "karate"], "one of them"),
+             (["--dataset", "karate:club"], "takes no name"),
              ([], "one of them")]
     for args, msg in cases:
         res = gaml("embed", "graphmae", *args, "--out", out, "--steps", "1", "-q")
@@ -163,6 +164,8 @@ def test_planted_separation_scales_the_block_centres(tmp_path, gaml):
     assert rec["planted"]["separation"] == 0.3
     res = gaml("graphgen", "data", "--name", "sbm", "--separation", "0.3", "--out", tmp_path / "s", "-q")
     assert res.code == 2 and "planted only" in res.err and not (tmp_path / "s").exists()
+    res = gaml("graphgen", "data", "--name", "planted", "--separation", "inf", "--out", tmp_path / "i", "-q")
+    assert res.code == 2 and "finite" in res.err and not (tmp_path / "i").exists()
 
 
 

@@ -100,6 +100,10 @@ def data(
     if folder.suffix in (".jsonl", ".json"):
         raise UsageError(f"--out {out}: give a folder (train.jsonl and test.jsonl are written into it)")
     check_folder_out(out)
+    import math
+
+    if not math.isfinite(separation):
+        raise UsageError(f"--separation {separation}: expected a finite number")
     if separation != 1.0 and name.value != "planted":
         raise UsageError("--separation applies to --name planted only")
     if name.value in embedsets.EMBED_NAMES:

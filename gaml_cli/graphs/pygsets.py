@@ -47,7 +47,9 @@ def parse(spec: str) -> tuple[str, str]:
     """('planetoid' | 'tu' | 'karate', canonical name) of a spec."""
     family, _, name = spec.partition(":")
     family = family.strip().lower()
-    if family == "karate" and not name:
+    if family == "karate":
+        if name:
+            raise UsageError(f"--dataset {spec!r}: karate takes no name (PyG's built-in Karate Club)")
         return "karate", "KarateClub"
     if family not in FAMILIES or not name.strip():
         raise UsageError(f"--dataset {spec!r}: expected planetoid:NAME ({', '.join(PLANETOID)}), tu:NAME (e.g. MUTAG) "
